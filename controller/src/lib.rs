@@ -1,1 +1,6 @@
+//! Headroom: a Kubernetes operator that spends a service's spare error
+//! budget on learning.
+
 pub mod budget;
+pub mod cli;
+pub mod resources;

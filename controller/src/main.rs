@@ -1,1 +1,55 @@
-fn main() {}
+//! The `headroom` binary: a thin shell over the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use headroom::cli::{Cli, Command};
+use headroom::resources;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("headroom: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Crds { split: None } => {
+            for crd in resources::crds() {
+                print!("---\n{}", resources::crd_yaml(&crd)?);
+            }
+            Ok(())
+        }
+        Command::Crds { split: Some(dir) } => {
+            std::fs::create_dir_all(&dir)?;
+            for crd in resources::crds() {
+                let path = dir.join(resources::crd_file_name(&crd));
+                std::fs::write(&path, resources::crd_yaml(&crd)?)?;
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        other => anyhow::bail!(
+            "`{}` is not implemented yet in this build",
+            command_name(&other)
+        ),
+    }
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Run(_) => "headroom run",
+        Command::Crds { .. } => "headroom crds",
+        Command::Rules => "headroom rules",
+        Command::Status => "headroom status",
+        Command::Plan => "headroom plan",
+        Command::Pause => "headroom pause",
+        Command::Resume => "headroom resume",
+        Command::Import { .. } => "headroom import",
+    }
+}

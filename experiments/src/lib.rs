@@ -1,1 +1,16 @@
-pub mod pod_kill; pub mod scale_down; pub mod connection_exhaustion;
+//! Headroom's fault library: one module per experiment action.
+//!
+//! Each module owns its spec (the part of a `ChaosExperiment` that chooses the
+//! fault), and — as the engine grows — its injection, observation, restore
+//! and expectations. Specs live here rather than in the controller so that a
+//! fault's shape and its behaviour change together.
+
+pub mod connection_exhaustion;
+pub mod evidence;
+pub mod pod_kill;
+pub mod scale_down;
+pub mod schema;
+
+pub use connection_exhaustion::ConnectionExhaustionSpec;
+pub use pod_kill::PodKillSpec;
+pub use scale_down::ScaleDownSpec;

@@ -1,0 +1,62 @@
+//! Command-line interface of the `headroom` binary.
+//!
+//! Every subcommand the design names exists from the start; the ones not
+//! built yet say so and exit non-zero rather than pretend to work.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Headroom spends a service's spare error budget on learning.
+#[derive(Debug, Parser)]
+#[command(name = "headroom", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator.
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds {
+        /// Write one file per CRD into this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        split: Option<PathBuf>,
+    },
+    /// Print the Prometheus recording and alerting rules for the SLOs.
+    Rules,
+    /// Show SLOs, experiments and recent runs as a table.
+    Status,
+    /// Say, for each experiment, whether it would start now, and why not.
+    Plan,
+    /// Set the global pause: no experiment starts, running ones restore.
+    Pause,
+    /// Clear the global pause.
+    Resume,
+    /// Translate an SLO from another tool into a ServiceLevelObjective.
+    Import {
+        /// The format of FILE.
+        format: ImportFormat,
+        /// The file to translate (`-` for standard input).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Prometheus base URL.
+    #[arg(long, env = "PROMETHEUS_URL", default_value = "http://127.0.0.1:9090")]
+    pub prometheus_url: String,
+    /// Address of the dashboard, JSON API and /metrics.
+    #[arg(long, env = "HEADROOM_LISTEN", default_value = "127.0.0.1:9464")]
+    pub listen: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ImportFormat {
+    Openslo,
+    Sloth,
+    Pyrra,
+}

@@ -1,0 +1,217 @@
+//! `ChaosExperiment`: a hypothesis, the fault that tests it, and the budget
+//! policy that decides when the fault may run.
+
+use headroom_experiments::{ConnectionExhaustionSpec, PodKillSpec, ScaleDownSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A hypothesis experiment guarded by one or more SLOs.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "headroom.dev",
+    version = "v1alpha1",
+    kind = "ChaosExperiment",
+    plural = "chaosexperiments",
+    shortname = "chaos",
+    namespaced,
+    status = "ChaosExperimentStatus",
+    category = "headroom",
+    printcolumn = r#"{"name":"Action","type":"string","jsonPath":".status.action"}"#,
+    printcolumn = r#"{"name":"Gate","type":"string","description":"Why the budget gate is closed, or Open","jsonPath":".status.conditions[?(@.type==\"Gated\")].reason"}"#,
+    printcolumn = r#"{"name":"Last verdict","type":"string","jsonPath":".status.lastVerdict"}"#,
+    printcolumn = r#"{"name":"Next run","type":"date","jsonPath":".status.nextRun"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ChaosExperimentSpec {
+    /// What the team believes and how it is checked.
+    pub hypothesis: Hypothesis,
+
+    /// Names of the ServiceLevelObjectives (same namespace) that guard the
+    /// experiment: it runs only while all of them have budget to spare.
+    #[schemars(length(min = 1, max = 16))]
+    pub slos: Vec<String>,
+
+    /// When the budget allows a start, and when a run must abort.
+    #[serde(default)]
+    pub budget_policy: BudgetPolicy,
+
+    /// The fault. Set exactly one of podKill, scaleDown or connectionExhaustion.
+    pub action: Action,
+
+    /// How long the fault stays in place, e.g. `5m`. Defaults to 5m.
+    #[serde(default = "default_duration")]
+    #[schemars(schema_with = "headroom_experiments::schema::duration")]
+    pub duration: String,
+
+    /// How often the guarding SLOs are re-read during a run. Defaults to 5s.
+    #[serde(default = "default_observe_interval")]
+    #[schemars(schema_with = "headroom_experiments::schema::duration")]
+    pub observe_interval: String,
+
+    /// Cron schedule (5 fields, UTC), e.g. `0 10 * * 1-5`. Without it the
+    /// experiment runs once, as soon as the gate opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 128))]
+    pub schedule: Option<String>,
+
+    /// Stop scheduling; a run in progress is aborted and restored.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// Upper bounds on what the fault may touch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blast_radius: Option<BlastRadius>,
+
+    /// Runbook for this experiment's alerts. Defaults to the dashboard's
+    /// runbook page for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub runbook_url: Option<String>,
+
+    /// Evaluate the gate and record what would be done, without injecting.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn default_duration() -> String {
+    "5m".to_owned()
+}
+
+fn default_observe_interval() -> String {
+    "5s".to_owned()
+}
+
+/// The hypothesis: a sentence for people and expectations for the machine.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Hypothesis {
+    /// The hypothesis in words, e.g. "losing one checkout pod does not burn
+    /// the budget faster than 2x".
+    #[schemars(length(min = 1, max = 1024))]
+    pub description: String,
+    /// The guarding SLOs keep their burn rate at or below a bound during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_holds: Option<SloHolds>,
+    /// Ready replicas are back to their count before the fault within this
+    /// duration of the fault, e.g. `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "headroom_experiments::schema::optional_duration")]
+    pub recovers_within: Option<String>,
+}
+
+/// Expectation on burn rate during the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SloHolds {
+    /// Highest acceptable short-window burn rate during the run, e.g. 2.
+    #[schemars(range(min = 0.0))]
+    pub max_burn_rate: f64,
+    /// SLOs the expectation covers. Defaults to every guarding SLO.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub slos: Vec<String>,
+}
+
+/// The budget gate and abort thresholds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetPolicy {
+    /// Start only when at least this percentage of every guarding SLO's
+    /// budget remains (0 to 100). Defaults to 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub min_budget_remaining: Option<f64>,
+    /// Start only when every guarding SLO's short-window burn rate is at or
+    /// below this. Defaults to 1.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_burn_rate_to_start: Option<f64>,
+    /// Abort when the run has spent this percentage of the budget (0 to 100,
+    /// exclusive of 0). Defaults to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true, "maximum" = 100))]
+    pub max_budget_spend: Option<f64>,
+    /// Abort when a guarding SLO's short-window burn rate crosses this.
+    /// Defaults to the fastest page tier's threshold (14.4 for 30d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true))]
+    pub abort_burn_rate: Option<f64>,
+}
+
+/// The fault. Exactly one field is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.podKill) ? 1 : 0) + (has(self.scaleDown) ? 1 : 0) + (has(self.connectionExhaustion) ? 1 : 0) == 1").message("spec.action must set exactly one of podKill, scaleDown or connectionExhaustion"))]
+pub struct Action {
+    /// Delete pods matching a selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_kill: Option<PodKillSpec>,
+    /// Scale a workload up then down and record which pods were removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScaleDownSpec>,
+    /// Open and hold connections until the target refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_exhaustion: Option<ConnectionExhaustionSpec>,
+}
+
+impl Action {
+    /// The action's name as written in the spec, e.g. `podKill`.
+    pub fn kind(&self) -> Option<&'static str> {
+        match (
+            &self.pod_kill,
+            &self.scale_down,
+            &self.connection_exhaustion,
+        ) {
+            (Some(_), None, None) => Some("podKill"),
+            (None, Some(_), None) => Some("scaleDown"),
+            (None, None, Some(_)) => Some("connectionExhaustion"),
+            _ => None,
+        }
+    }
+}
+
+/// Upper bounds on the fault's reach.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlastRadius {
+    /// Most pods the fault may affect at once (1 to 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_pods: Option<i32>,
+    /// Most of the matching pods, in percent, the fault may affect at once
+    /// (greater than 0, at most 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true, "maximum" = 100))]
+    pub max_percent: Option<f64>,
+}
+
+/// Observed state, written by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChaosExperimentStatus {
+    /// The action kind, e.g. `podKill` (for `kubectl get chaos`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// `Idle`, `Running`, `Suspended` or `Invalid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Name of the most recent ExperimentRun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+    /// When the next run is due, for scheduled experiments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<Time>,
+    /// Verdict of the most recent completed run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verdict: Option<String>,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Valid` (the spec passed the operator's checks) and `Gated` (why the
+    /// budget gate is closed, or reason Open).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

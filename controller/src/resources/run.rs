@@ -1,0 +1,294 @@
+//! `ExperimentRun`: one attempt of an experiment, created by the operator.
+//! It is the durable record of an outcome, and it holds the restore plan
+//! before any fault is applied, so a restarted operator can undo it.
+
+use headroom_experiments::evidence::PodRecord;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::experiment::ChaosExperimentSpec;
+
+/// One attempt of a ChaosExperiment.
+#[derive(CustomResource, JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "headroom.dev",
+    version = "v1alpha1",
+    kind = "ExperimentRun",
+    plural = "experimentruns",
+    shortname = "run",
+    namespaced,
+    status = "ExperimentRunStatus",
+    category = "headroom",
+    printcolumn = r#"{"name":"Experiment","type":"string","jsonPath":".spec.experiment"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict"}"#,
+    printcolumn = r#"{"name":"Budget spent","type":"number","description":"Share of the error budget this run spent","jsonPath":".status.budget.spent"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentRunSpec {
+    /// Name of the ChaosExperiment this run belongs to.
+    #[schemars(length(min = 1, max = 253))]
+    pub experiment: String,
+    /// What started the run: `Schedule`, `Once` or `Manual`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// The experiment's spec when the run was created.
+    pub snapshot: ChaosExperimentSpec,
+    /// The guarding SLOs' numbers when the run was created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slos: Vec<SloSnapshot>,
+}
+
+/// A guarding SLO's figures at the start of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SloSnapshot {
+    /// SLO name.
+    pub name: String,
+    /// Objective in percent.
+    pub objective: f64,
+    /// Rolling window, e.g. `30d`.
+    pub window: String,
+    /// Budget remaining at the start (ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_remaining: Option<f64>,
+    /// Short-window burn rate at the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_burn_rate: Option<f64>,
+}
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RunPhase {
+    /// Created; the gate has not been decided yet.
+    #[default]
+    Pending,
+    /// The gate was closed: nothing was touched.
+    Gated,
+    /// The restore plan is saved and the fault is being applied.
+    Injecting,
+    /// The fault is in place and the SLOs are being watched.
+    Observing,
+    /// The fault is being undone.
+    Restoring,
+    /// The run finished and was restored.
+    Completed,
+    /// The run was stopped early (budget at risk, no data, deletion, pause)
+    /// and restored.
+    Aborted,
+    /// The run could not complete its restore or hit an error.
+    Failed,
+}
+
+impl RunPhase {
+    /// Phases in which a fault may be in place and a restore is owed.
+    pub fn holds_fault(self) -> bool {
+        matches!(self, Self::Injecting | Self::Observing | Self::Restoring)
+    }
+
+    /// Phases after which nothing more happens.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Gated | Self::Completed | Self::Aborted | Self::Failed
+        )
+    }
+}
+
+/// Outcome of a hypothesis or one of its expectations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Verdict {
+    /// The measurement is within the bound.
+    Confirmed,
+    /// The measurement breaks the bound.
+    Refuted,
+    /// Not enough evidence either way (no data, aborted before the measure).
+    Inconclusive,
+}
+
+/// Observed state, written by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentRunStatus {
+    /// Pending, Gated, Injecting, Observing, Restoring, Completed, Aborted or Failed.
+    #[serde(default)]
+    pub phase: RunPhase,
+    /// The hypothesis' verdict: the conjunction of the expectations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// One result per expectation, with the measured value beside the bound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expectations: Vec<ExpectationResult>,
+    /// The figures the start decision used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateRecord>,
+    /// Budget before and after, and what this run spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetRecord>,
+    /// Timestamped steps of the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+    /// Experiment-specific evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observations: Option<Observations>,
+    /// Everything needed to undo the fault, written before it is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestorePlan>,
+    /// Seed of the random choice of targets, so the choice can be replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Why the run was aborted or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the fault was first applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the run reached a final phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Conditions of the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The result of one expectation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpectationResult {
+    /// Which expectation, e.g. `sloHolds/checkout-availability` or `recoversWithin`.
+    pub name: String,
+    /// Confirmed, Refuted or Inconclusive.
+    pub result: Verdict,
+    /// The measured value, with its unit, e.g. `3.2` or `12.5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<String>,
+    /// The bound it was compared with, e.g. `<= 2` or `<= 30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<String>,
+    /// Why, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The gate decision and the figures behind it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateRecord {
+    /// Whether the run was allowed to start.
+    pub open: bool,
+    /// Machine-readable reason, e.g. `BudgetBelowPolicy`, `NoData`, `Open`.
+    pub reason: String,
+    /// The reason in words, with the figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the decision was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<Time>,
+    /// Per-SLO figures used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slos: Vec<SloSnapshot>,
+}
+
+/// Budget accounting of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetRecord {
+    /// Lowest budget remaining among the guarding SLOs before the run (ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_before: Option<f64>,
+    /// The same after the run (ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_after: Option<f64>,
+    /// Share of the budget the run spent (ratio; 0.02 is 2%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<f64>,
+}
+
+/// One step of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    /// When it happened.
+    pub time: Time,
+    /// Short name of the step, e.g. `GateOpen`, `PodKilled`, `AbortRequested`, `Restored`.
+    pub step: String,
+    /// Details in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Evidence gathered during the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Observations {
+    /// Pods deleted by podKill, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub killed_pods: Vec<PodRecord>,
+    /// Pods the controller removed on scale-down, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_pods: Vec<PodRecord>,
+    /// Pods that survived the scale-down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub surviving_pods: Vec<PodRecord>,
+    /// For scaleDown: how many removals matched the expected order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_matches: Option<i32>,
+    /// Seconds from the fault until Ready replicas were back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_seconds: Option<f64>,
+    /// For connectionExhaustion: connections open when the target first refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_at_first_refusal: Option<i32>,
+    /// For connectionExhaustion: most connections held at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_held: Option<i32>,
+    /// For connectionExhaustion: the target's error text at first refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal_message: Option<String>,
+    /// Highest short-window burn rate seen during the run, per SLO.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub max_burn_rates: Vec<SloBurnRate>,
+}
+
+/// A burn rate for one SLO.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SloBurnRate {
+    /// SLO name.
+    pub slo: String,
+    /// Burn rate.
+    pub burn_rate: f64,
+}
+
+/// What must be done to undo the fault.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePlan {
+    /// Workload whose replica count must be put back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadRestore>,
+    /// Connections the operator holds; released on restore or when the
+    /// operator process ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_held: Option<i32>,
+    /// Whether the restore has been done.
+    #[serde(default)]
+    pub done: bool,
+}
+
+/// A workload's replica count before the fault.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRestore {
+    /// Deployment, StatefulSet or ReplicaSet.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Replicas before the fault.
+    pub replicas: i32,
+}
