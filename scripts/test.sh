@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Every test Headroom has: lint, unit tests (maths tables, CRD drift), then
+# the end-to-end suite against the local control plane started by
+# tests/cluster/up.sh. If the cluster cannot start, this fails and says why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo --version
+
+step "format (cargo fmt --check)"
+cargo fmt --all -- --check
+
+step "lint (cargo clippy -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "unit tests, maths tables, CRD drift"
+cargo test --workspace --exclude headroom-e2e --locked
+
+step "local cluster (tests/cluster/up.sh)"
+keep_cluster="${HEADROOM_KEEP_CLUSTER:-}"
+if ! ./tests/cluster/up.sh; then
+  echo "FAILED: the local cluster did not start; see the messages above and .cluster/logs/" >&2
+  exit 1
+fi
+if [[ -z "$keep_cluster" ]]; then
+  trap './tests/cluster/down.sh || true' EXIT
+fi
+
+step "end-to-end tests (real kube-apiserver, Prometheus, PostgreSQL)"
+# Tests share one cluster; each uses its own namespace. Two threads keep the
+# 2-core machine responsive for the control plane.
+cargo test -p headroom-e2e --locked -- --test-threads=2
