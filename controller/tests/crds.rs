@@ -53,7 +53,7 @@ fn undescribed(schema: &Value, path: &str, out: &mut Vec<String>) {
             let here = format!("{path}.{name}");
             // apiVersion/kind/metadata are described by Kubernetes itself.
             let standard =
-                path == "" && ["apiVersion", "kind", "metadata"].contains(&name.as_str());
+                path.is_empty() && ["apiVersion", "kind", "metadata"].contains(&name.as_str());
             if !standard && prop.get("description").is_none() {
                 out.push(here.clone());
             }

@@ -1,1 +1,236 @@
-//! Shared helpers for end-to-end tests.
+//! Shared helpers for end-to-end tests against the local control plane.
+//!
+//! The cluster is started by `tests/cluster/up.sh` (`make cluster-up`), which
+//! writes `.cluster/env`. A missing or unreachable cluster fails the test with
+//! the reason: these tests never skip.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// Root of the repository.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The running local cluster, as described by `.cluster/env`.
+pub struct Cluster {
+    pub client: kube::Client,
+    pub env: HashMap<String, String>,
+}
+
+impl Cluster {
+    /// Connect to the cluster `make cluster-up` started. Fails with a clear
+    /// message when it is not there.
+    pub async fn connect() -> Result<Self> {
+        let env_path = repo_root().join(".cluster/env");
+        let text = std::fs::read_to_string(&env_path).with_context(|| {
+            format!(
+                "{} is missing: start the local cluster with `make cluster-up` (or run `make test`)",
+                env_path.display()
+            )
+        })?;
+        let env: HashMap<String, String> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+            .collect();
+        let kubeconfig_path = env
+            .get("KUBECONFIG")
+            .context(".cluster/env has no KUBECONFIG line")?;
+        let kubeconfig = Kubeconfig::read_from(kubeconfig_path)
+            .with_context(|| format!("reading kubeconfig {kubeconfig_path}"))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .context("building client config from .cluster/kubeconfig")?;
+        let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+        client
+            .apiserver_version()
+            .await
+            .context("the local kube-apiserver does not answer; is `make cluster-up` running?")?;
+        Ok(Self { client, env })
+    }
+
+    /// A value from `.cluster/env`, or an error naming the key.
+    pub fn var(&self, key: &str) -> Result<&str> {
+        self.env
+            .get(key)
+            .map(String::as_str)
+            .with_context(|| format!(".cluster/env has no {key} line"))
+    }
+
+    /// Run kubectl against the local cluster.
+    pub fn kubectl(&self, args: &[&str]) -> Result<Output> {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// Run kubectl with `stdin` fed to it (for `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+        use std::io::Write;
+        let kubectl = self
+            .env
+            .get("KUBECTL")
+            .cloned()
+            .unwrap_or_else(|| "kubectl".to_owned());
+        let mut child = Command::new(&kubectl)
+            .args(args)
+            .env("KUBECONFIG", self.var("KUBECONFIG")?)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {kubectl}"))?;
+        if let (Some(mut pipe), Some(input)) = (child.stdin.take(), stdin) {
+            pipe.write_all(input.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Apply the CRDs in `crds/` (server-side, idempotent) and wait until
+    /// they are established.
+    pub fn install_crds(&self) -> Result<()> {
+        let dir = repo_root().join("crds");
+        let dir = dir.to_string_lossy();
+        let out = self.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &dir])?;
+        if !out.status.success() {
+            bail!(
+                "kubectl apply -f crds/ failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            &dir,
+        ])?;
+        if !out.status.success() {
+            bail!(
+                "CRDs not established: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// A fresh namespace for one test, opted in to experiments, deleted when
+    /// the guard drops.
+    pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace> {
+        let suffix: u32 = rand::random::<u32>() % 1_000_000;
+        let name = format!("{prefix}-{suffix:06}");
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": { headroom::resources::CHAOS_ENABLED_LABEL: "enabled", "headroom.dev/test": "e2e" }
+            }
+        }))?;
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(TestNamespace {
+            name,
+            kubeconfig: self.var("KUBECONFIG")?.to_owned(),
+            kubectl: self
+                .env
+                .get("KUBECTL")
+                .cloned()
+                .unwrap_or_else(|| "kubectl".into()),
+        })
+    }
+}
+
+/// A namespace owned by one test.
+pub struct TestNamespace {
+    pub name: String,
+    kubeconfig: String,
+    kubectl: String,
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot be async; kubectl is the simplest way to clean up
+        // without blocking the runtime on a nested one.
+        let _ = Command::new(&self.kubectl)
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output();
+    }
+}
+
+/// Poll `check` every `every` until it returns `Some`, or fail after `timeout`
+/// with `what` in the message.
+pub async fn eventually<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            match last_err {
+                Some(e) => {
+                    bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}")
+                }
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Run an instant PromQL query and return the first sample's value, if any.
+pub async fn prom_query(prometheus_url: &str, query: &str) -> Result<Option<f64>> {
+    let url = format!("{}/api/v1/query", prometheus_url.trim_end_matches('/'));
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(&url)
+        .query(&[("query", query)])
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .with_context(|| format!("querying Prometheus at {url}"))?
+        .error_for_status()?
+        .json()
+        .await?;
+    if body["status"] != "success" {
+        bail!("Prometheus answered {body}");
+    }
+    let value = body["data"]["result"]
+        .as_array()
+        .and_then(|r| r.first())
+        .and_then(|s| s["value"][1].as_str())
+        .map(str::parse::<f64>)
+        .transpose()?;
+    Ok(value)
+}

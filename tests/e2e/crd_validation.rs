@@ -1,0 +1,306 @@
+//! The API server itself refuses bad specs (schema and CEL rules), with a
+//! message that names the field. Checked with server-side dry runs, so
+//! nothing is stored.
+
+use anyhow::Result;
+use headroom_e2e::Cluster;
+use serde_json::{Value, json};
+
+fn valid_slo(ns: &str) -> Value {
+    json!({
+        "apiVersion": "headroom.dev/v1alpha1",
+        "kind": "ServiceLevelObjective",
+        "metadata": { "name": "checkout-availability", "namespace": ns },
+        "spec": {
+            "service": "checkout",
+            "objective": 99.9,
+            "window": "30d",
+            "indicator": { "ratio": {
+                "errors": "sum(rate(http_requests_total{job=\"checkout\",code=~\"5..\"}[$window]))",
+                "total": "sum(rate(http_requests_total{job=\"checkout\"}[$window]))"
+            }}
+        }
+    })
+}
+
+fn valid_experiment(ns: &str) -> Value {
+    json!({
+        "apiVersion": "headroom.dev/v1alpha1",
+        "kind": "ChaosExperiment",
+        "metadata": { "name": "kill-one", "namespace": ns },
+        "spec": {
+            "hypothesis": { "description": "losing a pod does not hurt", "recoversWithin": "30s" },
+            "slos": ["checkout-availability"],
+            "action": { "podKill": { "selector": { "matchLabels": { "app": "checkout" } }, "count": 1 } },
+            "duration": "1m"
+        }
+    })
+}
+
+/// Set `value` at a `/`-separated path, creating objects on the way;
+/// `Value::Null` removes the key.
+fn with(mut doc: Value, path: &str, value: Value) -> Value {
+    let keys: Vec<&str> = path.split('/').collect();
+    let mut cur = &mut doc;
+    for key in &keys[..keys.len() - 1] {
+        cur = cur
+            .as_object_mut()
+            .expect("path through objects")
+            .entry(key.to_string())
+            .or_insert_with(|| json!({}));
+    }
+    let last = keys[keys.len() - 1];
+    let obj = cur.as_object_mut().expect("parent is an object");
+    if value.is_null() {
+        obj.remove(last);
+    } else {
+        obj.insert(last.to_owned(), value);
+    }
+    doc
+}
+
+fn dry_run_create(cluster: &Cluster, doc: &Value) -> Result<(bool, String)> {
+    let out = cluster.kubectl_stdin(
+        &["create", "--dry-run=server", "-o", "name", "-f", "-"],
+        Some(&doc.to_string()),
+    )?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn api_server_refuses_bad_specs_naming_the_field() -> Result<()> {
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("crd-validation").await?;
+    let n = ns.name.as_str();
+
+    // The valid documents are accepted: the table below is about the change.
+    for doc in [valid_slo(n), valid_experiment(n)] {
+        let (ok, err) = dry_run_create(&cluster, &doc)?;
+        assert!(ok, "valid document refused: {err}\n{doc:#}");
+    }
+
+    let pod_kill = "spec/action/podKill";
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        (
+            "objective 120",
+            with(valid_slo(n), "spec/objective", json!(120)),
+            &["spec.objective"],
+        ),
+        (
+            "objective 0",
+            with(valid_slo(n), "spec/objective", json!(0)),
+            &["spec.objective"],
+        ),
+        (
+            "objective 100",
+            with(valid_slo(n), "spec/objective", json!(100)),
+            &["spec.objective"],
+        ),
+        (
+            "window 30x",
+            with(valid_slo(n), "spec/window", json!("30x")),
+            &["spec.window"],
+        ),
+        (
+            "window negative",
+            with(valid_slo(n), "spec/window", json!("-5m")),
+            &["spec.window"],
+        ),
+        (
+            "no indicator kind",
+            with(valid_slo(n), "spec/indicator", json!({})),
+            &["spec.indicator", "exactly one"],
+        ),
+        (
+            "two indicators",
+            with(valid_slo(n), "spec/indicator/sloth", json!({"id": "x"})),
+            &["spec.indicator", "exactly one"],
+        ),
+        (
+            "ratio without $window",
+            with(
+                valid_slo(n),
+                "spec/indicator/ratio/errors",
+                json!("sum(rate(errors[5m]))"),
+            ),
+            &["spec.indicator.ratio.errors", "$window"],
+        ),
+        (
+            "latency threshold not a duration",
+            with(
+                valid_slo(n),
+                "spec/indicator",
+                json!({"latency": {"histogram": "h", "threshold": "fast"}}),
+            ),
+            &["spec.indicator.latency.threshold"],
+        ),
+        (
+            "empty service",
+            with(valid_slo(n), "spec/service", json!("")),
+            &["spec.service"],
+        ),
+        (
+            "negative min traffic",
+            with(valid_slo(n), "spec/minTrafficPerSecond", json!(-1)),
+            &["spec.minTrafficPerSecond"],
+        ),
+        (
+            "no action",
+            with(valid_experiment(n), "spec/action", json!({})),
+            &["spec.action", "exactly one"],
+        ),
+        (
+            "two actions",
+            with(
+                valid_experiment(n),
+                "spec/action/scaleDown",
+                json!({"target": {"kind": "Deployment", "name": "x"}, "scaleUpTo": 6, "scaleDownTo": 3, "expectOrder": "NewestFirst"}),
+            ),
+            &["spec.action", "exactly one"],
+        ),
+        (
+            "count and percent",
+            with(
+                valid_experiment(n),
+                &format!("{pod_kill}/percent"),
+                json!(50),
+            ),
+            &["spec.action.podKill", "count", "percent"],
+        ),
+        (
+            "percent over 100",
+            with(
+                with(
+                    valid_experiment(n),
+                    &format!("{pod_kill}/count"),
+                    Value::Null,
+                ),
+                &format!("{pod_kill}/percent"),
+                json!(150),
+            ),
+            &["spec.action.podKill.percent"],
+        ),
+        (
+            "empty selector",
+            with(
+                valid_experiment(n),
+                &format!("{pod_kill}/selector"),
+                json!({}),
+            ),
+            &["spec.action.podKill.selector"],
+        ),
+        (
+            "count zero",
+            with(valid_experiment(n), &format!("{pod_kill}/count"), json!(0)),
+            &["spec.action.podKill.count"],
+        ),
+        (
+            "huge count",
+            with(
+                valid_experiment(n),
+                &format!("{pod_kill}/count"),
+                json!(1_000_000),
+            ),
+            &["spec.action.podKill.count"],
+        ),
+        (
+            "no slos",
+            with(valid_experiment(n), "spec/slos", json!([])),
+            &["spec.slos"],
+        ),
+        (
+            "duration 5 minutes",
+            with(valid_experiment(n), "spec/duration", json!("5 minutes")),
+            &["spec.duration"],
+        ),
+        (
+            "scaleDown up <= down",
+            with(
+                valid_experiment(n),
+                "spec/action",
+                json!({"scaleDown": {"target": {"kind": "Deployment", "name": "x"}, "scaleUpTo": 3, "scaleDownTo": 3, "expectOrder": "NewestFirst"}}),
+            ),
+            &["spec.action.scaleDown.scaleUpTo"],
+        ),
+        (
+            "scaleDown unknown kind",
+            with(
+                valid_experiment(n),
+                "spec/action",
+                json!({"scaleDown": {"target": {"kind": "DaemonSet", "name": "x"}, "scaleUpTo": 6, "scaleDownTo": 3, "expectOrder": "NewestFirst"}}),
+            ),
+            &["spec.action.scaleDown.target.kind"],
+        ),
+        (
+            "postgres without credentials",
+            with(
+                valid_experiment(n),
+                "spec/action",
+                json!({"connectionExhaustion": {"target": {"host": "db", "port": 5432}, "protocol": "Postgres", "connections": 50, "holdFor": "30s"}}),
+            ),
+            &["spec.action.connectionExhaustion.credentialsSecret"],
+        ),
+        (
+            "target with service and host",
+            with(
+                valid_experiment(n),
+                "spec/action",
+                json!({"connectionExhaustion": {"target": {"host": "db", "service": "db", "port": 5432}, "connections": 50, "holdFor": "30s"}}),
+            ),
+            &["spec.action.connectionExhaustion.target"],
+        ),
+        (
+            "port out of range",
+            with(
+                valid_experiment(n),
+                "spec/action",
+                json!({"connectionExhaustion": {"target": {"host": "db", "port": 70000}, "connections": 50, "holdFor": "30s"}}),
+            ),
+            &["spec.action.connectionExhaustion.target.port"],
+        ),
+        (
+            "blast radius percent 0",
+            with(
+                valid_experiment(n),
+                "spec/blastRadius",
+                json!({"maxPercent": 0}),
+            ),
+            &["spec.blastRadius.maxPercent"],
+        ),
+        (
+            "min budget over 100",
+            with(
+                valid_experiment(n),
+                "spec/budgetPolicy",
+                json!({"minBudgetRemaining": 150}),
+            ),
+            &["spec.budgetPolicy.minBudgetRemaining"],
+        ),
+    ];
+
+    let mut failures = Vec::new();
+    for (name, doc, needles) in &cases {
+        let (ok, err) = dry_run_create(&cluster, doc)?;
+        if ok {
+            failures.push(format!("{name}: accepted, expected refusal"));
+            continue;
+        }
+        for needle in *needles {
+            if !err.contains(needle) {
+                failures.push(format!("{name}: message lacks {needle:?}: {err}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests against the local control plane (`make cluster-up`).
+//! One binary so the workspace links it once.
+
+mod cluster;
+mod crd_validation;
