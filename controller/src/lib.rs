@@ -3,4 +3,5 @@
 
 pub mod budget;
 pub mod cli;
+pub mod indicator;
 pub mod resources;
