@@ -3,5 +3,6 @@
 
 pub mod budget;
 pub mod cli;
+pub mod conditions;
 pub mod indicator;
 pub mod resources;
