@@ -5,4 +5,5 @@ pub mod budget;
 pub mod cli;
 pub mod conditions;
 pub mod indicator;
+pub mod prometheus;
 pub mod resources;
