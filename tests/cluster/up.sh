@@ -194,10 +194,23 @@ wait_for kube-controller-manager 60 curl -fsSk "https://127.0.0.1:$KCM_PORT/heal
 wait_for kube-scheduler 60 curl -fsSk "https://127.0.0.1:$SCHEDULER_PORT/healthz"
 
 # ---------------------------------------------------------------- kwok and fake nodes
-start kwok "$KWOK_BIN/kwok" --kubeconfig "$KUBECONFIG" \
+# kwok's own stage definitions (shipped in its Go module) make nodes Ready
+# with lease heartbeats, and pods scheduled to them Running and Ready.
+KWOK_STAGES="$(cd "$HERE/k8s" && go env GOMODCACHE)/sigs.k8s.io/kwok@v$KWOK_VERSION/kustomize/stage"
+if [[ ! -d "$KWOK_STAGES" ]]; then
+  (cd "$HERE/k8s" && go mod download -x "sigs.k8s.io/kwok@v$KWOK_VERSION") >"$C/logs/kwok-stages.log" 2>&1 \
+    || fail kwok "downloading kwok's stage definitions failed" "$C/logs/kwok-stages.log"
+fi
+kwok_configs=()
+for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+         pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+  [[ -f "$KWOK_STAGES/$f" ]] || fail kwok "stage file $KWOK_STAGES/$f missing"
+  kwok_configs+=(--config "$KWOK_STAGES/$f")
+done
+start kwok "$KWOK_BIN/kwok" --kubeconfig "$KUBECONFIG" "${kwok_configs[@]}" \
   --manage-all-nodes=false \
   --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-  --disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom \
+  --node-lease-duration-seconds 40 \
   --node-ip 10.0.0.1 --cidr 10.0.0.1/16 \
   --server-address "127.0.0.1:$KWOK_PORT"
 wait_for kwok 30 curl -fsS "http://127.0.0.1:$KWOK_PORT/healthz"
