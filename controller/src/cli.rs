@@ -52,6 +52,12 @@ pub struct RunArgs {
     /// Address of the dashboard, JSON API and /metrics.
     #[arg(long, env = "HEADROOM_LISTEN", default_value = "127.0.0.1:9464")]
     pub listen: String,
+    /// How often each SLO is re-read from Prometheus.
+    #[arg(long, default_value = "10s", value_parser = crate::operator::parse_flag_duration)]
+    pub evaluation_interval: std::time::Duration,
+    /// A Prometheus query slower than this counts as Prometheus unavailable.
+    #[arg(long, default_value = "5s", value_parser = crate::operator::parse_flag_duration)]
+    pub prometheus_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

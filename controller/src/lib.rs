@@ -4,6 +4,12 @@
 pub mod budget;
 pub mod cli;
 pub mod conditions;
+pub mod duration;
 pub mod indicator;
+pub mod metrics;
+pub mod operator;
 pub mod prometheus;
+pub mod reconcile;
 pub mod resources;
+pub mod rules;
+pub mod slo_eval;

@@ -6,8 +6,19 @@ use clap::Parser;
 use headroom::cli::{Cli, Command};
 use headroom::resources;
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run(args) = cli.command {
+        init_tracing();
+        return match headroom::operator::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("headroom: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -52,4 +63,13 @@ fn command_name(command: &Command) -> &'static str {
         Command::Resume => "headroom resume",
         Command::Import { .. } => "headroom import",
     }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
 }

@@ -1,0 +1,64 @@
+//! `headroom run`: the operator process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tracing::info;
+
+use crate::cli::RunArgs;
+use crate::metrics::Metrics;
+use crate::prometheus::Prometheus;
+use crate::reconcile::{self, Context};
+
+/// Start the reconcilers and the HTTP server; return when a signal arrives.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
+    let prometheus = Prometheus::new(&args.prometheus_url, args.prometheus_timeout)
+        .with_context(|| format!("--prometheus-url {}", args.prometheus_url))?;
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Context {
+        client,
+        prometheus,
+        metrics: metrics.clone(),
+        evaluation_interval: args.evaluation_interval,
+    });
+
+    let app = Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
+    info!(listen = %args.listen, prometheus = %args.prometheus_url, "headroom operator starting");
+    let server = axum::serve(listener, app);
+
+    tokio::select! {
+        res = server => res.context("HTTP server stopped")?,
+        () = reconcile::slo::run(ctx) => info!("SLO controller stopped"),
+    }
+    Ok(())
+}
+
+async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+}
+
+/// Parse `5s`-style durations for CLI flags.
+pub fn parse_flag_duration(text: &str) -> Result<Duration, String> {
+    crate::duration::parse_duration(text).map_err(|e| e.to_string())
+}

@@ -1,0 +1,32 @@
+//! Reconcilers and the shared context they run with.
+
+pub mod slo;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use crate::prometheus::Prometheus;
+
+/// Everything a reconciler needs, shared by all of them.
+pub struct Context {
+    pub client: kube::Client,
+    pub prometheus: Prometheus,
+    pub metrics: Arc<Metrics>,
+    /// How often each SLO is re-read from Prometheus.
+    pub evaluation_interval: Duration,
+}
+
+/// The one error type of the reconcilers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("serialising status: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Field manager name for server-side apply.
+pub const MANAGER: &str = "headroom";

@@ -1,0 +1,203 @@
+//! The ServiceLevelObjective reconciler: read the figures from Prometheus,
+//! compute the status, write it only when it changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::{Context, Error, MANAGER};
+use crate::indicator;
+use crate::metrics::{ControllerLabels, SloLabels, WindowLabels};
+use crate::resources::slo::{ServiceLevelObjective, ServiceLevelObjectiveStatus};
+use crate::slo_eval::{self, Figures, TierPlan, Unreadable};
+
+/// Run the controller until the stream ends.
+pub async fn run(ctx: Arc<Context>) {
+    let api = Api::<ServiceLevelObjective>::all(ctx.client.clone());
+    Controller::new(api, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(err) = res {
+                warn!(error = %err, "SLO reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_slo: Arc<ServiceLevelObjective>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(error = %err, "SLO reconcile error");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ControllerLabels {
+            controller: "slo".into(),
+        })
+        .inc();
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Tiers with parsed windows and thresholds, or why the spec is unusable.
+pub fn tier_plans(slo: &ServiceLevelObjective) -> Result<(Duration, Vec<TierPlan>), String> {
+    let period = crate::duration::parse_duration(&slo.spec.window)
+        .map_err(|e| format!("spec.window: {e}"))?;
+    crate::budget::tiers_for(
+        period,
+        slo.spec.alerting.as_ref().and_then(|a| a.tiers.as_deref()),
+    )
+    .map(|tiers| (period, tiers))
+}
+
+async fn reconcile(slo: Arc<ServiceLevelObjective>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = slo.namespace().unwrap_or_default();
+    let name = slo.name_any();
+    let figures = gather(&slo, &ctx).await;
+    let (period_window, tiers) = match tier_plans(&slo) {
+        Ok((period, tiers)) => (crate::duration::format_duration(period), tiers),
+        Err(_) => (slo.spec.window.clone(), Vec::new()),
+    };
+    let previous = slo.status.clone().unwrap_or_default();
+    let status = slo_eval::evaluate(
+        &slo.spec,
+        &tiers,
+        &period_window,
+        figures.as_ref(),
+        &previous,
+        slo.meta().generation,
+        now(),
+    );
+    ctx.metrics
+        .evaluation_seconds
+        .observe(started.elapsed().as_secs_f64());
+    export(&ctx, &ns, &name, &status);
+    if !slo_eval::same_figures(&previous, &status) {
+        write_status(&ctx, &ns, &name, &status).await?;
+    }
+    Ok(Action::requeue(ctx.evaluation_interval))
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Query every window the SLO needs, directly (one query per window).
+async fn gather(slo: &ServiceLevelObjective, ctx: &Context) -> Result<Figures, Unreadable> {
+    let (period, tiers) = tier_plans(slo).map_err(|message| Unreadable::InvalidSpec {
+        reason: "InvalidSpec",
+        message,
+    })?;
+    indicator::validate(&slo.spec.indicator).map_err(|e| Unreadable::InvalidSpec {
+        reason: "InvalidQuery",
+        message: e.to_string(),
+    })?;
+    let mut windows: BTreeSet<Duration> = tiers.iter().flat_map(|t| [t.long, t.short]).collect();
+    windows.insert(period);
+    let shortest = windows.iter().next().copied().unwrap_or(period);
+    let mut figures = Figures {
+        error_ratios: BTreeMap::new(),
+        traffic_per_second: None,
+        source: "DirectQuery".into(),
+    };
+    for window in windows {
+        let w = crate::duration::format_duration(window);
+        let queries = indicator::window_queries(&slo.spec.indicator, &w).map_err(|e| {
+            Unreadable::InvalidSpec {
+                reason: "InvalidQuery",
+                message: e.to_string(),
+            }
+        })?;
+        let ratio = query(ctx, &queries.error_ratio).await?;
+        figures.error_ratios.insert(w, ratio);
+        if let (true, Some(total)) = (window == shortest, &queries.total_rate) {
+            figures.traffic_per_second = query(ctx, total).await?;
+        }
+    }
+    Ok(figures)
+}
+
+async fn query(ctx: &Context, q: &str) -> Result<Option<f64>, Unreadable> {
+    ctx.metrics.prometheus_queries.inc();
+    ctx.prometheus.scalar(q).await.map_err(|e| {
+        ctx.metrics.prometheus_errors.inc();
+        match e {
+            crate::prometheus::PrometheusError::BadQuery { message, .. } => {
+                Unreadable::InvalidSpec {
+                    reason: "InvalidQuery",
+                    message: format!("Prometheus refused the query: {message}"),
+                }
+            }
+            other => Unreadable::PrometheusUnavailable(other.to_string()),
+        }
+    })
+}
+
+fn export(ctx: &Context, ns: &str, name: &str, status: &ServiceLevelObjectiveStatus) {
+    let labels = SloLabels {
+        namespace: ns.into(),
+        slo: name.into(),
+    };
+    match status.budget_remaining {
+        Some(r) => {
+            ctx.metrics.budget_remaining.get_or_create(&labels).set(r);
+        }
+        None => {
+            ctx.metrics.budget_remaining.remove(&labels);
+        }
+    }
+    ctx.metrics
+        .slo_data_present
+        .get_or_create(&labels)
+        .set(i64::from(status.data_present));
+    for w in &status.burn_rates {
+        let labels = WindowLabels {
+            namespace: ns.into(),
+            slo: name.into(),
+            window: w.window.clone(),
+        };
+        match w.burn_rate {
+            Some(br) => {
+                ctx.metrics.burn_rate.get_or_create(&labels).set(br);
+            }
+            None => {
+                ctx.metrics.burn_rate.remove(&labels);
+            }
+        }
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &ServiceLevelObjectiveStatus,
+) -> Result<(), Error> {
+    let api: Api<ServiceLevelObjective> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": "headroom.dev/v1alpha1",
+        "kind": "ServiceLevelObjective",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics
+        .status_writes
+        .get_or_create(&ControllerLabels {
+            controller: "slo".into(),
+        })
+        .inc();
+    info!(namespace = ns, slo = name, budget = ?status.budget_remaining, "SLO status written");
+    Ok(())
+}
