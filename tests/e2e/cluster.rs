@@ -113,6 +113,7 @@ async fn replicaset_controller_schedules_and_removes_pods_on_kwok_nodes() -> Res
 
 #[tokio::test]
 async fn prometheus_scrapes_the_example_service_and_its_errors_follow_ready_pods() -> Result<()> {
+    let _checkout = headroom_e2e::CHECKOUT.lock().await;
     let cluster = Cluster::connect().await?;
     let prom = cluster.var("PROMETHEUS_URL")?.to_owned();
     let up = eventually(

@@ -3,3 +3,4 @@
 
 mod cluster;
 mod crd_validation;
+mod slo;

@@ -234,3 +234,72 @@ pub async fn prom_query(prometheus_url: &str, query: &str) -> Result<Option<f64>
         .transpose()?;
     Ok(value)
 }
+
+/// Tests that change the shared example service (its replicas, its error
+/// rate) hold this, so they do not disturb each other's figures.
+pub static CHECKOUT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A `headroom run` process for one test, killed when dropped.
+pub struct Operator {
+    child: std::process::Child,
+    pub metrics_url: String,
+    pub log_path: PathBuf,
+}
+
+impl Operator {
+    /// Start the operator binary built by `cargo build -p headroom`
+    /// (`make test` builds it first). `HEADROOM_BIN` overrides the path.
+    pub fn start(cluster: &Cluster, extra: &[&str]) -> Result<Self> {
+        let bin = std::env::var("HEADROOM_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo_root().join("target/debug/headroom"));
+        if !bin.exists() {
+            bail!(
+                "{} is missing: run `cargo build -p headroom` first (make test does)",
+                bin.display()
+            );
+        }
+        let port = free_port()?;
+        let listen = format!("127.0.0.1:{port}");
+        let log_path = std::env::temp_dir().join(format!("headroom-operator-{port}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(&bin)
+            .arg("run")
+            .args([
+                "--listen",
+                &listen,
+                "--prometheus-url",
+                cluster.var("PROMETHEUS_URL")?,
+            ])
+            .args(extra)
+            .env("KUBECONFIG", cluster.var("KUBECONFIG")?)
+            .env("RUST_LOG", "info,headroom=debug")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Self {
+            child,
+            metrics_url: format!("http://{listen}/metrics"),
+            log_path,
+        })
+    }
+
+    /// The operator's log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
