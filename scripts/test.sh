@@ -30,6 +30,9 @@ if [[ -z "$keep_cluster" ]]; then
   trap './tests/cluster/down.sh || true' EXIT
 fi
 
+step "build the operator binary the end-to-end tests start"
+cargo build -p headroom --locked
+
 step "end-to-end tests (real kube-apiserver, Prometheus, PostgreSQL)"
 # Tests share one cluster; each uses its own namespace. Two threads keep the
 # 2-core machine responsive for the control plane.
