@@ -25,8 +25,20 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         split: Option<PathBuf>,
     },
-    /// Print the Prometheus recording and alerting rules for the SLOs.
-    Rules,
+    /// Print the Prometheus recording and alerting rules for the SLOs
+    /// (from files, or from the cluster when no file is given).
+    Rules {
+        /// ServiceLevelObjective YAML files (several documents per file are fine).
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Base URL of the dashboard, for default runbook links.
+        #[arg(
+            long,
+            env = "HEADROOM_DASHBOARD_URL",
+            default_value = "http://127.0.0.1:9464"
+        )]
+        dashboard_url: String,
+    },
     /// Show SLOs, experiments and recent runs as a table.
     Status,
     /// Say, for each experiment, whether it would start now, and why not.
@@ -44,7 +56,7 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
     /// Prometheus base URL.
     #[arg(long, env = "PROMETHEUS_URL", default_value = "http://127.0.0.1:9090")]
@@ -58,6 +70,23 @@ pub struct RunArgs {
     /// A Prometheus query slower than this counts as Prometheus unavailable.
     #[arg(long, default_value = "5s", value_parser = crate::operator::parse_flag_duration)]
     pub prometheus_timeout: std::time::Duration,
+    /// Read each SLO with its own queries instead of the recording rules
+    /// (for comparison; costs one query per window per SLO).
+    #[arg(long)]
+    pub direct_queries: bool,
+    /// Write the generated Prometheus rules to `DIR/headroom-slos.yml`.
+    #[arg(long, value_name = "DIR", env = "HEADROOM_RULES_DIR")]
+    pub rules_dir: Option<PathBuf>,
+    /// After writing rules, ask Prometheus to reload (`POST /-/reload`).
+    #[arg(long)]
+    pub prometheus_reload: bool,
+    /// Base URL of the dashboard, used for default runbook links.
+    #[arg(
+        long,
+        env = "HEADROOM_DASHBOARD_URL",
+        default_value = "http://127.0.0.1:9464"
+    )]
+    pub dashboard_url: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

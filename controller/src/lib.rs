@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod cli;
+pub mod cli_support;
 pub mod conditions;
 pub mod duration;
 pub mod indicator;
@@ -10,6 +11,8 @@ pub mod metrics;
 pub mod operator;
 pub mod prometheus;
 pub mod reconcile;
+pub mod recorded;
 pub mod resources;
 pub mod rules;
+pub mod rules_writer;
 pub mod slo_eval;

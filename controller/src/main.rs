@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    match run(cli.command) {
+    match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("headroom: {err:#}");
@@ -28,7 +28,7 @@ async fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Crds { split: None } => {
             for crd in resources::crds() {
@@ -45,6 +45,29 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Rules {
+            files,
+            dashboard_url,
+        } => {
+            let slos = if files.is_empty() {
+                headroom::cli_support::slos_from_cluster().await?
+            } else {
+                headroom::cli_support::slos_from_files(&files)?
+            };
+            let (file, skipped) = headroom::rules::rule_file(&slos, &dashboard_url);
+            print!("{}", headroom::rules::to_yaml(&file)?);
+            for (slo, reason) in &skipped {
+                eprintln!("headroom: no rules for {slo}: {reason}");
+            }
+            if skipped.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "{} SLO(s) could not be translated into rules",
+                    skipped.len()
+                )
+            }
+        }
         other => anyhow::bail!(
             "`{}` is not implemented yet in this build",
             command_name(&other)
@@ -56,7 +79,7 @@ fn command_name(command: &Command) -> &'static str {
     match command {
         Command::Run(_) => "headroom run",
         Command::Crds { .. } => "headroom crds",
-        Command::Rules => "headroom rules",
+        Command::Rules { .. } => "headroom rules",
         Command::Status => "headroom status",
         Command::Plan => "headroom plan",
         Command::Pause => "headroom pause",

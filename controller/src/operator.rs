@@ -15,20 +15,24 @@ use crate::cli::RunArgs;
 use crate::metrics::Metrics;
 use crate::prometheus::Prometheus;
 use crate::reconcile::{self, Context};
+use crate::recorded::RecordedCache;
 
 /// Start the reconcilers and the HTTP server; return when a signal arrives.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
-    let prometheus = Prometheus::new(&args.prometheus_url, args.prometheus_timeout)
-        .with_context(|| format!("--prometheus-url {}", args.prometheus_url))?;
     let metrics = Arc::new(Metrics::default());
+    let prometheus = Prometheus::new(&args.prometheus_url, args.prometheus_timeout)
+        .with_context(|| format!("--prometheus-url {}", args.prometheus_url))?
+        .with_query_counter(metrics.prometheus_queries.clone());
     let ctx = Arc::new(Context {
         client,
         prometheus,
         metrics: metrics.clone(),
         evaluation_interval: args.evaluation_interval,
+        // Half an interval: every SLO of one cycle shares one read per window.
+        recorded: (!args.direct_queries).then(|| RecordedCache::new(args.evaluation_interval / 2)),
     });
 
     let app = Router::new()
@@ -41,9 +45,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(listen = %args.listen, prometheus = %args.prometheus_url, "headroom operator starting");
     let server = axum::serve(listener, app);
 
+    let rules = crate::rules_writer::run(ctx.clone(), args.clone());
     tokio::select! {
         res = server => res.context("HTTP server stopped")?,
         () = reconcile::slo::run(ctx) => info!("SLO controller stopped"),
+        res = rules => res.context("rules writer stopped")?,
     }
     Ok(())
 }

@@ -5,7 +5,6 @@
 //! zero error ratio would open the budget gate.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_http_query::response::Data;
@@ -33,7 +32,7 @@ pub struct Series {
 pub struct Prometheus {
     client: prometheus_http_query::Client,
     url: String,
-    queries: AtomicU64,
+    queries: prometheus_client::metrics::counter::Counter,
 }
 
 impl Prometheus {
@@ -53,7 +52,7 @@ impl Prometheus {
         Ok(Self {
             client,
             url: url.to_owned(),
-            queries: AtomicU64::new(0),
+            queries: Default::default(),
         })
     }
 
@@ -62,15 +61,24 @@ impl Prometheus {
         &self.url
     }
 
+    /// Count queries in `counter` (the operator's exported metric).
+    pub fn with_query_counter(
+        mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        self.queries = counter;
+        self
+    }
+
     /// Queries sent since start.
     pub fn queries_sent(&self) -> u64 {
-        self.queries.load(Ordering::Relaxed)
+        self.queries.get()
     }
 
     /// Run an instant query; every series is returned, with non-finite
     /// values as `None`.
     pub async fn instant(&self, query: &str) -> Result<Vec<Series>, PrometheusError> {
-        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.queries.inc();
         let result = self
             .client
             .query(query)

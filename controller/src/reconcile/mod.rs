@@ -15,6 +15,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// How often each SLO is re-read from Prometheus.
     pub evaluation_interval: Duration,
+    /// Reads every SLO at once from the recording rules; `None` means
+    /// direct per-SLO queries only.
+    pub recorded: Option<crate::recorded::RecordedCache>,
 }
 
 /// The one error type of the reconcilers.

@@ -89,7 +89,8 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// Query every window the SLO needs, directly (one query per window).
+/// Read every window the SLO needs: from the recording rules when they are
+/// loaded, else with one direct query per window.
 async fn gather(slo: &ServiceLevelObjective, ctx: &Context) -> Result<Figures, Unreadable> {
     let (period, tiers) = tier_plans(slo).map_err(|message| Unreadable::InvalidSpec {
         reason: "InvalidSpec",
@@ -102,10 +103,17 @@ async fn gather(slo: &ServiceLevelObjective, ctx: &Context) -> Result<Figures, U
     let mut windows: BTreeSet<Duration> = tiers.iter().flat_map(|t| [t.long, t.short]).collect();
     windows.insert(period);
     let shortest = windows.iter().next().copied().unwrap_or(period);
+    let source = match &ctx.recorded {
+        Some(cache) => match from_recorded(slo, ctx, cache, &windows, shortest).await? {
+            Some(figures) => return Ok(figures),
+            None => "DirectQuery (recording rules not loaded yet)",
+        },
+        None => "DirectQuery",
+    };
     let mut figures = Figures {
         error_ratios: BTreeMap::new(),
         traffic_per_second: None,
-        source: "DirectQuery".into(),
+        source: source.into(),
     };
     for window in windows {
         let w = crate::duration::format_duration(window);
@@ -124,8 +132,54 @@ async fn gather(slo: &ServiceLevelObjective, ctx: &Context) -> Result<Figures, U
     Ok(figures)
 }
 
+/// Figures from the recorded series, or `None` when any series this SLO
+/// needs is missing (its rules are not loaded yet).
+async fn from_recorded(
+    slo: &ServiceLevelObjective,
+    ctx: &Context,
+    cache: &crate::recorded::RecordedCache,
+    windows: &BTreeSet<Duration>,
+    shortest: Duration,
+) -> Result<Option<Figures>, Unreadable> {
+    let key = (slo.namespace().unwrap_or_default(), slo.name_any());
+    let unavailable = |e: crate::prometheus::PrometheusError| {
+        ctx.metrics.prometheus_errors.inc();
+        Unreadable::PrometheusUnavailable(e.to_string())
+    };
+    let mut figures = Figures {
+        error_ratios: BTreeMap::new(),
+        traffic_per_second: None,
+        source: "RecordingRules".into(),
+    };
+    for window in windows {
+        let w = crate::duration::format_duration(*window);
+        let snapshot = cache
+            .error_ratios(&ctx.prometheus, &w)
+            .await
+            .map_err(unavailable)?;
+        let Some(value) = snapshot.get(&key) else {
+            return Ok(None);
+        };
+        figures.error_ratios.insert(w, *value);
+    }
+    let has_total = indicator::window_queries(&slo.spec.indicator, "5m")
+        .map(|q| q.total_rate.is_some())
+        .unwrap_or(false);
+    if has_total {
+        let w = crate::duration::format_duration(shortest);
+        let snapshot = cache
+            .traffic(&ctx.prometheus, &w)
+            .await
+            .map_err(unavailable)?;
+        let Some(value) = snapshot.get(&key) else {
+            return Ok(None);
+        };
+        figures.traffic_per_second = *value;
+    }
+    Ok(Some(figures))
+}
+
 async fn query(ctx: &Context, q: &str) -> Result<Option<f64>, Unreadable> {
-    ctx.metrics.prometheus_queries.inc();
     ctx.prometheus.scalar(q).await.map_err(|e| {
         ctx.metrics.prometheus_errors.inc();
         match e {
