@@ -202,3 +202,88 @@ async fn invalid_promql_and_unreachable_prometheus_show_in_status() -> Result<()
     }
     Ok(())
 }
+
+/// The firing alerts Prometheus reports for an SLO, with their annotations.
+async fn firing_alerts(prom: &str, namespace: &str) -> Result<Vec<Value>> {
+    let body: Value = reqwest::Client::new()
+        .get(format!("{prom}/api/v1/alerts"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(body["data"]["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["labels"]["namespace"] == namespace && a["state"] == "firing")
+        .collect())
+}
+
+#[tokio::test]
+async fn page_alert_fires_in_prometheus_with_runbook_url() -> Result<()> {
+    let _checkout = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("slo-alert").await?;
+    let prom = cluster.var("PROMETHEUS_URL")?.to_owned();
+    let rules_dir = cluster.var("PROMETHEUS_RULES_DIR")?.to_owned();
+    let api: Api<ServiceLevelObjective> = Api::namespaced(cluster.client.clone(), &ns.name);
+    api.create(&PostParams::default(), &slo("checkout", ERRORS)?)
+        .await?;
+    let operator = Operator::start(
+        &cluster,
+        &[
+            "--evaluation-interval",
+            "2s",
+            "--rules-dir",
+            &rules_dir,
+            "--prometheus-reload",
+            "--dashboard-url",
+            "http://dashboard.test",
+        ],
+    )?;
+    set_error_ratio(&cluster, 0.3).await?;
+    let alerts = eventually(
+        "the page alert to fire",
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        || async {
+            let alerts = firing_alerts(&prom, &ns.name).await?;
+            Ok(alerts
+                .iter()
+                .any(|a| a["labels"]["severity"] == "page")
+                .then_some(alerts))
+        },
+    )
+    .await;
+    set_error_ratio(&cluster, 0.0).await?;
+    let alerts = alerts.with_context(|| operator.log())?;
+    let page = alerts
+        .iter()
+        .find(|a| a["labels"]["severity"] == "page")
+        .context("page alert")?;
+    assert_eq!(page["labels"]["alertname"], "HeadroomErrorBudgetBurn");
+    assert_eq!(page["labels"]["slo"], "checkout");
+    assert_eq!(
+        page["annotations"]["runbook_url"],
+        format!("http://dashboard.test/runbooks/slo/{}/checkout", ns.name)
+    );
+    // The SLO was read from the recording rules once they were loaded.
+    let s = eventually(
+        "status read from recording rules",
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+        || async {
+            let s = api.get("checkout").await?;
+            Ok(
+                (s.status.as_ref().and_then(|s| s.source.as_deref()) == Some("RecordingRules"))
+                    .then_some(s),
+            )
+        },
+    )
+    .await
+    .with_context(|| operator.log())?;
+    assert!(s.status.is_some());
+    Ok(())
+}
