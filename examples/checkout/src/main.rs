@@ -1,245 +1,270 @@
 //! `checkout`: the example service of Headroom's local cluster.
 //!
 //! kwok pods run no process, so this service runs on the host and reads its
-//! Deployment's Ready replicas from the API: capacity and database sessions
+//! Deployment's Ready pods from the API: capacity and PostgreSQL connections
 //! follow them, so killing pods or scaling changes its real error rate and
-//! its real PostgreSQL connections, which Prometheus scrapes.
+//! its real database connections, which Prometheus scrapes.
 
 mod capacity;
+mod db_pool;
+mod injection;
+mod load;
 mod metrics;
-mod pool;
+mod pods;
+mod server;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use clap::Parser;
-use futures::StreamExt;
+use clap::{CommandFactory as _, Parser};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::{WatchStreamExt, watcher};
-use serde::Deserialize;
-use tokio::sync::Mutex;
+use kube::Api;
+use tokio::sync::Notify;
 use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
 
-use crate::capacity::Limiter;
+use crate::db_pool::DbPool;
+use crate::load::Load;
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::pods::PodCounts;
+use crate::server::AppState;
 
 #[derive(Debug, Parser)]
-#[command(about = "Example service whose capacity follows its Deployment's Ready pods")]
+#[command(
+    about = "Example service whose capacity and database connections follow its Deployment's Ready pods"
+)]
 struct Args {
-    /// Address to serve on.
-    #[arg(long, default_value = "127.0.0.1:28080")]
+    /// Address to serve on (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:28080")]
     listen: SocketAddr,
-    /// Kubeconfig of the cluster that runs the Deployment.
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: std::path::PathBuf,
+    /// Kubeconfig of the cluster that runs the Deployment (several files
+    /// may be joined with ':').
+    #[arg(long, value_name = "PATH", env = "KUBECONFIG")]
+    kubeconfig: String,
     /// Namespace of the Deployment.
     #[arg(long, default_value = "checkout")]
     namespace: String,
-    /// Name of the Deployment.
+    /// Name of the Deployment whose Ready pods give the capacity.
     #[arg(long, default_value = "checkout")]
     deployment: String,
-    /// PostgreSQL URL; each Ready pod holds `--conns-per-pod` sessions.
-    #[arg(long, env = "DATABASE_URL")]
+    /// PostgreSQL URL or key=value string; each Ready pod holds
+    /// `--conns-per-pod` connections.
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// Requests per second the built-in load generator sends (0 = none).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_name = "RPS", default_value_t = 50)]
     load_rps: u32,
     /// Requests per second each Ready pod can serve.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, value_name = "RPS", default_value_t = 20)]
     capacity_per_pod: u32,
-    /// PostgreSQL sessions held per Ready pod.
-    #[arg(long, default_value_t = 2)]
+    /// PostgreSQL connections held per Ready pod (0 = no database).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
     conns_per_pod: u32,
 }
 
-struct AppState {
-    metrics: Arc<Metrics>,
-    ready: AtomicU32,
-    desired: AtomicU32,
-    /// f64 bits of the injected error ratio.
-    error_ratio: AtomicU64,
-    limiter: Mutex<Limiter>,
-    pool: Arc<Pool>,
-    per_pod: u32,
+impl Args {
+    /// Parsed here rather than by clap, whose error would repeat the URL
+    /// and with it any password.
+    fn database(&self) -> Result<tokio_postgres::Config, clap::Error> {
+        self.database_url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| {
+                Self::command().error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("--database-url: not a PostgreSQL connection string ({e})"),
+                )
+            })
+    }
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("info").init();
-    let args = Args::parse();
-    let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("--kubeconfig {}: cannot read", args.kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .context("--kubeconfig: not a usable kubeconfig")?;
-    let client = kube::Client::try_from(config)?;
-    let deployments: Api<Deployment> = Api::namespaced(client, &args.namespace);
-    deployments.get(&args.deployment).await.with_context(|| {
-        format!(
-            "--deployment {}/{}: cannot read it from the API",
-            args.namespace, args.deployment
-        )
-    })?;
-
-    let metrics = Arc::new(Metrics::default());
-    let state = Arc::new(AppState {
-        metrics: metrics.clone(),
-        ready: AtomicU32::new(0),
-        desired: AtomicU32::new(0),
-        error_ratio: AtomicU64::new(0f64.to_bits()),
-        limiter: Mutex::new(Limiter::default()),
-        pool: Pool::new(args.database_url.clone()),
-        per_pod: args.capacity_per_pod,
-    });
-
-    tokio::spawn(watch_deployment(
-        deployments,
-        args.deployment.clone(),
-        state.clone(),
-    ));
-    let conns = args.conns_per_pod as usize;
-    let st = state.clone();
-    tokio::spawn(state.pool.clone().maintain(
-        move || st.ready.load(Ordering::Relaxed) as usize * conns,
-        metrics,
-    ));
-
-    let app = Router::new()
-        .route("/checkout", get(checkout))
-        .route(
-            "/metrics",
-            get(|State(s): State<Arc<AppState>>| async move { s.metrics.render() }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/admin/error-rate", post(set_error_rate))
-        .route("/admin/state", get(admin_state))
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
-    if args.load_rps > 0 {
-        tokio::spawn(load(
-            format!("http://{}/checkout", args.listen),
-            args.load_rps,
-        ));
-    }
-    info!(listen = %args.listen, "checkout serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
-}
-
-async fn watch_deployment(api: Api<Deployment>, name: String, state: Arc<AppState>) {
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(api, config).applied_objects().boxed();
-    loop {
-        match stream.next().await {
-            Some(Ok(d)) => {
-                let ready = d
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0);
-                let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-                let ready = u32::try_from(ready).unwrap_or(0);
-                let desired = u32::try_from(desired).unwrap_or(0);
-                state.ready.store(ready, Ordering::Relaxed);
-                state.desired.store(desired, Ordering::Relaxed);
-                state.metrics.pods(ready, desired);
-            }
-            Some(Err(e)) => warn!(error = %e, "watching the Deployment"),
-            None => return,
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain on one line, without a backtrace: these are
+            // operator errors (flags, cluster), not bugs.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }
 
-async fn checkout(State(s): State<Arc<AppState>>) -> (StatusCode, &'static str) {
-    let started = Instant::now();
-    let (code, body) = serve(&s).await;
-    s.metrics
-        .request(code.as_u16(), started.elapsed().as_secs_f64());
-    (code, body)
+async fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let database = args.database().unwrap_or_else(|e| e.exit());
+
+    let client = pods::client(&args.kubeconfig).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &args.namespace);
+    let selector = pods::selector(&deployments, &args.namespace, &args.deployment).await?;
+    info!(namespace = %args.namespace, deployment = %args.deployment, %selector, "watching pods");
+
+    let metrics = Arc::new(Metrics::default());
+    let counts = Arc::new(PodCounts::default());
+    let (synced, pods_listed) = tokio::sync::oneshot::channel();
+    tokio::spawn(pods::watch_pods(
+        Api::namespaced(client, &args.namespace),
+        selector,
+        counts.clone(),
+        metrics.clone(),
+        synced,
+    ));
+    tokio::spawn(pods::watch_deployment(
+        deployments,
+        args.deployment.clone(),
+        counts.clone(),
+        metrics.clone(),
+    ));
+    // Serving before the first list would answer 503 for pods that exist.
+    if tokio::time::timeout(Duration::from_secs(10), pods_listed)
+        .await
+        .is_err()
+    {
+        warn!("pods not listed within 10s; serving with 0 Ready pods until they are");
+    }
+
+    let pool = DbPool::new(database, args.conns_per_pod, metrics.clone());
+    if pool.enabled() {
+        // Likewise let the pool try once, so the first requests find it.
+        let first = pool.round();
+        tokio::spawn(pool.clone().maintain(counts.subscribe()));
+        let _ = tokio::time::timeout(Duration::from_secs(5), first).await;
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
+    let local = listener.local_addr()?;
+    let load = Load::new(args.load_rps);
+    let state = AppState::new(metrics, counts, pool, load.clone(), args.capacity_per_pod);
+    let stop = Arc::new(Notify::new());
+    let mut server = tokio::spawn(
+        axum::serve(listener, server::router(state))
+            .with_graceful_shutdown({
+                let stop = stop.clone();
+                async move { stop.notified().await }
+            })
+            .into_future(),
+    );
+    let load_task = tokio::spawn(load.run(format!("http://{}/checkout", reachable(local))));
+    info!(listen = %local, load_rps = args.load_rps, "checkout serving");
+
+    tokio::select! {
+        served = &mut server => return served?.context("serving HTTP"),
+        () = shutdown_signal() => {}
+    }
+    info!("shutting down");
+    // Stop our own traffic first, so only real clients are drained.
+    load_task.abort();
+    stop.notify_one();
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(served) => served?.context("serving HTTP")?,
+        Err(_) => warn!("connections still open after 10s; exiting anyway"),
+    }
+    info!("stopped");
+    Ok(())
 }
 
-async fn serve(s: &AppState) -> (StatusCode, &'static str) {
-    let ready = s.ready.load(Ordering::Relaxed);
-    let cap = capacity::capacity(ready, s.per_pod);
-    let second = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    if !s.limiter.lock().await.admit(second, cap) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "over capacity\n");
-    }
-    let injected = f64::from_bits(s.error_ratio.load(Ordering::Relaxed));
-    if injected > 0.0 && rand::random::<f64>() < injected {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "injected error\n");
-    }
-    // A few milliseconds of work, as a real handler would spend.
-    tokio::time::sleep(Duration::from_millis(3)).await;
-    match s.pool.ping().await {
-        Ok(()) => (StatusCode::OK, "ok\n"),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "database unavailable\n"),
+/// Where the load generator can reach an address we listen on.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => (Ipv4Addr::LOCALHOST, a.port()).into(),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => (Ipv6Addr::LOCALHOST, a.port()).into(),
+        a => a,
     }
 }
 
-#[derive(Deserialize)]
-struct Ratio {
-    ratio: f64,
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
-async fn set_error_rate(
-    State(s): State<Arc<AppState>>,
-    Query(q): Query<Ratio>,
-) -> (StatusCode, String) {
-    if !(0.0..=1.0).contains(&q.ratio) {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("ratio must be within 0 and 1, got {}\n", q.ratio),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_contract_parses_and_names_bad_flags() {
+        let args = Args::try_parse_from([
+            "checkout",
+            "--listen",
+            "127.0.0.1:9000",
+            "--kubeconfig",
+            "/k",
+            "--namespace",
+            "ns",
+            "--deployment",
+            "d",
+            "--database-url",
+            "postgres://u:p@127.0.0.1:5432/db",
+            "--load-rps",
+            "10",
+            "--capacity-per-pod",
+            "5",
+            "--conns-per-pod",
+            "3",
+        ])
+        .expect("the documented CLI parses");
+        assert_eq!(args.listen.port(), 9000);
+        assert_eq!(
+            (args.load_rps, args.capacity_per_pod, args.conns_per_pod),
+            (10, 5, 3)
         );
+        let database = args.database().expect("the URL parses");
+        assert_eq!(database.get_dbname(), Some("db"));
+
+        let bad = Args::try_parse_from([
+            "checkout",
+            "--kubeconfig",
+            "/k",
+            "--database-url",
+            "postgres://u:secret@h:notaport/db",
+        ])
+        .expect("clap leaves the URL to us")
+        .database()
+        .expect_err("a bad port is refused");
+        let text = bad.to_string();
+        assert!(text.contains("--database-url"), "{text}");
+        assert!(!text.contains("secret"), "password leaked: {text}");
+        let bad = Args::try_parse_from([
+            "checkout",
+            "--kubeconfig",
+            "/k",
+            "--database-url",
+            "postgres://h/db",
+            "--listen",
+            "nowhere",
+        ])
+        .expect_err("a bad address is refused");
+        assert!(bad.to_string().contains("--listen"));
     }
-    s.error_ratio.store(q.ratio.to_bits(), Ordering::Relaxed);
-    s.metrics.injected(q.ratio);
-    info!(ratio = q.ratio, "injected error ratio set");
-    (StatusCode::OK, format!("error ratio {}\n", q.ratio))
-}
 
-async fn admin_state(State(s): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "ready_pods": s.ready.load(Ordering::Relaxed),
-        "desired_replicas": s.desired.load(Ordering::Relaxed),
-        "error_ratio": f64::from_bits(s.error_ratio.load(Ordering::Relaxed)),
-        "capacity_per_pod": s.per_pod,
-    }))
-}
-
-/// Real HTTP traffic to our own endpoint at a steady rate.
-async fn load(url: String, rps: u32) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rps)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let client = client.clone();
-        let url = url.clone();
-        tokio::spawn(async move {
-            let _ = client.get(&url).send().await;
-        });
+    #[test]
+    fn load_goes_to_loopback_when_listening_everywhere() {
+        let any: SocketAddr = "0.0.0.0:8080".parse().expect("static");
+        assert_eq!(reachable(any).to_string(), "127.0.0.1:8080");
+        let any6: SocketAddr = "[::]:8080".parse().expect("static");
+        assert_eq!(reachable(any6).to_string(), "[::1]:8080");
     }
 }
