@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -57,12 +58,16 @@ impl Load {
         })
     }
 
-    /// Send requests to `url` until the task is aborted.
-    pub async fn run(self: Arc<Self>, url: String) -> anyhow::Result<()> {
+    /// Send requests to `url` from a task, until it is aborted.
+    pub fn start(self: Arc<Self>, url: String) -> anyhow::Result<JoinHandle<()>> {
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .pool_max_idle_per_host(64)
             .build()?;
+        Ok(tokio::spawn(self.run(client, url)))
+    }
+
+    async fn run(self: Arc<Self>, client: reqwest::Client, url: String) {
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut next = Instant::now();
         loop {

@@ -101,6 +101,12 @@ async fn run() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let database = args.database().unwrap_or_else(|e| e.exit());
+    // Bound first, so a taken port fails at once; connections wait in the
+    // backlog until serving starts.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
+    let local = listener.local_addr()?;
 
     let client = pods::client(&args.kubeconfig).await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &args.namespace);
@@ -139,10 +145,6 @@ async fn run() -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), first).await;
     }
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
-    let local = listener.local_addr()?;
     let load = Load::new(args.load_rps);
     let state = AppState::new(metrics, counts, pool, load.clone(), args.capacity_per_pod);
     let stop = Arc::new(Notify::new());
@@ -154,7 +156,9 @@ async fn run() -> anyhow::Result<()> {
             })
             .into_future(),
     );
-    let load_task = tokio::spawn(load.run(format!("http://{}/checkout", reachable(local))));
+    let load_task = load
+        .start(format!("http://{}/checkout", reachable(local)))
+        .context("starting the load generator")?;
     info!(listen = %local, load_rps = args.load_rps, "checkout serving");
 
     tokio::select! {
