@@ -6,9 +6,23 @@
 
 use schemars::{Schema, SchemaGenerator, json_schema};
 
-/// Accepted duration shape: one or more `<digits><unit>` groups, units
-/// `ms`, `s`, `m`, `h`, `d`, `w` (e.g. `250ms`, `5m`, `1h30m`, `30d`).
-pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d|w))+$";
+/// Accepted duration shape, as Prometheus's `model.ParseDuration`: one or
+/// more `<digits><unit>` groups with units `y`, `w`, `d`, `h`, `m`, `s`, `ms`
+/// largest first, each at most once (e.g. `250ms`, `5m`, `1h30m`, `30d`).
+/// The leading group picks the branch, so the empty string does not match.
+/// Exactly what `headroom::duration::parse_duration` accepts, bar its
+/// 292-year limit; a test there checks the two agree.
+pub const DURATION_PATTERN: &str = concat!(
+    r"^[0-9]+(",
+    r"y([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?",
+    r"|w([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?",
+    r"|d([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?",
+    r"|h([0-9]+m)?([0-9]+s)?([0-9]+ms)?",
+    r"|m([0-9]+s)?([0-9]+ms)?",
+    r"|s([0-9]+ms)?",
+    r"|ms",
+    r")$"
+);
 
 /// Schema for a duration string field.
 pub fn duration(_: &mut SchemaGenerator) -> Schema {
