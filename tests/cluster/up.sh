@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
 # Start Headroom's local cluster: etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler (built from the k8s.io/kubernetes Go module), kwok fake nodes,
+# kube-scheduler and kubectl (built from their Go modules), kwok fake nodes,
 # Prometheus and PostgreSQL (Debian packages), and the example service.
 #
 # Idempotent: a part already running is left alone. Everything lives under
 # .cluster/ at the repo root; binaries are cached by version under
 # ${HEADROOM_CACHE:-~/.cache/headroom}. If a part cannot start, this exits
 # non-zero naming the part and showing the end of its log.
+#
+# Environment:
+#   POSTGRES_MAX_CONNECTIONS  PostgreSQL max_connections (default 20)
+#   CHECKOUT_LOAD_RPS         passed to the example service as --load-rps
+#   HEADROOM_SKIP_CHECKOUT=1  start everything but the example service
+#   HEADROOM_CACHE            where built binaries are cached
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 HERE="$ROOT/tests/cluster"
 C="$ROOT/.cluster"
 CACHE="${HEADROOM_CACHE:-$HOME/.cache/headroom}"
-K8S_VERSION="1.36.3"
-KWOK_VERSION="0.8.0"
-K8S_BIN="$CACHE/k8s-v$K8S_VERSION"
-KWOK_BIN="$CACHE/kwok-v$KWOK_VERSION"
+
+# Versions come from the wrapper module, so go.mod is the one place to bump them.
+modver() { awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$HERE/k8s/go.mod"; }
+K8S_VERSION="$(modver k8s.io/kubernetes)"       # e.g. v1.36.3
+ETCD_VERSION="$(modver go.etcd.io/etcd/server/v3)"  # e.g. v3.6.8
+KWOK_VERSION="v0.8.0"
+K8S_BIN="$CACHE/k8s-$K8S_VERSION"
+ETCD_BIN="$CACHE/etcd-$ETCD_VERSION"
+KWOK_BIN="$CACHE/kwok-$KWOK_VERSION"
 
 ETCD_PORT=23790
 ETCD_PEER_PORT=23800
@@ -39,17 +50,33 @@ fail() {
   echo "[cluster-up] FAILED: $part: $why" >&2
   if [[ -n "$logfile" && -f "$logfile" ]]; then
     echo "[cluster-up] last lines of $logfile:" >&2
-    tail -n 25 "$logfile" >&2
+    tail -n 25 "$logfile" | cut -c1-400 >&2
   fi
   exit 1
 }
 
+# One up.sh at a time (tests and the demo may both call it).
+exec 9>"$C/.lock"
+flock -w 120 9 || fail lock "another tests/cluster/up.sh holds $C/.lock (see: fuser $C/.lock)"
+
+[[ "$POSTGRES_MAX_CONNECTIONS" =~ ^[0-9]+$ && "$POSTGRES_MAX_CONNECTIONS" -ge 5 ]] \
+  || fail postgresql "POSTGRES_MAX_CONNECTIONS must be a number >= 5, got '$POSTGRES_MAX_CONNECTIONS'"
+
+# running NAME: its pid file names a live process running the binary recorded
+# beside it (so a recycled pid is not mistaken for ours).
 running() {
-  local pidfile="$C/pids/$1.pid"
-  [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+  local pidfile="$C/pids/$1.pid" pid exe
+  [[ -f "$pidfile" ]] || return 1
+  pid="$(cat "$pidfile")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [[ -f "$C/pids/$1.exe" ]]; then
+    exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
+    [[ "${exe% (deleted)}" == "$(cat "$C/pids/$1.exe")" ]] || return 1
+  fi
 }
 
-# start NAME CMD...: run in the background with its own log and pid file.
+# start NAME CMD...: run in the background, in its own session (so down.sh can
+# stop it with its children), with its own log and pid file.
 start() {
   local name="$1"; shift
   if running "$name"; then
@@ -57,8 +84,10 @@ start() {
     return 0
   fi
   log "starting $name"
-  setsid "$@" >"$C/logs/$name.log" 2>&1 < /dev/null &
+  # 9>&-: the daemon must not inherit the lock, or the next up.sh waits forever.
+  setsid "$@" >"$C/logs/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$C/pids/$name.pid"
+  readlink -f "$1" >"$C/pids/$name.exe"
 }
 
 # wait_for NAME SECONDS CMD...: poll until CMD succeeds or the part dies.
@@ -70,18 +99,38 @@ wait_for() {
       fail "$name" "process exited during start-up" "$C/logs/$name.log"
     fi
     if ((SECONDS >= deadline)); then
-      fail "$name" "not ready after ${secs}s" "$C/logs/$name.log"
+      fail "$name" "not ready after ${secs}s (waiting for: $*)" "$C/logs/$name.log"
     fi
     sleep 0.5
   done
+}
+
+# build LABEL MINUTES LOG CMD...: run a long build, printing progress.
+build() {
+  local label="$1" minutes="$2" logfile="$3"; shift 3
+  log "building $label ... this takes ~$minutes on first run (log: ${logfile#"$ROOT"/})"
+  local t0=$SECONDS
+  "$@" >>"$logfile" 2>&1 &
+  local pid=$! next=$((t0 + 60))
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if ((SECONDS >= next)); then
+      log "  ... still building $label ($(((SECONDS - t0) / 60)) min)"
+      next=$((next + 60))
+    fi
+  done
+  wait "$pid" || fail build "building $label failed" "$logfile"
+  log "built $label in $((SECONDS - t0))s"
 }
 
 # ---------------------------------------------------------------- packages
 need_pkgs=()
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v curl >/dev/null || need_pkgs+=(curl)
+command -v flock >/dev/null || need_pkgs+=(util-linux)
 [[ -x /usr/bin/prometheus ]] || need_pkgs+=(prometheus)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_pkgs+=(postgresql)
+[[ -d /usr/local/go/bin ]] && PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || need_pkgs+=(golang-go)
 if ((${#need_pkgs[@]})); then
   log "installing Debian packages: ${need_pkgs[*]}"
@@ -92,52 +141,107 @@ if ((${#need_pkgs[@]})); then
   # The Debian packages start their own services where an init system runs;
   # ours are private instances on other ports, so stop those if present.
   service prometheus stop >/dev/null 2>&1 || true
+  service postgresql stop >/dev/null 2>&1 || true
 fi
-PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+PG_BIN="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+
+# Go: the wrapper module needs a recent toolchain. Go >= 1.21 fetches the one
+# go.mod asks for by itself (GOTOOLCHAIN=auto). An older go (Debian's
+# golang-go) cannot, so fetch that toolchain as a module and use it instead.
+export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
+go_minor() { "$1" env GOVERSION 2>/dev/null | sed -nE 's/^go1\.([0-9]+).*/\1/p'; }
+GO=go
+if (($(go_minor go || echo 0) < 21)); then
+  GO_WANT="$(awk '$1 == "go" { print $2; exit }' "$HERE/k8s/go.mod")"
+  GO_DIR="$CACHE/go-$GO_WANT"
+  if [[ ! -x "$GO_DIR/bin/go" ]]; then
+    log "fetching Go $GO_WANT (the installed go is too old for the wrapper module)"
+    mod="golang.org/toolchain@v0.0.1-go$GO_WANT.linux-$(dpkg --print-architecture)"
+    dir="$(cd /tmp && GOFLAGS=-modcacherw go mod download -json "$mod" | sed -nE 's/^\s*"Dir": "(.*)",?$/\1/p')" \
+      || fail go "go mod download $mod failed"
+    mkdir -p "$CACHE" && rm -rf "$GO_DIR" && cp -r "$dir" "$GO_DIR"
+    chmod -R u+x "$GO_DIR/bin" "$GO_DIR/pkg/tool"
+  fi
+  GO="$GO_DIR/bin/go"
+fi
 
 # ---------------------------------------------------------------- binaries
-if [[ ! -x "$K8S_BIN/kube-apiserver" || ! -x "$K8S_BIN/kube-controller-manager" \
-   || ! -x "$K8S_BIN/kube-scheduler" || ! -x "$K8S_BIN/etcd" || ! -x "$K8S_BIN/kubectl" ]]; then
-  log "building Kubernetes v$K8S_VERSION control plane, etcd and kubectl from their Go modules"
-  log "(first run only: about 10 minutes on 2 cores; cached in $K8S_BIN)"
-  mkdir -p "$K8S_BIN"
-  (
-    cd "$HERE/k8s"
-    go build -trimpath -ldflags="-s -w" -o "$K8S_BIN/" \
-      k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler \
-      k8s.io/kubernetes/cmd/kubectl
-    go build -trimpath -ldflags="-s -w" -o "$K8S_BIN/etcd" go.etcd.io/etcd/server/v3
-  ) >"$C/logs/build-k8s.log" 2>&1 || fail build "go build of the control plane failed" "$C/logs/build-k8s.log"
+# Stamp the Kubernetes version into the binaries (as the Kubernetes release
+# build does): kubectl version, /version and client skew checks read it.
+k8s_minor="${K8S_VERSION#v1.}"; k8s_minor="${k8s_minor%%.*}"
+K8S_LDFLAGS="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  K8S_LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+  K8S_LDFLAGS+=" -X $pkg.gitCommit= -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+k8s_cmd_ok() { [[ -x "$K8S_BIN/$1" ]] && [[ "$("$K8S_BIN/$1" "${@:2}" 2>/dev/null)" == *"$K8S_VERSION"* ]]; }
+# gobuild OUT LDFLAGS PACKAGE: build from the wrapper module, replacing OUT only on success.
+gobuild() {
+  (cd "$HERE/k8s" && "$GO" build -trimpath -ldflags="$2" -o "$1.tmp" "$3") && mv "$1.tmp" "$1"
+}
+mkdir -p "$K8S_BIN" "$ETCD_BIN" "$KWOK_BIN"
+est="6-10 minutes on 2 cores"
+for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
+  k8s_cmd_ok "$cmd" --version && continue
+  build "$cmd $K8S_VERSION" "$est" "$C/logs/build-k8s.log" \
+    gobuild "$K8S_BIN/$cmd" "$K8S_LDFLAGS" "k8s.io/kubernetes/cmd/$cmd"
+  est="1-3 minutes"  # the later ones share most packages
+done
+if ! k8s_cmd_ok kubectl version --client; then
+  build "kubectl $K8S_VERSION" "2 minutes" "$C/logs/build-k8s.log" \
+    gobuild "$K8S_BIN/kubectl" "$K8S_LDFLAGS" k8s.io/kubernetes/cmd/kubectl
+fi
+if [[ ! -x "$ETCD_BIN/etcd" ]]; then
+  build "etcd $ETCD_VERSION" "1 minute" "$C/logs/build-etcd.log" \
+    gobuild "$ETCD_BIN/etcd" "-s -w" go.etcd.io/etcd/server/v3
 fi
 if [[ ! -x "$KWOK_BIN/kwok" ]]; then
-  log "building kwok v$KWOK_VERSION (first run only)"
-  mkdir -p "$KWOK_BIN"
-  GOBIN="$KWOK_BIN" go install -trimpath -ldflags="-s -w" "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION" \
-    >"$C/logs/build-kwok.log" 2>&1 || fail build "go install of kwok failed" "$C/logs/build-kwok.log"
+  build "kwok $KWOK_VERSION" "2 minutes" "$C/logs/build-kwok.log" \
+    env GOBIN="$KWOK_BIN" "$GO" install -trimpath -ldflags="-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+fi
+# kwok's own stage definitions (from its module): nodes become Ready and keep
+# a lease heartbeat; pods bound to them become Running and Ready, complete,
+# and are removed when deleted -- what kwokctl configures by default.
+KWOK_STAGES="$KWOK_BIN/stages"
+if [[ ! -f "$KWOK_STAGES/pod-delete.yaml" ]]; then
+  kwok_src="$(cd /tmp && "$GO" mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" 2>"$C/logs/kwok-stages.log" \
+    | sed -nE 's/^\s*"Dir": "(.*)",?$/\1/p')" || true
+  [[ -d "$kwok_src/kustomize/stage" ]] || fail kwok "cannot find kwok's stage definitions (go mod download sigs.k8s.io/kwok@$KWOK_VERSION)" "$C/logs/kwok-stages.log"
+  mkdir -p "$KWOK_STAGES"
+  cp "$kwok_src"/kustomize/stage/node/fast/node-initialize.yaml \
+     "$kwok_src"/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+     "$kwok_src"/kustomize/stage/pod/fast/pod-{ready,complete,delete}.yaml "$KWOK_STAGES/"
 fi
 KUBECTL="$K8S_BIN/kubectl"
 export KUBECONFIG="$C/kubeconfig"
 
 # ---------------------------------------------------------------- PKI
 P="$C/pki"
-if [[ ! -f "$P/admin.crt" ]]; then
+pki_ok=1
+for f in ca.crt apiserver.crt admin.crt front-proxy-ca.crt front-proxy-client.crt sa.key sa.pub; do
+  [[ -s "$P/$f" ]] || pki_ok=0
+done
+if ((!pki_ok)); then
   log "generating certificates and service-account keys"
   (
+    set -e
     cd "$P"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=headroom-local-ca"
-    cat >apiserver.ext <<EOF
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
-extendedKeyUsage=serverAuth
-EOF
-    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver"
-    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 3650 -extfile apiserver.ext
-    printf 'extendedKeyUsage=clientAuth\n' >client.ext
-    openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=headroom-admin"
-    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out admin.crt -days 3650 -extfile client.ext
+    ca() { openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.crt" -days 3650 -subj "/CN=$2"; }
+    # cert NAME CA SUBJECT EXTENSIONS
+    cert() {
+      openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$3"
+      printf '%b\n' "$4" >"$1.ext"
+      openssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" -CAcreateserial -out "$1.crt" -days 3650 -extfile "$1.ext"
+    }
+    ca ca headroom-local-ca
+    ca front-proxy-ca headroom-local-front-proxy-ca
+    cert apiserver ca "/CN=kube-apiserver" \
+      "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth"
+    cert admin ca "/O=system:masters/CN=headroom-admin" "extendedKeyUsage=clientAuth"
+    cert front-proxy-client front-proxy-ca "/CN=front-proxy-client" "extendedKeyUsage=clientAuth"
     openssl genrsa -out sa.key 2048
     openssl rsa -in sa.key -pubout -out sa.pub
+    chmod 600 ./*.key
   ) >"$C/logs/pki.log" 2>&1 || fail pki "openssl failed" "$C/logs/pki.log"
 fi
 cat >"$C/kubeconfig" <<EOF
@@ -160,18 +264,24 @@ current-context: headroom-local
 EOF
 
 # ---------------------------------------------------------------- etcd
-start etcd "$K8S_BIN/etcd" --name default --data-dir "$C/etcd" \
+start etcd "$ETCD_BIN/etcd" --name default --data-dir "$C/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
   --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-  --initial-cluster "default=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync --log-level warn
+  --initial-cluster "default=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --unsafe-no-fsync --log-level warn
 wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
 # ---------------------------------------------------------------- apiserver
 start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+  --endpoint-reconciler-type none \
   --tls-cert-file "$P/apiserver.crt" --tls-private-key-file "$P/apiserver.key" \
   --client-ca-file "$P/ca.crt" \
+  --requestheader-client-ca-file "$P/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --proxy-client-cert-file "$P/front-proxy-client.crt" --proxy-client-key-file "$P/front-proxy-client.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$P/sa.pub" --service-account-signing-key-file "$P/sa.key" \
   --service-cluster-ip-range 10.96.0.0/16 \
@@ -180,13 +290,14 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
 wait_for kube-apiserver 90 "$KUBECTL" get --raw /readyz
 
 # ---------------------------------------------------------------- controller-manager, scheduler
+# Every controller except those that need a cloud provider or a pod network.
 start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --kubeconfig "$KUBECONFIG" --authentication-kubeconfig "$KUBECONFIG" --authorization-kubeconfig "$KUBECONFIG" \
   --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
   --service-account-private-key-file "$P/sa.key" --root-ca-file "$P/ca.crt" \
   --cluster-signing-cert-file "$P/ca.crt" --cluster-signing-key-file "$P/ca.key" \
   --use-service-account-credentials=true --leader-elect=false \
-  --controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller'
+  --controllers '*,-node-ipam-controller,-cloud-node-lifecycle-controller,-service-lb-controller,-node-route-controller'
 start kube-scheduler "$K8S_BIN/kube-scheduler" \
   --kubeconfig "$KUBECONFIG" --authentication-kubeconfig "$KUBECONFIG" --authorization-kubeconfig "$KUBECONFIG" \
   --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false
@@ -194,60 +305,63 @@ wait_for kube-controller-manager 60 curl -fsSk "https://127.0.0.1:$KCM_PORT/heal
 wait_for kube-scheduler 60 curl -fsSk "https://127.0.0.1:$SCHEDULER_PORT/healthz"
 
 # ---------------------------------------------------------------- kwok and fake nodes
-# kwok's own stage definitions (shipped in its Go module) make nodes Ready
-# with lease heartbeats, and pods scheduled to them Running and Ready.
-KWOK_STAGES="$(cd "$HERE/k8s" && go env GOMODCACHE)/sigs.k8s.io/kwok@v$KWOK_VERSION/kustomize/stage"
-if [[ ! -d "$KWOK_STAGES" ]]; then
-  (cd "$HERE/k8s" && go mod download -x "sigs.k8s.io/kwok@v$KWOK_VERSION") >"$C/logs/kwok-stages.log" 2>&1 \
-    || fail kwok "downloading kwok's stage definitions failed" "$C/logs/kwok-stages.log"
-fi
-kwok_configs=()
-for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
-         pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
-  [[ -f "$KWOK_STAGES/$f" ]] || fail kwok "stage file $KWOK_STAGES/$f missing"
-  kwok_configs+=(--config "$KWOK_STAGES/$f")
-done
-start kwok "$KWOK_BIN/kwok" --kubeconfig "$KUBECONFIG" "${kwok_configs[@]}" \
+start kwok "$KWOK_BIN/kwok" --kubeconfig "$KUBECONFIG" \
+  --config "$KWOK_STAGES/node-initialize.yaml" --config "$KWOK_STAGES/node-heartbeat-with-lease.yaml" \
+  --config "$KWOK_STAGES/pod-ready.yaml" --config "$KWOK_STAGES/pod-complete.yaml" \
+  --config "$KWOK_STAGES/pod-delete.yaml" \
   --manage-all-nodes=false \
   --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
   --node-lease-duration-seconds 40 \
   --node-ip 10.0.0.1 --cidr 10.0.0.1/16 \
   --server-address "127.0.0.1:$KWOK_PORT"
 wait_for kwok 30 curl -fsS "http://127.0.0.1:$KWOK_PORT/healthz"
-"$KUBECTL" apply -f "$HERE/manifests/nodes.yaml" >"$C/logs/nodes.log" 2>&1 || fail nodes "applying fake nodes failed" "$C/logs/nodes.log"
-wait_for kwok 60 "$KUBECTL" wait --for=condition=Ready node --all --timeout=2s
+"$KUBECTL" apply -f "$HERE/manifests/nodes.yaml" >"$C/logs/nodes.log" 2>&1 \
+  || fail nodes "applying fake nodes failed" "$C/logs/nodes.log"
+wait_for kwok 60 "$KUBECTL" wait --for=condition=Ready node -l type=kwok --timeout=2s
 
 # ---------------------------------------------------------------- PostgreSQL
+# A private cluster owned by the postgres user (PostgreSQL refuses to run as root).
 PGDATA="$C/postgres"
 if [[ ! -f "$PGDATA/PG_VERSION" ]]; then
-  log "initialising PostgreSQL in $PGDATA"
+  log "initialising PostgreSQL in ${PGDATA#"$ROOT"/}"
   mkdir -p "$PGDATA"
   chown postgres:postgres "$PGDATA"
   runuser -u postgres -- "$PG_BIN/initdb" -D "$PGDATA" --auth-host=scram-sha-256 --auth-local=trust -U postgres \
     >"$C/logs/initdb.log" 2>&1 || fail postgresql "initdb failed" "$C/logs/initdb.log"
 fi
 mkdir -p "$C/pgsocket" && chown postgres:postgres "$C/pgsocket"
+touch "$C/logs/postgresql.log" && chown postgres:postgres "$C/logs/postgresql.log"
+psql_admin() { runuser -u postgres -- "$PG_BIN/psql" -h "$C/pgsocket" -p "$POSTGRES_PORT" -U postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+pg_ctl() { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$C/logs/postgresql.log" "$@" 9>&-; }
+if running postgresql && [[ "$(psql_admin -c 'show max_connections' 2>/dev/null)" != "$POSTGRES_MAX_CONNECTIONS" ]]; then
+  log "restarting postgresql for max_connections=$POSTGRES_MAX_CONNECTIONS"
+  pg_ctl -m fast -w stop >>"$C/logs/pg_ctl.log" 2>&1 || true
+  rm -f "$C/pids/postgresql.pid"
+fi
 if ! running postgresql; then
   log "starting postgresql (max_connections=$POSTGRES_MAX_CONNECTIONS)"
-  touch "$C/logs/postgresql.log" && chown postgres:postgres "$C/logs/postgresql.log"
-  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$C/logs/postgresql.log" -w -t 30 start \
+  pg_ctl -w -t 30 start \
     -o "-p $POSTGRES_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$C/pgsocket -c max_connections=$POSTGRES_MAX_CONNECTIONS -c superuser_reserved_connections=2 -c fsync=off" \
     >"$C/logs/pg_ctl.log" 2>&1 || fail postgresql "pg_ctl start failed" "$C/logs/postgresql.log"
   head -n 1 "$PGDATA/postmaster.pid" >"$C/pids/postgresql.pid"
+  echo "$PG_BIN/postgres" >"$C/pids/postgresql.exe"
 fi
 wait_for postgresql 30 "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$POSTGRES_PORT"
-psql_admin() { runuser -u postgres -- psql -h "$C/pgsocket" -p "$POSTGRES_PORT" -U postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
 if [[ "$(psql_admin -c "select 1 from pg_roles where rolname='checkout'")" != "1" ]]; then
   psql_admin -c "create role checkout login password '$CHECKOUT_DB_PASSWORD'" >/dev/null
+fi
+if [[ "$(psql_admin -c "select 1 from pg_database where datname='checkout'")" != "1" ]]; then
   psql_admin -c "create database checkout owner checkout" >/dev/null
 fi
 DATABASE_URL="postgres://checkout:$CHECKOUT_DB_PASSWORD@127.0.0.1:$POSTGRES_PORT/checkout"
 
 # ---------------------------------------------------------------- Prometheus
-cat >"$C/prometheus/prometheus.yml" <<EOF
+# Rules: write *.yml into .cluster/rules/, then run tests/cluster/reload-prometheus.sh.
+cat >"$C/prometheus/prometheus.yml.new" <<EOF
 # Generated by tests/cluster/up.sh. Fast intervals so tests see changes in seconds.
 global:
   scrape_interval: 1s
+  scrape_timeout: 1s
   evaluation_interval: 1s
 rule_files:
   - $C/rules/*.yml
@@ -257,36 +371,65 @@ scrape_configs:
   - job_name: headroom
     static_configs: [{ targets: ["$OPERATOR_METRICS"] }]
 EOF
+config_changed=0
+cmp -s "$C/prometheus/prometheus.yml.new" "$C/prometheus/prometheus.yml" || config_changed=1
+mv "$C/prometheus/prometheus.yml.new" "$C/prometheus/prometheus.yml"
+if running prometheus && ((config_changed)); then
+  "$HERE/reload-prometheus.sh" >/dev/null || fail prometheus "reloading the changed configuration failed" "$C/logs/prometheus.log"
+fi
 start prometheus /usr/bin/prometheus \
   --config.file "$C/prometheus/prometheus.yml" \
   --storage.tsdb.path "$C/prometheus/data" \
+  --storage.tsdb.retention.time 1d \
   --web.listen-address "127.0.0.1:$PROMETHEUS_PORT" \
   --web.enable-lifecycle --web.enable-admin-api
 wait_for prometheus 30 curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
 
+# ---------------------------------------------------------------- env
+# Written before the example service starts, so the rest is usable even when
+# it fails; tests read this file.
+cat >"$C/env" <<EOF
+# Written by tests/cluster/up.sh; removed by tests/cluster/down.sh.
+KUBECONFIG=$C/kubeconfig
+KUBECTL=$KUBECTL
+PATH_PREPEND=$K8S_BIN
+KUBERNETES_VERSION=$K8S_VERSION
+KUBE_APISERVER_URL=https://127.0.0.1:$APISERVER_PORT
+ETCD_VERSION=$ETCD_VERSION
+ETCD_ENDPOINT=http://127.0.0.1:$ETCD_PORT
+PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT
+PROMETHEUS_RULES_DIR=$C/rules
+PROMETHEUS_RELOAD=$HERE/reload-prometheus.sh
+DATABASE_URL=$DATABASE_URL
+DATABASE_ADMIN_URL=postgres:///postgres?host=$C/pgsocket&port=$POSTGRES_PORT&user=postgres
+POSTGRES_MAX_CONNECTIONS=$POSTGRES_MAX_CONNECTIONS
+POSTGRES_SUPERUSER_RESERVED_CONNECTIONS=2
+CHECKOUT_URL=http://127.0.0.1:$CHECKOUT_PORT
+CHECKOUT_NAMESPACE=checkout
+CHECKOUT_DEPLOYMENT=checkout
+OPERATOR_METRICS_ADDR=$OPERATOR_METRICS
+EOF
+
 # ---------------------------------------------------------------- example service
 "$KUBECTL" apply -f "$HERE/manifests/checkout.yaml" >"$C/logs/checkout-manifests.log" 2>&1 \
   || fail checkout "applying the checkout namespace and Deployment failed" "$C/logs/checkout-manifests.log"
-if ! running checkout; then
-  log "building the example service (cargo build --release -p checkout)"
-  (cd "$ROOT" && cargo build --release -q -p checkout) >"$C/logs/build-checkout.log" 2>&1 \
-    || fail checkout "cargo build -p checkout failed" "$C/logs/build-checkout.log"
-  start checkout "$ROOT/target/release/checkout" \
-    --listen "127.0.0.1:$CHECKOUT_PORT" --kubeconfig "$KUBECONFIG" \
-    --namespace checkout --deployment checkout --database-url "$DATABASE_URL"
+if [[ -n "${HEADROOM_SKIP_CHECKOUT:-}" ]]; then
+  log "HEADROOM_SKIP_CHECKOUT is set: not starting the example service"
+else
+  if ! running checkout; then
+    command -v cargo >/dev/null || PATH="$PATH:$HOME/.cargo/bin"
+    log "building the example service (cargo build --release -p checkout)"
+    (cd "$ROOT" && cargo build --release -p checkout) >"$C/logs/build-checkout.log" 2>&1 \
+      || fail checkout "cargo build --release -p checkout failed" "$C/logs/build-checkout.log"
+    load=()
+    [[ -n "${CHECKOUT_LOAD_RPS:-}" ]] && load=(--load-rps "$CHECKOUT_LOAD_RPS")
+    start checkout "$ROOT/target/release/checkout" \
+      --listen "127.0.0.1:$CHECKOUT_PORT" --kubeconfig "$KUBECONFIG" \
+      --namespace checkout --deployment checkout --database-url "$DATABASE_URL" "${load[@]}"
+  fi
+  wait_for checkout 30 curl -fsS "http://127.0.0.1:$CHECKOUT_PORT/metrics"
 fi
-wait_for checkout 30 curl -fsS "http://127.0.0.1:$CHECKOUT_PORT/metrics"
-wait_for checkout 60 "$KUBECTL" -n checkout rollout status deployment/checkout --timeout=2s
+wait_for kube-controller-manager 60 "$KUBECTL" -n checkout rollout status deployment/checkout --timeout=2s
 
-# ---------------------------------------------------------------- env
-cat >"$C/env" <<EOF
-KUBECONFIG=$C/kubeconfig
-KUBECTL=$KUBECTL
-PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT
-PROMETHEUS_RULES_DIR=$C/rules
-DATABASE_URL=$DATABASE_URL
-POSTGRES_MAX_CONNECTIONS=$POSTGRES_MAX_CONNECTIONS
-CHECKOUT_URL=http://127.0.0.1:$CHECKOUT_PORT
-OPERATOR_METRICS_ADDR=$OPERATOR_METRICS
-EOF
-log "ready: $("$KUBECTL" get nodes --no-headers | wc -l) kwok nodes; env in $C/env"
+log "ready in ${SECONDS}s: Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, $("$KUBECTL" get nodes -l type=kwok --no-headers | wc -l) kwok nodes"
+log "environment: ${C#"$ROOT"/}/env  (e.g. set -a; . .cluster/env; set +a)"
