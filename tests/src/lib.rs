@@ -265,13 +265,10 @@ impl Operator {
         let log = std::fs::File::create(&log_path)?;
         let child = Command::new(&bin)
             .arg("run")
-            .args([
-                "--listen",
-                &listen,
-                "--prometheus-url",
-                cluster.var("PROMETHEUS_URL")?,
-            ])
+            .args(["--listen", &listen])
             .args(extra)
+            // The local Prometheus unless the test points elsewhere.
+            .env("PROMETHEUS_URL", cluster.var("PROMETHEUS_URL")?)
             .env("KUBECONFIG", cluster.var("KUBECONFIG")?)
             .env("RUST_LOG", "info,headroom=debug")
             .stdout(log.try_clone()?)
