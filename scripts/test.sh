@@ -33,6 +33,12 @@ fi
 step "build the operator binary the end-to-end tests start"
 cargo build -p headroom --locked
 
+step "generated rules for examples/ pass promtool"
+rules_file="$(mktemp --suffix=.yml)"
+./target/debug/headroom rules -f examples/slos.yaml >"$rules_file"
+promtool check rules "$rules_file"
+rm -f "$rules_file"
+
 step "end-to-end tests (real kube-apiserver, Prometheus, PostgreSQL)"
 # Tests share one cluster; each uses its own namespace. Two threads keep the
 # 2-core machine responsive for the control plane.
