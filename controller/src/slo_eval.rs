@@ -203,10 +203,10 @@ pub fn evaluate(
             .flatten()
             .map(|e| e / budget)
     };
-    let firing: Vec<String> = tiers
+    // The same rule the generated alerts use: both windows over BR*.
+    let firing: Vec<&TierPlan> = tiers
         .iter()
-        .filter(|t| matches!((rate(t.long), rate(t.short)), (Some(l), Some(s)) if l > t.threshold && s > t.threshold))
-        .map(|t| format!("{} ({:?}, {}/{} over {:.3})", t.name, t.severity, crate::duration::format_duration(t.long), crate::duration::format_duration(t.short), t.threshold))
+        .filter(|t| matches!((rate(t.long), rate(t.short)), (Some(l), Some(s)) if crate::budget::alert_fires(t, l, s)))
         .collect();
     if firing.is_empty() {
         set(
@@ -216,10 +216,20 @@ pub fn evaluate(
             "no burn-rate tier is exceeded on both its windows".into(),
         );
     } else {
-        let page = tiers.iter().any(|t| {
-            t.severity == Severity::Page
-                && matches!((rate(t.long), rate(t.short)), (Some(l), Some(s)) if l > t.threshold && s > t.threshold)
-        });
+        let page = firing.iter().any(|t| t.severity == Severity::Page);
+        let names: Vec<String> = firing
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} ({:?}, {}/{} over {:.3})",
+                    t.name,
+                    t.severity,
+                    crate::duration::format_duration(t.long),
+                    crate::duration::format_duration(t.short),
+                    t.threshold
+                )
+            })
+            .collect();
         set(
             "Burning",
             Status::True,
@@ -228,7 +238,7 @@ pub fn evaluate(
             } else {
                 "TicketTierExceeded"
             },
-            format!("exceeded: {}", firing.join(", ")),
+            format!("exceeded: {}", names.join(", ")),
         );
     }
     status
@@ -249,4 +259,184 @@ pub fn same_figures(a: &ServiceLevelObjectiveStatus, b: &ServiceLevelObjectiveSt
         s
     };
     strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::slo::{Indicator, ServiceLevelObjectiveSpec, SlothIndicator};
+
+    fn spec(min_traffic: Option<f64>) -> ServiceLevelObjectiveSpec {
+        ServiceLevelObjectiveSpec {
+            service: "checkout".into(),
+            description: None,
+            objective: 99.0,
+            window: "1h".into(),
+            indicator: Indicator {
+                sloth: Some(SlothIndicator { id: "x".into() }),
+                ..Default::default()
+            },
+            alerting: None,
+            min_traffic_per_second: min_traffic,
+        }
+    }
+
+    fn tiers() -> Vec<TierPlan> {
+        crate::budget::default_tiers(Duration::from_secs(3600))
+    }
+
+    fn figures(ratio: Option<f64>, period: Option<f64>, traffic: Option<f64>) -> Figures {
+        let mut error_ratios: BTreeMap<String, Option<f64>> = tiers()
+            .iter()
+            .flat_map(|t| [t.long, t.short])
+            .map(|w| (crate::duration::format_duration(w), ratio))
+            .collect();
+        error_ratios.insert("1h".into(), period);
+        Figures {
+            error_ratios,
+            traffic_per_second: traffic,
+            source: "DirectQuery".into(),
+        }
+    }
+
+    fn conds(s: &ServiceLevelObjectiveStatus) -> Vec<(String, String, String)> {
+        s.conditions
+            .iter()
+            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+            .collect()
+    }
+
+    fn at() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_000).expect("valid"))
+    }
+
+    #[test]
+    fn every_doubt_is_never_budget_available() {
+        let unavailable = Unreadable::PrometheusUnavailable("connection refused".into());
+        let invalid = Unreadable::InvalidSpec {
+            reason: "InvalidQuery",
+            message: "bad".into(),
+        };
+        let cases: Vec<(
+            ServiceLevelObjectiveSpec,
+            Result<Figures, &Unreadable>,
+            [(&str, &str, &str); 3],
+        )> = vec![
+            (
+                spec(None),
+                Ok(figures(Some(0.001), Some(0.002), Some(50.0))),
+                [
+                    ("Ready", "True", "Evaluated"),
+                    ("BudgetAvailable", "True", "BudgetRemaining"),
+                    ("Burning", "False", "WithinBudget"),
+                ],
+            ),
+            (
+                spec(None),
+                Ok(figures(Some(0.2), Some(0.02), Some(50.0))),
+                [
+                    ("Ready", "True", "Evaluated"),
+                    ("BudgetAvailable", "False", "BudgetExhausted"),
+                    ("Burning", "True", "PageTierExceeded"),
+                ],
+            ),
+            (
+                spec(None),
+                Ok(figures(None, Some(0.002), Some(50.0))),
+                [
+                    ("Ready", "True", "Evaluated"),
+                    ("BudgetAvailable", "Unknown", "NoData"),
+                    ("Burning", "Unknown", "NoData"),
+                ],
+            ),
+            (
+                spec(Some(10.0)),
+                Ok(figures(Some(0.0), Some(0.0), Some(2.0))),
+                [
+                    ("Ready", "True", "Evaluated"),
+                    ("BudgetAvailable", "Unknown", "LowTraffic"),
+                    ("Burning", "False", "WithinBudget"),
+                ],
+            ),
+            (
+                spec(Some(1.0)),
+                Ok(figures(Some(0.0), Some(0.0), None)),
+                [
+                    ("Ready", "True", "Evaluated"),
+                    ("BudgetAvailable", "Unknown", "LowTraffic"),
+                    ("Burning", "False", "WithinBudget"),
+                ],
+            ),
+            (
+                spec(None),
+                Err(&unavailable),
+                [
+                    ("Ready", "False", "PrometheusUnavailable"),
+                    ("BudgetAvailable", "Unknown", "PrometheusUnavailable"),
+                    ("Burning", "Unknown", "PrometheusUnavailable"),
+                ],
+            ),
+            (
+                spec(None),
+                Err(&invalid),
+                [
+                    ("Ready", "False", "InvalidQuery"),
+                    ("BudgetAvailable", "Unknown", "InvalidQuery"),
+                    ("Burning", "Unknown", "InvalidQuery"),
+                ],
+            ),
+        ];
+        for (i, (spec, figs, want)) in cases.into_iter().enumerate() {
+            let s = evaluate(
+                &spec,
+                &tiers(),
+                "1h",
+                figs.as_ref().map_err(|e| *e),
+                &Default::default(),
+                Some(1),
+                at(),
+            );
+            let want: Vec<(String, String, String)> = want
+                .iter()
+                .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+                .collect();
+            assert_eq!(conds(&s), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn figures_become_burn_rates_and_budget() {
+        let s = evaluate(
+            &spec(None),
+            &tiers(),
+            "1h",
+            Ok(&figures(Some(0.02), Some(0.0025), Some(50.0))),
+            &Default::default(),
+            None,
+            at(),
+        );
+        assert_eq!(s.budget_remaining, Some(0.75));
+        assert!(
+            s.burn_rates.iter().all(|w| w.burn_rate == Some(2.0)),
+            "{:?}",
+            s.burn_rates
+        );
+        assert_eq!(
+            s.burn_rates.first().map(|w| w.window.as_str()),
+            Some("1s"),
+            "sorted shortest first"
+        );
+        assert!(s.data_present);
+        // The same figures again: nothing to write.
+        let again = evaluate(
+            &spec(None),
+            &tiers(),
+            "1h",
+            Ok(&figures(Some(0.02), Some(0.0025), Some(50.0))),
+            &s,
+            None,
+            at(),
+        );
+        assert!(same_figures(&s, &again));
+    }
 }
