@@ -310,6 +310,14 @@ mod tests {
         Time(k8s_openapi::jiff::Timestamp::from_second(1_000).expect("valid"))
     }
 
+    /// Spec, figures (or why none), expected (type, status, reason) of the
+    /// three conditions.
+    type Case<'a> = (
+        ServiceLevelObjectiveSpec,
+        Result<Figures, &'a Unreadable>,
+        [(&'a str, &'a str, &'a str); 3],
+    );
+
     #[test]
     fn every_doubt_is_never_budget_available() {
         let unavailable = Unreadable::PrometheusUnavailable("connection refused".into());
@@ -317,11 +325,7 @@ mod tests {
             reason: "InvalidQuery",
             message: "bad".into(),
         };
-        let cases: Vec<(
-            ServiceLevelObjectiveSpec,
-            Result<Figures, &Unreadable>,
-            [(&str, &str, &str); 3],
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 spec(None),
                 Ok(figures(Some(0.001), Some(0.002), Some(50.0))),
