@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cli_support;
 pub mod conditions;
 pub mod duration;
+pub mod import;
 pub mod indicator;
 pub mod metrics;
 pub mod operator;

@@ -68,6 +68,37 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 )
             }
         }
+        Command::Import { format, file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?
+            };
+            let mut out = String::new();
+            for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+                let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                    .map_err(|e| anyhow::anyhow!("{}: document {}: {e}", file.display(), i + 1))?;
+                let slos = match format {
+                    headroom::cli::ImportFormat::Sloth => headroom::import::sloth(&value),
+                    headroom::cli::ImportFormat::Pyrra => headroom::import::pyrra(&value),
+                    headroom::cli::ImportFormat::Openslo => headroom::import::openslo(&value),
+                }
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: document {}: cannot translate {e}",
+                        file.display(),
+                        i + 1
+                    )
+                })?;
+                for slo in slos {
+                    out.push_str("---\n");
+                    out.push_str(&serde_yaml::to_string(&slo)?);
+                }
+            }
+            print!("{out}");
+            Ok(())
+        }
         other => anyhow::bail!(
             "`{}` is not implemented yet in this build",
             command_name(&other)
