@@ -42,7 +42,7 @@ rm -f "$rules_file"
 step "end-to-end tests (real kube-apiserver, Prometheus, PostgreSQL)"
 # Tests share one cluster; each uses its own namespace. Two threads keep the
 # 2-core machine responsive for the control plane.
-cargo test -p headroom-e2e --locked -- --test-threads=2
+cargo test -p headroom-e2e --test e2e --locked -- --test-threads=2
 
 step "headroom import output is accepted by the API server"
 set -a; . .cluster/env; set +a
