@@ -87,6 +87,10 @@ pub struct RunArgs {
         default_value = "http://127.0.0.1:9464"
     )]
     pub dashboard_url: String,
+    /// Watch only this namespace's SLOs and experiments (default: all
+    /// namespaces). Lets several operators share a cluster, e.g. in tests.
+    #[arg(long, value_name = "NAMESPACE", env = "HEADROOM_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -33,6 +33,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         evaluation_interval: args.evaluation_interval,
         // Half an interval: every SLO of one cycle shares one read per window.
         recorded: (!args.direct_queries).then(|| RecordedCache::new(args.evaluation_interval / 2)),
+        watch_namespace: args.watch_namespace.clone(),
     });
 
     let app = Router::new()

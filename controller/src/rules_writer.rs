@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kube::api::{Api, ListParams};
+use kube::api::ListParams;
 use tracing::{info, warn};
 
 use crate::cli::RunArgs;
@@ -12,8 +12,14 @@ use crate::reconcile::Context;
 use crate::resources::ServiceLevelObjective;
 use crate::rules;
 
-/// File name inside `--rules-dir`.
-pub const FILE_NAME: &str = "headroom-slos.yml";
+/// File name inside `--rules-dir`; an operator that watches one namespace
+/// writes its own file so that several can share a Prometheus.
+pub fn file_name(watch_namespace: Option<&str>) -> String {
+    match watch_namespace {
+        Some(ns) => format!("headroom-slos-{ns}.yml"),
+        None => "headroom-slos.yml".to_owned(),
+    }
+}
 
 /// Rewrite the rule file whenever the SLOs change; never returns unless
 /// the directory cannot be written at start.
@@ -23,8 +29,8 @@ pub async fn run(ctx: Arc<Context>, args: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("--rules-dir {}", dir.display()))?;
-    let path = dir.join(FILE_NAME);
-    let api = Api::<ServiceLevelObjective>::all(ctx.client.clone());
+    let path = dir.join(file_name(ctx.watch_namespace.as_deref()));
+    let api = ctx.watched::<ServiceLevelObjective>();
     let http = reqwest::Client::new();
     let mut last = std::fs::read_to_string(&path).unwrap_or_default();
     loop {

@@ -87,7 +87,7 @@ async fn burn_rate_in_status_matches_prometheus_and_known_error_ratio() -> Resul
     let prom = cluster.var("PROMETHEUS_URL")?.to_owned();
     let injected = 0.2;
     set_error_ratio(&cluster, injected).await?;
-    let operator = Operator::start(&cluster, &["--evaluation-interval", "2s"])?;
+    let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
     let api: Api<ServiceLevelObjective> = Api::namespaced(cluster.client.clone(), &ns.name);
     api.create(&PostParams::default(), &slo("checkout", ERRORS)?)
         .await?;
@@ -151,7 +151,7 @@ async fn invalid_promql_and_unreachable_prometheus_show_in_status() -> Result<()
         &slo("bad-query", "sum(rate(http_requests_total{[$window]))")?,
     )
     .await?;
-    let operator = Operator::start(&cluster, &["--evaluation-interval", "2s"])?;
+    let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
     let bad = eventually(
         "InvalidQuery in status",
         Duration::from_secs(30),
@@ -179,8 +179,9 @@ async fn invalid_promql_and_unreachable_prometheus_show_in_status() -> Result<()
     api.create(&PostParams::default(), &slo("no-prometheus", ERRORS)?)
         .await?;
     let closed = format!("http://127.0.0.1:{}", headroom_e2e::free_port()?);
-    let operator = Operator::start(
+    let operator = Operator::start_in(
         &cluster,
+        &ns.name,
         &["--evaluation-interval", "2s", "--prometheus-url", &closed],
     )?;
     let s = eventually(
@@ -231,8 +232,9 @@ async fn page_alert_fires_in_prometheus_with_runbook_url() -> Result<()> {
     let api: Api<ServiceLevelObjective> = Api::namespaced(cluster.client.clone(), &ns.name);
     api.create(&PostParams::default(), &slo("checkout", ERRORS)?)
         .await?;
-    let operator = Operator::start(
+    let operator = Operator::start_in(
         &cluster,
+        &ns.name,
         &[
             "--evaluation-interval",
             "2s",

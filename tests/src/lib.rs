@@ -282,6 +282,14 @@ impl Operator {
         })
     }
 
+    /// Start an operator that watches only `namespace`, so tests running
+    /// side by side never act on each other's resources.
+    pub fn start_in(cluster: &Cluster, namespace: &str, extra: &[&str]) -> Result<Self> {
+        let mut args = vec!["--watch-namespace", namespace];
+        args.extend_from_slice(extra);
+        Self::start(cluster, &args)
+    }
+
     /// The operator's log so far, for assertion messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

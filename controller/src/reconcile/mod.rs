@@ -18,6 +18,22 @@ pub struct Context {
     /// Reads every SLO at once from the recording rules; `None` means
     /// direct per-SLO queries only.
     pub recorded: Option<crate::recorded::RecordedCache>,
+    /// The one namespace watched, or `None` for all of them.
+    pub watch_namespace: Option<String>,
+}
+
+impl Context {
+    /// An API over the watched namespaces.
+    pub fn watched<K>(&self) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match &self.watch_namespace {
+            Some(ns) => kube::Api::namespaced(self.client.clone(), ns),
+            None => kube::Api::all(self.client.clone()),
+        }
+    }
 }
 
 /// The one error type of the reconcilers.

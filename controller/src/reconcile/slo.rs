@@ -22,7 +22,7 @@ use crate::slo_eval::{self, Figures, TierPlan, Unreadable};
 
 /// Run the controller until the stream ends.
 pub async fn run(ctx: Arc<Context>) {
-    let api = Api::<ServiceLevelObjective>::all(ctx.client.clone());
+    let api = ctx.watched::<ServiceLevelObjective>();
     Controller::new(api, watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
