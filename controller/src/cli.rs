@@ -91,6 +91,15 @@ pub struct RunArgs {
     /// namespaces). Lets several operators share a cluster, e.g. in tests.
     #[arg(long, value_name = "NAMESPACE", env = "HEADROOM_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+    /// The operator's own namespace: never a target, and where the global
+    /// pause ConfigMap `headroom-pause` lives.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        env = "POD_NAMESPACE",
+        default_value = "headroom-system"
+    )]
+    pub operator_namespace: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -27,6 +27,17 @@ pub struct ControllerLabels {
 }
 
 /// Every metric the operator exports.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub phase: String,
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub budget_remaining: Family<SloLabels, Gauge<f64, AtomicU64>>,
@@ -37,6 +48,11 @@ pub struct Metrics {
     pub prometheus_queries: Counter,
     pub status_writes: Family<ControllerLabels, Counter>,
     pub reconcile_errors: Family<ControllerLabels, Counter>,
+    pub runs: Family<RunLabels, Counter>,
+    pub gate_decisions: Family<ReasonLabels, Counter>,
+    pub abort_latency: Histogram,
+    pub active_runs: Gauge,
+    pub pods_killed: Counter,
 }
 
 impl Default for Metrics {
@@ -91,8 +107,43 @@ impl Default for Metrics {
             "Reconciliations that ended in an error",
             reconcile_errors.clone(),
         );
+        let runs = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "experiment_runs",
+            "Experiment runs that ended, by final phase and verdict",
+            runs.clone(),
+        );
+        let gate_decisions = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "gate_decisions",
+            "Gate decisions for due experiments, by reason (Open when allowed)",
+            gate_decisions.clone(),
+        );
+        let abort_latency = Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
+        registry.register(
+            "abort_latency_seconds",
+            "From the observation that required an abort to the start of the restore",
+            abort_latency.clone(),
+        );
+        let active_runs = Gauge::default();
+        registry.register(
+            "experiment_runs_active",
+            "Runs this process is driving now",
+            active_runs.clone(),
+        );
+        let pods_killed = Counter::default();
+        registry.register(
+            "pods_killed",
+            "Pods deleted by podKill",
+            pods_killed.clone(),
+        );
         Self {
             registry,
+            runs,
+            gate_decisions,
+            abort_latency,
+            active_runs,
+            pods_killed,
             budget_remaining,
             burn_rate,
             slo_data_present,

@@ -26,8 +26,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let prometheus = Prometheus::new(&args.prometheus_url, args.prometheus_timeout)
         .with_context(|| format!("--prometheus-url {}", args.prometheus_url))?
         .with_query_counter(metrics.prometheus_queries.clone());
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "headroom".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
     let ctx = Arc::new(Context {
         client,
+        recorder,
+        operator_namespace: args.operator_namespace.clone(),
+        runs: crate::engine::Registry::default(),
         prometheus,
         metrics: metrics.clone(),
         evaluation_interval: args.evaluation_interval,
@@ -47,10 +57,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let server = axum::serve(listener, app);
 
     let rules = crate::rules_writer::run(ctx.clone(), args.clone());
+    let engine = ctx.clone();
     tokio::select! {
         res = server => res.context("HTTP server stopped")?,
-        () = reconcile::slo::run(ctx) => info!("SLO controller stopped"),
+        () = reconcile::slo::run(ctx.clone()) => info!("SLO controller stopped"),
+        () = reconcile::experiment::run(ctx) => info!("experiment controller stopped"),
         res = rules => res.context("rules writer stopped")?,
+    }
+    // Never leave a fault behind on the way out: abort and wait (bounded)
+    // for every run to restore. What is left is restored by the next
+    // instance from the plans saved in the runs' status.
+    engine.runs.abort_all("the operator is shutting down");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !engine.runs.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }

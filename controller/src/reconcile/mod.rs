@@ -1,5 +1,6 @@
 //! Reconcilers and the shared context they run with.
 
+pub mod experiment;
 pub mod slo;
 
 use std::sync::Arc;
@@ -20,6 +21,12 @@ pub struct Context {
     pub recorded: Option<crate::recorded::RecordedCache>,
     /// The one namespace watched, or `None` for all of them.
     pub watch_namespace: Option<String>,
+    /// Where the operator runs: never a target, and home of the pause.
+    pub operator_namespace: String,
+    /// Runs this process is driving.
+    pub runs: crate::engine::Registry,
+    /// Publishes Kubernetes Events.
+    pub recorder: kube::runtime::events::Recorder,
 }
 
 impl Context {
@@ -45,6 +52,8 @@ pub enum Error {
     Serialize(#[from] serde_json::Error),
     #[error("{0}")]
     Invalid(String),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 /// Field manager name for server-side apply.

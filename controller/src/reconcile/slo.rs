@@ -60,21 +60,8 @@ async fn reconcile(slo: Arc<ServiceLevelObjective>, ctx: Arc<Context>) -> Result
     let started = Instant::now();
     let ns = slo.namespace().unwrap_or_default();
     let name = slo.name_any();
-    let figures = gather(&slo, &ctx).await;
-    let (period_window, tiers) = match tier_plans(&slo) {
-        Ok((period, tiers)) => (crate::duration::format_duration(period), tiers),
-        Err(_) => (slo.spec.window.clone(), Vec::new()),
-    };
     let previous = slo.status.clone().unwrap_or_default();
-    let status = slo_eval::evaluate(
-        &slo.spec,
-        &tiers,
-        &period_window,
-        figures.as_ref(),
-        &previous,
-        slo.meta().generation,
-        now(),
-    );
+    let status = assess(&slo, &ctx, Freshness::Cached).await;
     ctx.metrics
         .evaluation_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -85,14 +72,52 @@ async fn reconcile(slo: Arc<ServiceLevelObjective>, ctx: Arc<Context>) -> Result
     Ok(Action::requeue(ctx.evaluation_interval))
 }
 
+/// Whether figures may come from the shared per-cycle cache of recorded
+/// series, or must be read from Prometheus now (gate decisions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    Cached,
+    Fresh,
+}
+
+/// The status the SLO has now, read from Prometheus; conditions keep their
+/// transition times from the stored status.
+pub async fn assess(
+    slo: &ServiceLevelObjective,
+    ctx: &Context,
+    freshness: Freshness,
+) -> ServiceLevelObjectiveStatus {
+    let plans = tier_plans(slo);
+    let figures = gather(slo, ctx, &plans, freshness).await;
+    let (period_window, tiers) = match plans {
+        Ok((period, tiers)) => (crate::duration::format_duration(period), tiers),
+        Err(_) => (slo.spec.window.clone(), Vec::new()),
+    };
+    let previous = slo.status.clone().unwrap_or_default();
+    slo_eval::evaluate(
+        &slo.spec,
+        &tiers,
+        &period_window,
+        figures.as_ref(),
+        &previous,
+        slo.meta().generation,
+        now(),
+    )
+}
+
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
 /// Read every window the SLO needs: from the recording rules when they are
 /// loaded, else with one direct query per window.
-async fn gather(slo: &ServiceLevelObjective, ctx: &Context) -> Result<Figures, Unreadable> {
-    let (period, tiers) = tier_plans(slo).map_err(|message| Unreadable::InvalidSpec {
+async fn gather(
+    slo: &ServiceLevelObjective,
+    ctx: &Context,
+    plans: &Result<(Duration, Vec<TierPlan>), String>,
+    freshness: Freshness,
+) -> Result<Figures, Unreadable> {
+    let (period, tiers) = plans.clone().map_err(|message| Unreadable::InvalidSpec {
         reason: "InvalidSpec",
         message,
     })?;
@@ -103,11 +128,16 @@ async fn gather(slo: &ServiceLevelObjective, ctx: &Context) -> Result<Figures, U
     let mut windows: BTreeSet<Duration> = tiers.iter().flat_map(|t| [t.long, t.short]).collect();
     windows.insert(period);
     let shortest = windows.iter().next().copied().unwrap_or(period);
-    let source = match &ctx.recorded {
+    let cache = ctx
+        .recorded
+        .as_ref()
+        .filter(|_| freshness == Freshness::Cached);
+    let source = match cache {
         Some(cache) => match from_recorded(slo, ctx, cache, &windows, shortest).await? {
             Some(figures) => return Ok(figures),
             None => "DirectQuery (recording rules not loaded yet)",
         },
+        None if freshness == Freshness::Fresh => "DirectQuery (fresh read)",
         None => "DirectQuery",
     };
     let mut figures = Figures {
@@ -179,7 +209,7 @@ async fn from_recorded(
     Ok(Some(figures))
 }
 
-async fn query(ctx: &Context, q: &str) -> Result<Option<f64>, Unreadable> {
+pub(crate) async fn query(ctx: &Context, q: &str) -> Result<Option<f64>, Unreadable> {
     ctx.prometheus.scalar(q).await.map_err(|e| {
         ctx.metrics.prometheus_errors.inc();
         match e {

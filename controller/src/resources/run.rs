@@ -3,7 +3,7 @@
 //! before any fault is applied, so a restarted operator can undo it.
 
 use headroom_experiments::evidence::PodRecord;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -211,8 +211,8 @@ pub struct BudgetRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimelineEntry {
-    /// When it happened.
-    pub time: Time,
+    /// When it happened (microseconds, so reaction times can be measured).
+    pub time: MicroTime,
     /// Short name of the step, e.g. `GateOpen`, `PodKilled`, `AbortRequested`, `Restored`.
     pub step: String,
     /// Details in words.
@@ -270,6 +270,10 @@ pub struct RestorePlan {
     /// Workload whose replica count must be put back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadRestore>,
+    /// Ready pods matching the podKill selector before the fault; the
+    /// restore waits for that many again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_pods_before: Option<i32>,
     /// Connections the operator holds; released on restore or when the
     /// operator process ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,617 @@
+//! The budget gate: may an experiment start now? A pure function of the
+//! guarding SLOs' fresh figures, the policy, the global pause and the other
+//! runs. Every doubt closes it: a missing SLO, an unreadable one, no data,
+//! low traffic all say "do not inject", each with its own reason.
+
+use crate::conditions;
+use crate::resources::experiment::BudgetPolicy;
+use crate::resources::slo::ServiceLevelObjectiveStatus;
+
+/// The budget policy with its defaults filled in, as ratios.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Policy {
+    /// Budget that must remain on every guarding SLO (ratio, 0.5 = 50%).
+    pub min_budget_remaining: f64,
+    /// Highest short-window burn rate allowed at the start.
+    pub max_burn_rate_to_start: f64,
+    /// Budget a run may spend before it is aborted (ratio, 0.02 = 2%).
+    pub max_budget_spend: f64,
+    /// Short-window burn rate that aborts a run; `None` means each SLO's
+    /// fastest page tier.
+    pub abort_burn_rate: Option<f64>,
+}
+
+impl Policy {
+    pub fn from_spec(p: &BudgetPolicy) -> Self {
+        Self {
+            min_budget_remaining: p.min_budget_remaining.unwrap_or(50.0) / 100.0,
+            max_burn_rate_to_start: p.max_burn_rate_to_start.unwrap_or(1.0),
+            max_budget_spend: p.max_budget_spend.unwrap_or(2.0) / 100.0,
+            abort_burn_rate: p.abort_burn_rate,
+        }
+    }
+}
+
+/// A guarding SLO as the gate sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SloReading {
+    /// No SLO of that name in the experiment's namespace.
+    Missing,
+    /// Freshly evaluated: the status it would have now, and the short
+    /// windows of its burn-rate tiers.
+    Evaluated {
+        status: ServiceLevelObjectiveStatus,
+        short_windows: Vec<String>,
+    },
+}
+
+/// Everything the decision depends on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateInput<'a> {
+    pub slos: &'a [(String, SloReading)],
+    pub policy: Policy,
+    /// `Some(why)` when the global pause is set, or cannot be read.
+    pub paused: Option<String>,
+    /// `Some(run)` when another run holds the same target.
+    pub target_held_by: Option<String>,
+}
+
+/// The decision, with a machine reason and a sentence with the figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub open: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Decision {
+    fn closed(reason: &str, message: String) -> Self {
+        Self {
+            open: false,
+            reason: reason.to_owned(),
+            message,
+        }
+    }
+}
+
+/// Decide. The first closed check wins, in the order a person would look:
+/// pause, target, then each SLO in turn.
+pub fn decide(input: &GateInput<'_>) -> Decision {
+    if let Some(why) = &input.paused {
+        return Decision::closed("GlobalPause", format!("the global pause is set: {why}"));
+    }
+    if let Some(run) = &input.target_held_by {
+        return Decision::closed(
+            "TargetBusy",
+            format!("run {run} holds the same target; one fault per target at a time"),
+        );
+    }
+    if input.slos.is_empty() {
+        return Decision::closed("NoGuardingSlo", "spec.slos names no SLO".into());
+    }
+    let p = input.policy;
+    let mut summary = Vec::new();
+    for (name, reading) in input.slos {
+        let (status, short_windows) = match reading {
+            SloReading::Missing => {
+                return Decision::closed(
+                    "SloNotFound",
+                    format!(
+                        "ServiceLevelObjective {name} (spec.slos) does not exist in this namespace"
+                    ),
+                );
+            }
+            SloReading::Evaluated {
+                status,
+                short_windows,
+            } => (status, short_windows),
+        };
+        if let Some(c) = conditions::get(&status.conditions, "Ready")
+            && c.status != "True"
+        {
+            return Decision::closed(&c.reason, format!("{name}: {}", c.message));
+        }
+        match conditions::get(&status.conditions, "BudgetAvailable") {
+            Some(c) if c.status == "Unknown" => {
+                return Decision::closed(&c.reason, format!("{name}: {}", c.message));
+            }
+            None => {
+                return Decision::closed("NoData", format!("{name}: not evaluated"));
+            }
+            _ => {}
+        }
+        let Some(remaining) = status.budget_remaining.filter(|r| r.is_finite()) else {
+            return Decision::closed("NoData", format!("{name}: budget remaining is unknown"));
+        };
+        if remaining < p.min_budget_remaining {
+            return Decision::closed(
+                "BudgetBelowPolicy",
+                format!(
+                    "{name}: {:.1}% of the error budget remains; budgetPolicy.minBudgetRemaining is {:.1}%",
+                    remaining * 100.0,
+                    p.min_budget_remaining * 100.0
+                ),
+            );
+        }
+        if let Some(c) = conditions::get(&status.conditions, "Burning")
+            && c.status == "True"
+            && c.reason == "PageTierExceeded"
+        {
+            return Decision::closed(
+                "PageAlertFiring",
+                format!(
+                    "{name}: a page-tier burn-rate alert is firing ({})",
+                    c.message
+                ),
+            );
+        }
+        let mut worst: Option<(f64, &str)> = None;
+        for w in short_windows {
+            let rate = status
+                .burn_rates
+                .iter()
+                .find(|b| &b.window == w)
+                .and_then(|b| b.burn_rate);
+            let Some(rate) = rate.filter(|r| r.is_finite()) else {
+                return Decision::closed(
+                    "NoData",
+                    format!("{name}: no burn rate over the short window {w}"),
+                );
+            };
+            if worst.is_none_or(|(r, _)| rate > r) {
+                worst = Some((rate, w));
+            }
+        }
+        if let Some((rate, w)) = worst {
+            if rate > p.max_burn_rate_to_start {
+                return Decision::closed(
+                    "BurnRateTooHigh",
+                    format!(
+                        "{name}: burn rate {rate:.2} over {w} is above budgetPolicy.maxBurnRateToStart {:.2}",
+                        p.max_burn_rate_to_start
+                    ),
+                );
+            }
+            summary.push(format!(
+                "{name}: {:.1}% budget left, burn {rate:.2} over {w}",
+                remaining * 100.0
+            ));
+        } else {
+            summary.push(format!("{name}: {:.1}% budget left", remaining * 100.0));
+        }
+    }
+    Decision {
+        open: true,
+        reason: "Open".into(),
+        message: summary.join("; "),
+    }
+}
+
+/// One guarding SLO read during a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuardReading {
+    pub slo: String,
+    /// The window the abort rule watches (the fastest page tier's short one).
+    pub window: String,
+    /// Burn rate over `window`; `None` when Prometheus had no value.
+    pub burn_rate: Option<f64>,
+    /// Burn rate that aborts the run.
+    pub abort_at: f64,
+    /// Share of the budget spent since the fault was applied; `None` until
+    /// the run is long enough to measure it.
+    pub spent: Option<f64>,
+}
+
+/// Why a running experiment must stop now, if it must: Prometheus not
+/// answering or a missing figure counts as a reason (fail closed).
+pub fn abort_reason(
+    readings: &Result<Vec<GuardReading>, String>,
+    max_budget_spend: f64,
+) -> Option<(&'static str, String)> {
+    let readings = match readings {
+        Ok(r) => r,
+        Err(e) => {
+            return Some((
+                "PrometheusUnavailable",
+                format!("Prometheus did not answer: {e}"),
+            ));
+        }
+    };
+    for r in readings {
+        match r.burn_rate {
+            None => {
+                return Some((
+                    "NoData",
+                    format!(
+                        "{}: no burn rate over {}; cannot watch the budget",
+                        r.slo, r.window
+                    ),
+                ));
+            }
+            Some(b) if !b.is_finite() || b > r.abort_at => {
+                return Some((
+                    "BurnRateAboveAbort",
+                    format!(
+                        "{}: burn rate {b:.2} over {} crossed the abort threshold {:.2}",
+                        r.slo, r.window, r.abort_at
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        if let Some(spent) = r.spent
+            && spent > max_budget_spend
+        {
+            return Some((
+                "BudgetSpendAboveLimit",
+                format!(
+                    "{}: the run spent {:.2}% of the error budget; budgetPolicy.maxBudgetSpend is {:.2}%",
+                    r.slo,
+                    spent * 100.0,
+                    max_budget_spend * 100.0
+                ),
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions::{Status, upsert};
+    use crate::resources::slo::WindowBurnRate;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn status(
+        ready: (Status, &str),
+        budget: (Status, &str),
+        burning: (Status, &str),
+        remaining: Option<f64>,
+        short_burn: Option<f64>,
+    ) -> ServiceLevelObjectiveStatus {
+        let mut s = ServiceLevelObjectiveStatus {
+            budget_remaining: remaining,
+            burn_rates: vec![WindowBurnRate {
+                window: "1m".into(),
+                error_ratio: short_burn.map(|b| b / 100.0),
+                burn_rate: short_burn,
+            }],
+            data_present: true,
+            ..Default::default()
+        };
+        let t = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        upsert(
+            &mut s.conditions,
+            "Ready",
+            ready.0,
+            ready.1,
+            "m",
+            None,
+            t.clone(),
+        );
+        upsert(
+            &mut s.conditions,
+            "BudgetAvailable",
+            budget.0,
+            budget.1,
+            "traffic is low",
+            None,
+            t.clone(),
+        );
+        upsert(
+            &mut s.conditions,
+            "Burning",
+            burning.0,
+            burning.1,
+            "m",
+            None,
+            t,
+        );
+        s
+    }
+
+    fn healthy(remaining: f64, burn: f64) -> SloReading {
+        SloReading::Evaluated {
+            status: status(
+                (Status::True, "Evaluated"),
+                (Status::True, "BudgetRemaining"),
+                (Status::False, "WithinBudget"),
+                Some(remaining),
+                Some(burn),
+            ),
+            short_windows: vec!["1m".into()],
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy::from_spec(&BudgetPolicy::default())
+    }
+
+    #[test]
+    fn defaults_are_the_design_defaults() {
+        let p = policy();
+        assert_eq!(p.min_budget_remaining, 0.5);
+        assert_eq!(p.max_burn_rate_to_start, 1.0);
+        assert_eq!(p.max_budget_spend, 0.02);
+        assert_eq!(p.abort_burn_rate, None);
+    }
+
+    #[test]
+    fn decisions() {
+        struct Case {
+            name: &'static str,
+            slos: Vec<(String, SloReading)>,
+            paused: Option<&'static str>,
+            held: Option<&'static str>,
+            reason: &'static str,
+        }
+        let one = |r: SloReading| vec![("checkout".to_owned(), r)];
+        let evaluated = |ready, budget, burning, remaining, burn| SloReading::Evaluated {
+            status: status(ready, budget, burning, remaining, burn),
+            short_windows: vec!["1m".into()],
+        };
+        let cases = vec![
+            Case {
+                name: "healthy service, ample budget",
+                slos: one(healthy(0.9, 0.5)),
+                paused: None,
+                held: None,
+                reason: "Open",
+            },
+            Case {
+                name: "exactly at the policy bounds still opens",
+                slos: one(healthy(0.5, 1.0)),
+                paused: None,
+                held: None,
+                reason: "Open",
+            },
+            Case {
+                name: "global pause wins over everything",
+                slos: one(healthy(0.9, 0.5)),
+                paused: Some("incident 42"),
+                held: None,
+                reason: "GlobalPause",
+            },
+            Case {
+                name: "another run holds the target",
+                slos: one(healthy(0.9, 0.5)),
+                paused: None,
+                held: Some("other-run"),
+                reason: "TargetBusy",
+            },
+            Case {
+                name: "no guarding SLO",
+                slos: vec![],
+                paused: None,
+                held: None,
+                reason: "NoGuardingSlo",
+            },
+            Case {
+                name: "unknown SLO name",
+                slos: one(SloReading::Missing),
+                paused: None,
+                held: None,
+                reason: "SloNotFound",
+            },
+            Case {
+                name: "Prometheus down",
+                slos: one(evaluated(
+                    (Status::False, "PrometheusUnavailable"),
+                    (Status::Unknown, "PrometheusUnavailable"),
+                    (Status::Unknown, "PrometheusUnavailable"),
+                    None,
+                    None,
+                )),
+                paused: None,
+                held: None,
+                reason: "PrometheusUnavailable",
+            },
+            Case {
+                name: "invalid query",
+                slos: one(evaluated(
+                    (Status::False, "InvalidQuery"),
+                    (Status::Unknown, "InvalidQuery"),
+                    (Status::Unknown, "InvalidQuery"),
+                    None,
+                    None,
+                )),
+                paused: None,
+                held: None,
+                reason: "InvalidQuery",
+            },
+            Case {
+                name: "no data",
+                slos: one(evaluated(
+                    (Status::True, "Evaluated"),
+                    (Status::Unknown, "NoData"),
+                    (Status::Unknown, "NoData"),
+                    None,
+                    None,
+                )),
+                paused: None,
+                held: None,
+                reason: "NoData",
+            },
+            Case {
+                name: "low traffic is not fine",
+                slos: one(evaluated(
+                    (Status::True, "Evaluated"),
+                    (Status::Unknown, "LowTraffic"),
+                    (Status::False, "WithinBudget"),
+                    Some(0.99),
+                    Some(0.0),
+                )),
+                paused: None,
+                held: None,
+                reason: "LowTraffic",
+            },
+            Case {
+                name: "budget below policy",
+                slos: one(healthy(0.3, 0.5)),
+                paused: None,
+                held: None,
+                reason: "BudgetBelowPolicy",
+            },
+            Case {
+                name: "overspent budget",
+                slos: one(evaluated(
+                    (Status::True, "Evaluated"),
+                    (Status::False, "BudgetExhausted"),
+                    (Status::False, "WithinBudget"),
+                    Some(-0.2),
+                    Some(0.5),
+                )),
+                paused: None,
+                held: None,
+                reason: "BudgetBelowPolicy",
+            },
+            Case {
+                name: "page alert firing",
+                slos: one(evaluated(
+                    (Status::True, "Evaluated"),
+                    (Status::True, "BudgetRemaining"),
+                    (Status::True, "PageTierExceeded"),
+                    Some(0.9),
+                    Some(0.5),
+                )),
+                paused: None,
+                held: None,
+                reason: "PageAlertFiring",
+            },
+            Case {
+                name: "a ticket alert alone does not close the gate",
+                slos: one(evaluated(
+                    (Status::True, "Evaluated"),
+                    (Status::True, "BudgetRemaining"),
+                    (Status::True, "TicketTierExceeded"),
+                    Some(0.9),
+                    Some(0.5),
+                )),
+                paused: None,
+                held: None,
+                reason: "Open",
+            },
+            Case {
+                name: "short window burning too fast",
+                slos: one(healthy(0.9, 1.5)),
+                paused: None,
+                held: None,
+                reason: "BurnRateTooHigh",
+            },
+            Case {
+                name: "short window without data",
+                slos: one(evaluated(
+                    (Status::True, "Evaluated"),
+                    (Status::True, "BudgetRemaining"),
+                    (Status::False, "WithinBudget"),
+                    Some(0.9),
+                    None,
+                )),
+                paused: None,
+                held: None,
+                reason: "NoData",
+            },
+            Case {
+                name: "NaN budget is a doubt",
+                slos: one(healthy(f64::NAN, 0.1)),
+                paused: None,
+                held: None,
+                reason: "NoData",
+            },
+            Case {
+                name: "second SLO closes it",
+                slos: vec![
+                    ("a".into(), healthy(0.9, 0.1)),
+                    ("b".into(), healthy(0.1, 0.1)),
+                ],
+                paused: None,
+                held: None,
+                reason: "BudgetBelowPolicy",
+            },
+        ];
+        for c in cases {
+            let d = decide(&GateInput {
+                slos: &c.slos,
+                policy: policy(),
+                paused: c.paused.map(str::to_owned),
+                target_held_by: c.held.map(str::to_owned),
+            });
+            assert_eq!(d.reason, c.reason, "{}: {}", c.name, d.message);
+            assert_eq!(d.open, c.reason == "Open", "{}", c.name);
+            assert!(!d.message.is_empty(), "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn messages_carry_the_figures() {
+        let slos = vec![("checkout".to_owned(), healthy(0.312, 0.5))];
+        let d = decide(&GateInput {
+            slos: &slos,
+            policy: policy(),
+            paused: None,
+            target_held_by: None,
+        });
+        assert_eq!(
+            d.message,
+            "checkout: 31.2% of the error budget remains; budgetPolicy.minBudgetRemaining is 50.0%"
+        );
+    }
+
+    #[test]
+    fn abort_rules() {
+        let reading = |burn: Option<f64>, spent: Option<f64>| GuardReading {
+            slo: "checkout".into(),
+            window: "30s".into(),
+            burn_rate: burn,
+            abort_at: 10.0,
+            spent,
+        };
+        type Case = (
+            &'static str,
+            Result<Vec<GuardReading>, String>,
+            Option<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            ("calm", Ok(vec![reading(Some(1.0), Some(0.001))]), None),
+            (
+                "at the threshold is not over",
+                Ok(vec![reading(Some(10.0), None)]),
+                None,
+            ),
+            (
+                "over the threshold",
+                Ok(vec![reading(Some(10.5), None)]),
+                Some("BurnRateAboveAbort"),
+            ),
+            (
+                "NaN burn",
+                Ok(vec![reading(Some(f64::NAN), None)]),
+                Some("BurnRateAboveAbort"),
+            ),
+            ("no data", Ok(vec![reading(None, None)]), Some("NoData")),
+            (
+                "Prometheus down",
+                Err("connection refused".into()),
+                Some("PrometheusUnavailable"),
+            ),
+            (
+                "spend over the limit",
+                Ok(vec![reading(Some(1.0), Some(0.03))]),
+                Some("BudgetSpendAboveLimit"),
+            ),
+            (
+                "spend not yet measurable",
+                Ok(vec![reading(Some(1.0), None)]),
+                None,
+            ),
+        ];
+        for (name, readings, want) in cases {
+            assert_eq!(
+                abort_reason(&readings, 0.02).map(|(r, _)| r),
+                want,
+                "{name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,716 @@
+//! The ChaosExperiment reconciler: validate, decide whether a run is due,
+//! gate it, start it, and make sure every fault is restored — on suspend,
+//! on deletion (finalizer), and after a restart of the operator.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::slo::Freshness;
+use super::{Context, Error, MANAGER};
+use crate::conditions::{self, Status};
+use crate::engine::driver::{self, Job};
+use crate::engine::{self, ActiveRun, GateOutcome, evaluate_gate, key, now, now_micro};
+use crate::metrics::{ControllerLabels, ReasonLabels};
+use crate::resources::CHAOS_ENABLED_LABEL;
+use crate::resources::experiment::{ChaosExperiment, ChaosExperimentSpec, ChaosExperimentStatus};
+use crate::resources::run::{
+    ExperimentRun, ExperimentRunSpec, ExperimentRunStatus, RunPhase, TimelineEntry,
+};
+
+/// Finalizer that holds an experiment until its runs are restored.
+pub const FINALIZER: &str = "headroom.dev/restore";
+/// Label on each ExperimentRun naming its experiment.
+pub const EXPERIMENT_LABEL: &str = "headroom.dev/experiment";
+
+/// Run the controller until the stream ends.
+pub async fn run(ctx: Arc<Context>) {
+    let experiments = ctx.watched::<ChaosExperiment>();
+    let runs = ctx.watched::<ExperimentRun>();
+    Controller::new(experiments, watcher::Config::default())
+        .owns(runs, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(err) = res {
+                warn!(error = %err, "experiment reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_exp: Arc<ChaosExperiment>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(error = %err, "experiment reconcile error");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ControllerLabels {
+            controller: "experiment".into(),
+        })
+        .inc();
+    Action::requeue(Duration::from_secs(2))
+}
+
+async fn reconcile(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = exp.namespace().unwrap_or_default();
+    let api: Api<ChaosExperiment> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, exp, |event| async {
+        match event {
+            Finalizer::Apply(exp) => apply(exp, ctx.clone()).await,
+            Finalizer::Cleanup(exp) => cleanup(exp, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Checks the API server cannot make (CEL has no cron parser, no clock).
+/// Returns the reason and a message naming the field and the fix.
+pub fn validate_spec(spec: &ChaosExperimentSpec) -> Result<(), (&'static str, String)> {
+    let kind = spec.action.kind().ok_or((
+        "InvalidAction",
+        "spec.action must set exactly one of podKill, scaleDown or connectionExhaustion".into(),
+    ))?;
+    let duration = crate::duration::parse_duration(&spec.duration)
+        .map_err(|e| ("InvalidDuration", format!("spec.duration: {e}")))?;
+    let observe = crate::duration::parse_duration(&spec.observe_interval)
+        .map_err(|e| ("InvalidDuration", format!("spec.observeInterval: {e}")))?;
+    if observe.is_zero() || observe >= duration {
+        return Err((
+            "InvalidDuration",
+            format!(
+                "spec.observeInterval ({}) must be above zero and shorter than spec.duration ({})",
+                spec.observe_interval, spec.duration
+            ),
+        ));
+    }
+    if let Some(r) = &spec.hypothesis.recovers_within {
+        crate::duration::parse_duration(r).map_err(|e| {
+            (
+                "InvalidDuration",
+                format!("spec.hypothesis.recoversWithin: {e}"),
+            )
+        })?;
+    }
+    if let Some(holds) = &spec.hypothesis.slo_holds {
+        for s in &holds.slos {
+            if !spec.slos.contains(s) {
+                return Err((
+                    "UnknownSlo",
+                    format!(
+                        "spec.hypothesis.sloHolds.slos names {s}, which is not in spec.slos; add it there or remove it"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(schedule) = &spec.schedule {
+        next_fire(schedule, Utc::now())?;
+    }
+    if let Some(pk) = &spec.action.pod_kill {
+        headroom_experiments::pod_kill::live::selector(pk).map_err(|e| ("InvalidSelector", e))?;
+        if let Some(i) = &pk.interval {
+            crate::duration::parse_duration(i).map_err(|e| {
+                (
+                    "InvalidDuration",
+                    format!("spec.action.podKill.interval: {e}"),
+                )
+            })?;
+        }
+    } else {
+        return Err((
+            "ActionNotSupported",
+            format!("spec.action.{kind} is not implemented by this operator version; use podKill"),
+        ));
+    }
+    Ok(())
+}
+
+/// The first time `schedule` fires after `after`.
+pub fn next_fire(
+    schedule: &str,
+    after: DateTime<Utc>,
+) -> Result<DateTime<Utc>, (&'static str, String)> {
+    let cron = croner::Cron::from_str(schedule).map_err(|e| {
+        (
+            "InvalidSchedule",
+            format!(
+                "spec.schedule {schedule:?}: {e}; write 5 cron fields in UTC, e.g. `0 10 * * 1-5`"
+            ),
+        )
+    })?;
+    cron.find_next_occurrence(&after, false).map_err(|e| {
+        (
+            "InvalidSchedule",
+            format!("spec.schedule {schedule:?} never fires ({e}); check the day and month fields"),
+        )
+    })
+}
+
+/// Targets must be in an opted-in namespace that is not the operator's.
+async fn check_target(ctx: &Context, exp: &ChaosExperiment) -> Result<(), (&'static str, String)> {
+    let ns = exp.namespace().unwrap_or_default();
+    let target_ns = exp
+        .spec
+        .action
+        .pod_kill
+        .as_ref()
+        .and_then(|p| p.namespace.clone())
+        .unwrap_or(ns);
+    if target_ns == ctx.operator_namespace {
+        return Err((
+            "NamespaceNotAllowed",
+            format!(
+                "spec.action targets namespace {target_ns}, the operator's own; Headroom never injects there"
+            ),
+        ));
+    }
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+    match api.get_opt(&target_ns).await {
+        Ok(Some(n))
+            if n.labels().get(CHAOS_ENABLED_LABEL).map(String::as_str) == Some("enabled") =>
+        {
+            Ok(())
+        }
+        Ok(Some(_)) => Err((
+            "NamespaceNotOptedIn",
+            format!(
+                "namespace {target_ns} is not opted in to experiments: run `kubectl label namespace {target_ns} {CHAOS_ENABLED_LABEL}=enabled`"
+            ),
+        )),
+        Ok(None) => Err((
+            "NamespaceNotFound",
+            format!("namespace {target_ns} does not exist"),
+        )),
+        Err(e) => Err((
+            "KubernetesApiError",
+            format!("reading namespace {target_ns}: {e}"),
+        )),
+    }
+}
+
+fn created(obj: &impl Resource) -> Option<DateTime<Utc>> {
+    let ts = obj.meta().creation_timestamp.as_ref()?;
+    DateTime::from_timestamp(ts.0.as_second(), 0)
+}
+
+fn to_time(t: DateTime<Utc>) -> Option<Time> {
+    k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
+        .ok()
+        .map(Time)
+}
+
+async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = exp.namespace().unwrap_or_default();
+    let name = exp.name_any();
+    let exp_key = key(&ns, &name);
+    let runs_api: Api<ExperimentRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut runs = runs_api
+        .list(&ListParams::default().labels(&format!("{EXPERIMENT_LABEL}={name}")))
+        .await?
+        .items;
+    runs.sort_by_key(|r| (created(r), r.name_any()));
+    adopt_orphans(&ctx, &runs);
+
+    let previous = exp.status.clone().unwrap_or_default();
+    let generation = exp.meta().generation;
+    let mut status = ChaosExperimentStatus {
+        action: exp.spec.action.kind().map(str::to_owned),
+        observed_generation: generation,
+        conditions: previous.conditions.clone(),
+        last_run: runs.last().map(ResourceExt::name_any),
+        last_verdict: runs
+            .iter()
+            .rev()
+            .filter(|r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase != RunPhase::Gated)
+            })
+            .find_map(|r| r.status.as_ref().and_then(|s| s.verdict))
+            .map(|v| format!("{v:?}")),
+        ..Default::default()
+    };
+    let t = now();
+    let set =
+        |status: &mut ChaosExperimentStatus, type_: &str, s: Status, reason: &str, msg: String| {
+            conditions::upsert(
+                &mut status.conditions,
+                type_,
+                s,
+                reason,
+                msg,
+                generation,
+                t.clone(),
+            );
+        };
+
+    let valid = match validate_spec(&exp.spec) {
+        Ok(()) => check_target(&ctx, &exp).await,
+        Err(e) => Err(e),
+    };
+    if let Err((reason, message)) = valid {
+        ctx.runs
+            .abort_experiment(&exp_key, &format!("the spec is no longer valid: {message}"));
+        set(&mut status, "Valid", Status::False, reason, message.clone());
+        set(
+            &mut status,
+            "Gated",
+            Status::True,
+            reason,
+            "the spec is invalid; nothing runs".into(),
+        );
+        status.phase = Some("Invalid".into());
+        write_status(&ctx, &exp, &previous, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+    set(
+        &mut status,
+        "Valid",
+        Status::True,
+        "Valid",
+        "the spec passed the operator's checks".into(),
+    );
+
+    if exp.spec.suspend {
+        ctx.runs.abort_experiment(&exp_key, "spec.suspend was set");
+        set(
+            &mut status,
+            "Gated",
+            Status::True,
+            "Suspended",
+            "spec.suspend is true".into(),
+        );
+        status.phase = Some("Suspended".into());
+        write_status(&ctx, &exp, &previous, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+
+    if !ctx.runs.of_experiment(&exp_key).is_empty() {
+        status.phase = Some("Running".into());
+        status.next_run = previous.next_run.clone();
+        write_status(&ctx, &exp, &previous, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+
+    let now_utc = Utc::now();
+    let (due, trigger) = match &exp.spec.schedule {
+        None => (
+            !runs.iter().any(|r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase != RunPhase::Gated)
+            }),
+            "Once",
+        ),
+        Some(schedule) => {
+            let since = runs
+                .last()
+                .and_then(created)
+                .or_else(|| created(exp.as_ref()))
+                .unwrap_or(now_utc);
+            let fire = next_fire(schedule, since).map_err(|(_, m)| Error::Invalid(m))?;
+            (fire <= now_utc, "Schedule")
+        }
+    };
+    let outcome = evaluate_gate(
+        &ctx,
+        &exp,
+        if due {
+            Freshness::Fresh
+        } else {
+            Freshness::Cached
+        },
+    )
+    .await;
+    let d = &outcome.decision;
+    if d.open {
+        set(
+            &mut status,
+            "Gated",
+            Status::False,
+            "Open",
+            d.message.clone(),
+        );
+    } else {
+        set(
+            &mut status,
+            "Gated",
+            Status::True,
+            &d.reason,
+            d.message.clone(),
+        );
+    }
+    status.phase = Some("Idle".into());
+    if due {
+        ctx.metrics
+            .gate_decisions
+            .get_or_create(&ReasonLabels {
+                reason: d.reason.clone(),
+            })
+            .inc();
+        if d.open {
+            let run = start_run(&ctx, &exp, trigger, outcome).await?;
+            status.last_run = Some(run);
+            status.phase = Some("Running".into());
+        } else {
+            let repeat = runs.last().is_some_and(|r| {
+                r.status.as_ref().is_some_and(|s| {
+                    s.phase == RunPhase::Gated
+                        && s.gate.as_ref().is_some_and(|g| g.reason == d.reason)
+                })
+            });
+            // A scheduled slot is used up by its Gated record; a one-off
+            // experiment records each new reason once and keeps waiting.
+            if trigger == "Schedule" || !repeat {
+                let run = record_gated(&ctx, &exp, trigger, &outcome).await?;
+                status.last_run = Some(run);
+            }
+        }
+    }
+    if let Some(schedule) = &exp.spec.schedule {
+        status.next_run = next_fire(schedule, Utc::now()).ok().and_then(to_time);
+    }
+    write_status(&ctx, &exp, &previous, &status).await?;
+    Ok(Action::requeue(Duration::from_secs(5)))
+}
+
+/// Runs left in a fault-holding phase (or never started) with no task in
+/// this process: a previous instance died. Restore them from their plan.
+fn adopt_orphans(ctx: &Arc<Context>, runs: &[ExperimentRun]) {
+    for run in runs {
+        let Some(phase) = run
+            .status
+            .as_ref()
+            .map(|s| s.phase)
+            .or(Some(RunPhase::Pending))
+        else {
+            continue;
+        };
+        if !(phase.holds_fault() || phase == RunPhase::Pending) {
+            continue;
+        }
+        let ns = run.namespace().unwrap_or_default();
+        let run_key = key(&ns, &run.name_any());
+        let (tx, _rx) = watch::channel(None);
+        let registered = ctx.runs.insert(
+            run_key,
+            ActiveRun {
+                experiment: key(&ns, &run.spec.experiment),
+                target: format!("recovering/{}", run.name_any()),
+                abort: tx,
+            },
+        );
+        if registered {
+            info!(run = %run.name_any(), ?phase, "recovering a run left by a previous operator instance");
+            tokio::spawn(driver::recover(ctx.clone(), run.clone()));
+        }
+    }
+}
+
+fn new_run(
+    exp: &ChaosExperiment,
+    trigger: &str,
+    outcome: &GateOutcome,
+) -> Result<ExperimentRun, Error> {
+    let name = exp.name_any();
+    let mut run = ExperimentRun::new(
+        "",
+        ExperimentRunSpec {
+            experiment: name.clone(),
+            trigger: Some(trigger.to_owned()),
+            snapshot: exp.spec.clone(),
+            slos: outcome.record.slos.clone(),
+        },
+    );
+    run.metadata.name = None;
+    // Kubernetes appends a random suffix: two attempts in one second never clash.
+    let prefix: String = name.chars().take(50).collect();
+    run.metadata.generate_name = Some(format!("{prefix}-"));
+    run.metadata.namespace = exp.namespace();
+    run.metadata.labels = Some([(EXPERIMENT_LABEL.to_owned(), name)].into());
+    run.metadata.owner_references =
+        Some(vec![exp.controller_owner_ref(&()).ok_or_else(|| {
+            Error::Invalid("experiment has no UID yet".into())
+        })?]);
+    Ok(run)
+}
+
+async fn start_run(
+    ctx: &Arc<Context>,
+    exp: &ChaosExperiment,
+    trigger: &str,
+    outcome: GateOutcome,
+) -> Result<String, Error> {
+    let ns = exp.namespace().unwrap_or_default();
+    let api: Api<ExperimentRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let run = api
+        .create(&PostParams::default(), &new_run(exp, trigger, &outcome)?)
+        .await?;
+    let run_name = run.name_any();
+    let (tx, rx) = watch::channel(None);
+    ctx.runs.insert(
+        key(&ns, &run_name),
+        ActiveRun {
+            experiment: key(&ns, &exp.name_any()),
+            target: engine::target_key(exp),
+            abort: tx,
+        },
+    );
+    info!(experiment = %exp.name_any(), run = %run_name, gate = %outcome.decision.message, "gate open; starting run");
+    publish(
+        ctx,
+        exp,
+        false,
+        "RunStarted",
+        format!("run {run_name}: {}", outcome.decision.message),
+    )
+    .await;
+    tokio::spawn(driver::drive(
+        ctx.clone(),
+        Job {
+            experiment: exp.clone(),
+            run,
+            gate: outcome.record,
+            abort: rx,
+        },
+    ));
+    Ok(run_name)
+}
+
+async fn record_gated(
+    ctx: &Context,
+    exp: &ChaosExperiment,
+    trigger: &str,
+    outcome: &GateOutcome,
+) -> Result<String, Error> {
+    let ns = exp.namespace().unwrap_or_default();
+    let api: Api<ExperimentRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let run = api
+        .create(&PostParams::default(), &new_run(exp, trigger, outcome)?)
+        .await?;
+    let status = ExperimentRunStatus {
+        phase: RunPhase::Gated,
+        gate: Some(outcome.record.clone()),
+        reason: Some(format!(
+            "{}: {}",
+            outcome.decision.reason, outcome.decision.message
+        )),
+        completion_time: Some(now()),
+        timeline: vec![TimelineEntry {
+            time: now_micro(),
+            step: "GateClosed".into(),
+            message: Some(format!(
+                "{}: {}; nothing was touched",
+                outcome.decision.reason, outcome.decision.message
+            )),
+        }],
+        ..Default::default()
+    };
+    api.patch_status(
+        &run.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&json!({
+            "apiVersion": "headroom.dev/v1alpha1",
+            "kind": "ExperimentRun",
+            "status": status,
+        })),
+    )
+    .await?;
+    publish(
+        ctx,
+        exp,
+        true,
+        "Gated",
+        format!("{}: {}", outcome.decision.reason, outcome.decision.message),
+    )
+    .await;
+    Ok(run.name_any())
+}
+
+async fn publish(ctx: &Context, exp: &ChaosExperiment, warning: bool, reason: &str, note: String) {
+    let ev = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &exp.object_ref(&())).await {
+        warn!(error = %e, "publishing event failed");
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    exp: &ChaosExperiment,
+    previous: &ChaosExperimentStatus,
+    status: &ChaosExperimentStatus,
+) -> Result<(), Error> {
+    if previous == status {
+        return Ok(());
+    }
+    let api: Api<ChaosExperiment> =
+        Api::namespaced(ctx.client.clone(), &exp.namespace().unwrap_or_default());
+    api.patch_status(
+        &exp.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&json!({
+            "apiVersion": "headroom.dev/v1alpha1",
+            "kind": "ChaosExperiment",
+            "status": status,
+        })),
+    )
+    .await?;
+    ctx.metrics
+        .status_writes
+        .get_or_create(&ControllerLabels {
+            controller: "experiment".into(),
+        })
+        .inc();
+    Ok(())
+}
+
+/// Deletion: abort this experiment's runs and wait for their restore; only
+/// then may the finalizer go (and with it, by ownership, the runs).
+async fn cleanup(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = exp.namespace().unwrap_or_default();
+    let exp_key = key(&ns, &exp.name_any());
+    ctx.runs
+        .abort_experiment(&exp_key, "the experiment is being deleted");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !ctx.runs.of_experiment(&exp_key).is_empty() {
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::Invalid(format!(
+                "runs of {exp_key} are still restoring; the finalizer stays"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let runs_api: Api<ExperimentRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let runs = runs_api
+        .list(&ListParams::default().labels(&format!("{EXPERIMENT_LABEL}={}", exp.name_any())))
+        .await?
+        .items;
+    for run in runs {
+        let phase = run.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        if phase.holds_fault() {
+            driver::recover(ctx.clone(), run).await;
+        }
+    }
+    publish(
+        &ctx,
+        &exp,
+        false,
+        "Deleted",
+        "every run is restored; removing the finalizer".into(),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use headroom_experiments::PodKillSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    fn spec() -> ChaosExperimentSpec {
+        serde_json::from_value(json!({
+            "hypothesis": { "description": "h", "sloHolds": { "maxBurnRate": 2 } },
+            "slos": ["checkout"],
+            "action": { "podKill": { "selector": { "matchLabels": { "app": "checkout" } }, "count": 1 } },
+            "duration": "30s",
+            "observeInterval": "2s"
+        }))
+        .expect("valid spec")
+    }
+
+    #[test]
+    fn spec_checks_name_the_field() {
+        type Change = Box<dyn Fn(&mut ChaosExperimentSpec)>;
+        let cases: Vec<(&str, Change, Option<&str>)> = vec![
+            ("valid", Box::new(|_| {}), None),
+            (
+                "observe longer than duration",
+                Box::new(|s| s.observe_interval = "1m".into()),
+                Some("spec.observeInterval"),
+            ),
+            (
+                "zero observe interval",
+                Box::new(|s| s.observe_interval = "0s".into()),
+                Some("spec.observeInterval"),
+            ),
+            (
+                "cron with a bad field",
+                Box::new(|s| s.schedule = Some("61 * * * *".into())),
+                Some("spec.schedule"),
+            ),
+            (
+                "cron that never fires",
+                Box::new(|s| s.schedule = Some("0 0 31 2 *".into())),
+                Some("spec.schedule"),
+            ),
+            (
+                "sloHolds names an unguarded SLO",
+                Box::new(|s| {
+                    if let Some(h) = s.hypothesis.slo_holds.as_mut() {
+                        h.slos = vec!["other".into()];
+                    }
+                }),
+                Some("spec.hypothesis.sloHolds.slos"),
+            ),
+            (
+                "bad selector operator",
+                Box::new(|s| {
+                    s.action.pod_kill = Some(PodKillSpec {
+                        selector: serde_json::from_value::<LabelSelector>(json!({
+                            "matchExpressions": [{ "key": "app", "operator": "Near", "values": ["x"] }]
+                        }))
+                        .expect("selector"),
+                        count: Some(1),
+                        ..Default::default()
+                    });
+                }),
+                Some("spec.action.podKill.selector"),
+            ),
+        ];
+        for (name, change, want) in cases {
+            let mut s = spec();
+            change(&mut s);
+            let got = validate_spec(&s);
+            match want {
+                None => assert!(got.is_ok(), "{name}: {got:?}"),
+                Some(field) => {
+                    let (_, message) = got.expect_err(name);
+                    assert!(message.contains(field), "{name}: {message}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn schedule_fires_in_utc() {
+        let after = DateTime::parse_from_rfc3339("2026-11-23T09:30:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let next = next_fire("0 10 * * 1-5", after).expect("fires");
+        assert_eq!(next.to_rfc3339(), "2026-11-23T10:00:00+00:00");
+    }
+}
