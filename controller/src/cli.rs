@@ -42,11 +42,11 @@ pub enum Command {
     /// Show SLOs, experiments and recent runs as a table.
     Status,
     /// Say, for each experiment, whether it would start now, and why not.
-    Plan,
+    Plan(PlanArgs),
     /// Set the global pause: no experiment starts, running ones restore.
-    Pause,
+    Pause(PauseArgs),
     /// Clear the global pause.
-    Resume,
+    Resume(PauseArgs),
     /// Translate an SLO from another tool into a ServiceLevelObjective.
     Import {
         /// The format of FILE.
@@ -99,6 +99,29 @@ pub struct RunArgs {
         env = "POD_NAMESPACE",
         default_value = "headroom-system"
     )]
+    pub operator_namespace: String,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct PauseArgs {
+    /// The operator's namespace, where the pause ConfigMap lives.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "headroom-system")]
+    pub operator_namespace: String,
+    /// Why (kept in the ConfigMap and shown in every gate decision).
+    #[arg(long, default_value = "set with headroom pause")]
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Only this namespace's experiments (default: all namespaces).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Prometheus base URL.
+    #[arg(long, env = "PROMETHEUS_URL", default_value = "http://127.0.0.1:9090")]
+    pub prometheus_url: String,
+    /// The operator's namespace (never a target; home of the pause).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "headroom-system")]
     pub operator_namespace: String,
 }
 

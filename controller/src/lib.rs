@@ -13,6 +13,7 @@ pub mod indicator;
 pub mod metrics;
 pub mod operator;
 pub mod pause;
+pub mod plan;
 pub mod prometheus;
 pub mod reconcile;
 pub mod recorded;

@@ -99,6 +99,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             print!("{out}");
             Ok(())
         }
+        Command::Plan(args) => headroom::plan::run(args).await,
+        Command::Pause(args) => {
+            let client = kube::Client::try_default().await?;
+            let by = std::env::var("USER").unwrap_or_else(|_| "headroom CLI".into());
+            if headroom::pause::set(&client, &args.operator_namespace, &args.reason, &by).await? {
+                println!(
+                    "global pause set (ConfigMap {}/{}): no experiment starts, running ones abort and restore",
+                    args.operator_namespace,
+                    headroom::pause::NAME
+                );
+            } else {
+                println!("global pause was already set");
+            }
+            Ok(())
+        }
+        Command::Resume(args) => {
+            let client = kube::Client::try_default().await?;
+            if headroom::pause::clear(&client, &args.operator_namespace).await? {
+                println!("global pause cleared");
+            } else {
+                println!("global pause was not set");
+            }
+            Ok(())
+        }
         other => anyhow::bail!(
             "`{}` is not implemented yet in this build",
             command_name(&other)
@@ -112,9 +136,9 @@ fn command_name(command: &Command) -> &'static str {
         Command::Crds { .. } => "headroom crds",
         Command::Rules { .. } => "headroom rules",
         Command::Status => "headroom status",
-        Command::Plan => "headroom plan",
-        Command::Pause => "headroom pause",
-        Command::Resume => "headroom resume",
+        Command::Plan(_) => "headroom plan",
+        Command::Pause(_) => "headroom pause",
+        Command::Resume(_) => "headroom resume",
         Command::Import { .. } => "headroom import",
     }
 }

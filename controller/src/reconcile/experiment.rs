@@ -160,7 +160,10 @@ pub fn next_fire(
 }
 
 /// Targets must be in an opted-in namespace that is not the operator's.
-async fn check_target(ctx: &Context, exp: &ChaosExperiment) -> Result<(), (&'static str, String)> {
+pub async fn check_target(
+    ctx: &Context,
+    exp: &ChaosExperiment,
+) -> Result<(), (&'static str, String)> {
     let ns = exp.namespace().unwrap_or_default();
     let target_ns = exp
         .spec
