@@ -3,4 +3,5 @@
 
 mod cluster;
 mod crd_validation;
+mod experiment;
 mod slo;

@@ -359,7 +359,8 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
 
     // The restore plan goes to the API server before anything is touched;
     // if that write fails, nothing is.
-    let seed: u64 = rand::random();
+    // 53 bits: exact in JSON, and an int64 in the CRD schema.
+    let seed: u64 = rand::random::<u64>() >> 11;
     rec.status.seed = Some(seed);
     rec.status.restore = Some(RestorePlan {
         ready_pods_before: i32::try_from(ready_before).ok(),

@@ -310,12 +310,12 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
 
     let now_utc = Utc::now();
     let (due, trigger) = match &exp.spec.schedule {
+        // A run without a status yet counts as an attempt: if status writes
+        // fail, better no retry than a loop of new runs.
         None => (
-            !runs.iter().any(|r| {
-                r.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase != RunPhase::Gated)
-            }),
+            !runs
+                .iter()
+                .any(|r| r.status.as_ref().is_none_or(|s| s.phase != RunPhase::Gated)),
             "Once",
         ),
         Some(schedule) => {
