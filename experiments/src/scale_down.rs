@@ -71,3 +71,172 @@ pub enum ExpectOrder {
     /// Pods carrying `expectLabel` go first.
     LabelFirst,
 }
+
+/// How many removals matched the hypothesis, out of how many removals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderScore {
+    pub matched: usize,
+    pub removed: usize,
+}
+
+/// Score the removals against `expect`. A removal matches when no survivor
+/// was strictly more expected to go than it; ties count as matches, since
+/// Kubernetes ranks pods in coarse buckets (age in logarithmic buckets,
+/// creation time to the second) and may break a tie either way. So a
+/// hypothesis can be partly true: `matched < removed`.
+/// `None` when the expectation cannot be scored from the records
+/// (`LabelFirst` needs labels, which the records do not keep).
+pub fn score_order(
+    expect: ExpectOrder,
+    removed: &[crate::evidence::PodRecord],
+    survivors: &[crate::evidence::PodRecord],
+) -> Option<OrderScore> {
+    use crate::evidence::PodRecord;
+    use std::cmp::Ordering;
+    if expect == ExpectOrder::LabelFirst {
+        return None;
+    }
+    let all: Vec<&PodRecord> = removed.iter().chain(survivors).collect();
+    let per_node = |node: &Option<String>| all.iter().filter(|p| &p.node == node).count();
+    // Ordering::Less means "a is more expected to go than b".
+    let goes_first = |a: &PodRecord, b: &PodRecord| -> Option<Ordering> {
+        Some(match expect {
+            ExpectOrder::NewestFirst => b.created.cmp(&a.created),
+            ExpectOrder::OldestFirst => a.created.cmp(&b.created),
+            ExpectOrder::UnreadyFirst => a.ready.cmp(&b.ready),
+            ExpectOrder::LowestDeletionCostFirst => a
+                .deletion_cost
+                .unwrap_or(0)
+                .cmp(&b.deletion_cost.unwrap_or(0)),
+            ExpectOrder::MostCrowdedNodeFirst => per_node(&b.node).cmp(&per_node(&a.node)),
+            ExpectOrder::LabelFirst => return None,
+        })
+    };
+    let mut matched = 0;
+    for r in removed {
+        let mut ok = true;
+        for s in survivors {
+            if goes_first(s, r)? == Ordering::Less {
+                ok = false;
+            }
+        }
+        if ok {
+            matched += 1;
+        }
+    }
+    Some(OrderScore {
+        matched,
+        removed: removed.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::PodRecord;
+
+    fn pod(name: &str, created: &str) -> PodRecord {
+        PodRecord {
+            name: name.into(),
+            created: Some(created.into()),
+            ready: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn newest_first() {
+        let old = [
+            pod("a", "2026-11-23T09:00:00Z"),
+            pod("b", "2026-11-23T09:00:01Z"),
+        ];
+        let new = [
+            pod("c", "2026-11-23T09:05:00Z"),
+            pod("d", "2026-11-23T09:05:00Z"),
+        ];
+        // The two newest went: fully confirmed.
+        assert_eq!(
+            score_order(ExpectOrder::NewestFirst, &new, &old),
+            Some(OrderScore {
+                matched: 2,
+                removed: 2
+            })
+        );
+        // The oldest went: OldestFirst holds, NewestFirst does not.
+        assert_eq!(
+            score_order(ExpectOrder::NewestFirst, &old, &new),
+            Some(OrderScore {
+                matched: 0,
+                removed: 2
+            })
+        );
+        assert_eq!(
+            score_order(ExpectOrder::OldestFirst, &old, &new),
+            Some(OrderScore {
+                matched: 2,
+                removed: 2
+            })
+        );
+        // Mixed: one of two removals matched.
+        let removed = [new[0].clone(), old[0].clone()];
+        let survivors = [new[1].clone(), old[1].clone()];
+        assert_eq!(
+            score_order(ExpectOrder::NewestFirst, &removed, &survivors),
+            Some(OrderScore {
+                matched: 1,
+                removed: 2
+            })
+        );
+        // Ties (same second) count as matches.
+        assert_eq!(
+            score_order(ExpectOrder::NewestFirst, &new[..1], &new[1..]),
+            Some(OrderScore {
+                matched: 1,
+                removed: 1
+            })
+        );
+    }
+
+    #[test]
+    fn other_rules() {
+        let mut unready = pod("u", "2026-11-23T09:00:00Z");
+        unready.ready = false;
+        let ready = pod("r", "2026-11-23T09:00:00Z");
+        assert_eq!(
+            score_order(
+                ExpectOrder::UnreadyFirst,
+                std::slice::from_ref(&unready),
+                std::slice::from_ref(&ready)
+            ),
+            Some(OrderScore {
+                matched: 1,
+                removed: 1
+            })
+        );
+        assert_eq!(
+            score_order(
+                ExpectOrder::UnreadyFirst,
+                std::slice::from_ref(&ready),
+                std::slice::from_ref(&unready)
+            ),
+            Some(OrderScore {
+                matched: 0,
+                removed: 1
+            })
+        );
+        let mut cheap = pod("cheap", "2026-11-23T09:00:00Z");
+        cheap.deletion_cost = Some(-10);
+        assert_eq!(
+            score_order(
+                ExpectOrder::LowestDeletionCostFirst,
+                std::slice::from_ref(&ready),
+                &[cheap]
+            ),
+            Some(OrderScore {
+                matched: 0,
+                removed: 1
+            })
+        );
+        assert_eq!(score_order(ExpectOrder::LabelFirst, &[ready], &[]), None);
+    }
+}

@@ -67,11 +67,11 @@ pub async fn drive(ctx: Arc<Context>, job: Job) {
 }
 
 /// The run's status in memory, written to the API server at each step.
-struct Record {
+pub(super) struct Record {
     api: Api<ExperimentRun>,
     name: String,
     reference: ObjectReference,
-    status: ExperimentRunStatus,
+    pub(super) status: ExperimentRunStatus,
     ctx_recorder: kube::runtime::events::Recorder,
 }
 
@@ -97,7 +97,7 @@ impl Record {
         }
     }
 
-    fn step(&mut self, step: &str, message: impl Into<String>) {
+    pub(super) fn step(&mut self, step: &str, message: impl Into<String>) {
         let message = message.into();
         info!(run = %self.name, step, %message, "run step");
         self.status.timeline.push(TimelineEntry {
@@ -107,7 +107,7 @@ impl Record {
         });
     }
 
-    async fn save(&self) -> Result<(), kube::Error> {
+    pub(super) async fn save(&self) -> Result<(), kube::Error> {
         let patch = json!({
             "apiVersion": "headroom.dev/v1alpha1",
             "kind": "ExperimentRun",
@@ -125,13 +125,13 @@ impl Record {
 
     /// Save, and only log a failure: past injection, the restore must go on
     /// whether or not the API server takes the write.
-    async fn save_or_log(&self) {
+    pub(super) async fn save_or_log(&self) {
         if let Err(e) = self.save().await {
             warn!(run = %self.name, error = %e, "writing run status failed");
         }
     }
 
-    async fn event(&self, warning: bool, reason: &str, note: String) {
+    pub(super) async fn event(&self, warning: bool, reason: &str, note: String) {
         let ev = Event {
             type_: if warning {
                 EventType::Warning
@@ -149,7 +149,7 @@ impl Record {
     }
 
     /// End without touching anything.
-    async fn fail_before_injection(&mut self, reason: &str, message: String) {
+    pub(super) async fn fail_before_injection(&mut self, reason: &str, message: String) {
         self.status.phase = RunPhase::Failed;
         self.status.reason = Some(format!("{reason}: {message}"));
         self.status.verdict = Some(Verdict::Inconclusive);
@@ -161,9 +161,9 @@ impl Record {
 }
 
 /// A guarding SLO and its abort rule.
-struct Guard {
+pub(super) struct Guard {
     name: String,
-    slo: ServiceLevelObjective,
+    pub(super) slo: ServiceLevelObjective,
     period: Duration,
     window: String,
     abort_at: f64,
@@ -199,7 +199,7 @@ async fn load_guards(
 
 /// Read every guard: burn rate over its abort window and, once the run is
 /// long enough to measure, the budget spent since the fault.
-async fn read_guards(
+pub(super) async fn read_guards(
     ctx: &Context,
     guards: &[Guard],
     elapsed: Duration,
@@ -239,7 +239,7 @@ async fn read_guards(
 }
 
 /// Refuse namespaces that did not opt in, and the operator's own.
-async fn check_target_namespace(ctx: &Context, ns: &str) -> Result<(), String> {
+pub(super) async fn check_target_namespace(ctx: &Context, ns: &str) -> Result<(), String> {
     if ns == ctx.operator_namespace {
         return Err(format!(
             "namespace {ns} is the operator's own; Headroom never injects faults there"
@@ -266,9 +266,9 @@ async fn check_target_namespace(ctx: &Context, ns: &str) -> Result<(), String> {
 
 /// What the observation loop has seen so far.
 #[derive(Default)]
-struct Seen {
-    max_burn: BTreeMap<String, Option<f64>>,
-    spent: BTreeMap<String, f64>,
+pub(super) struct Seen {
+    pub(super) max_burn: BTreeMap<String, Option<f64>>,
+    pub(super) spent: BTreeMap<String, f64>,
     /// When the last round's pods were deleted, while recovery is pending.
     recovering_since: Option<Instant>,
     /// Time to recover, per round.
@@ -277,7 +277,7 @@ struct Seen {
 }
 
 impl Seen {
-    fn note(&mut self, readings: &[GuardReading]) {
+    pub(super) fn note(&mut self, readings: &[GuardReading]) {
         for r in readings {
             let entry = self.max_burn.entry(r.slo.clone()).or_insert(None);
             if let Some(b) = r.burn_rate {
@@ -327,13 +327,17 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
         Err(e) => return rec.fail_before_injection("InvalidGuard", e).await,
     };
     let Some(pk) = exp.spec.action.pod_kill.clone() else {
-        let kind = exp.spec.action.kind().unwrap_or("none");
-        return rec
-            .fail_before_injection(
-                "ActionNotSupported",
-                format!("spec.action.{kind} is not implemented by this operator version"),
-            )
-            .await;
+        return super::staged::run(
+            ctx,
+            rec,
+            exp,
+            &guards,
+            policy,
+            duration,
+            observe_every,
+            &mut abort_rx,
+        )
+        .await;
     };
     let target_ns = pk.namespace.clone().unwrap_or_else(|| ns.clone());
     if let Err(e) = check_target_namespace(ctx, &target_ns).await {
@@ -640,7 +644,7 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
     .await;
 }
 
-fn min_budget(gate: Option<&GateRecord>) -> Option<f64> {
+pub(super) fn min_budget(gate: Option<&GateRecord>) -> Option<f64> {
     gate?
         .slos
         .iter()
@@ -781,8 +785,36 @@ pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    // A changed replica count is put back. Connections held by the dead
+    // process were closed by the kernel when it died.
+    if let Some(w) = rec.status.restore.as_ref().and_then(|r| r.workload.clone()) {
+        let kind = match w.kind.as_str() {
+            "StatefulSet" => headroom_experiments::scale_down::WorkloadKind::StatefulSet,
+            "ReplicaSet" => headroom_experiments::scale_down::WorkloadKind::ReplicaSet,
+            _ => headroom_experiments::scale_down::WorkloadKind::Deployment,
+        };
+        match super::workload::scale(&ctx.client, kind, &w.namespace, &w.name, w.replicas).await {
+            Ok(()) => rec.step(
+                "ReplicasRestored",
+                format!(
+                    "{} {}/{} set back to {} replicas",
+                    w.kind, w.namespace, w.name, w.replicas
+                ),
+            ),
+            Err(e) => {
+                rec.step("RestoreFailed", e.clone());
+                rec.status.phase = RunPhase::Failed;
+                rec.status.reason = Some(format!("RestoreFailed: {e}"));
+                rec.save_or_log().await;
+                rec.event(true, "RestoreFailed", e).await;
+                ctx.runs.remove(&run_key);
+                return;
+            }
+        }
+    }
     if let Some(r) = rec.status.restore.as_mut() {
         r.done = true;
+        r.connections_held = r.connections_held.map(|_| 0);
     }
     rec.status.phase = RunPhase::Aborted;
     rec.status.verdict = Some(Verdict::Inconclusive);

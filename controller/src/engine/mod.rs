@@ -1,7 +1,10 @@
 //! The experiment engine: the gate decision, the runs in flight, and the
 //! loop that injects, observes, aborts and restores (`driver`).
 
+pub mod connections;
 pub mod driver;
+mod staged;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -150,6 +153,28 @@ pub fn target_key(exp: &ChaosExperiment) -> String {
     } else {
         format!("none/{ns}/{}", exp.name_any())
     }
+}
+
+/// The namespace the fault lands in: where the experiment's action points,
+/// else the experiment's own.
+pub fn target_namespace(exp: &ChaosExperiment) -> String {
+    let own = exp.namespace().unwrap_or_default();
+    let a = &exp.spec.action;
+    a.pod_kill
+        .as_ref()
+        .and_then(|p| p.namespace.clone())
+        .or_else(|| {
+            a.scale_down
+                .as_ref()
+                .and_then(|s| s.target.namespace.clone())
+        })
+        .or_else(|| {
+            a.connection_exhaustion
+                .as_ref()
+                .and_then(|c| c.clients.as_ref())
+                .and_then(|c| c.namespace.clone())
+        })
+        .unwrap_or(own)
 }
 
 /// `namespace/name` of an object.

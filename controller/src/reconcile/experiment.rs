@@ -129,12 +129,24 @@ pub fn validate_spec(spec: &ChaosExperimentSpec) -> Result<(), (&'static str, St
                 )
             })?;
         }
-    } else {
-        return Err((
-            "ActionNotSupported",
-            format!("spec.action.{kind} is not implemented by this operator version; use podKill"),
-        ));
     }
+    if let Some(ce) = &spec.action.connection_exhaustion {
+        crate::duration::parse_duration(&ce.hold_for).map_err(|e| {
+            (
+                "InvalidDuration",
+                format!("spec.action.connectionExhaustion.holdFor: {e}"),
+            )
+        })?;
+        if let Some(i) = &ce.ramp_interval {
+            crate::duration::parse_duration(i).map_err(|e| {
+                (
+                    "InvalidDuration",
+                    format!("spec.action.connectionExhaustion.rampInterval: {e}"),
+                )
+            })?;
+        }
+    }
+    let _ = kind;
     Ok(())
 }
 
@@ -164,14 +176,7 @@ pub async fn check_target(
     ctx: &Context,
     exp: &ChaosExperiment,
 ) -> Result<(), (&'static str, String)> {
-    let ns = exp.namespace().unwrap_or_default();
-    let target_ns = exp
-        .spec
-        .action
-        .pod_kill
-        .as_ref()
-        .and_then(|p| p.namespace.clone())
-        .unwrap_or(ns);
+    let target_ns = engine::target_namespace(exp);
     if target_ns == ctx.operator_namespace {
         return Err((
             "NamespaceNotAllowed",

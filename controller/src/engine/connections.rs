@@ -1,0 +1,184 @@
+//! connectionExhaustion in mode Hold: connections opened and held by this
+//! process. Releasing is dropping them, which also happens if the process
+//! dies: the kernel closes the sockets, so a crash never leaves them held.
+
+use std::time::Duration;
+
+use headroom_experiments::connection_exhaustion::{
+    ConnectionExhaustionSpec, ConnectionProtocol, CredentialsSecret,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where to connect and how to log in.
+#[derive(Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub protocol: ConnectionProtocol,
+    pub login: Option<Login>,
+}
+
+#[derive(Clone)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+    pub database: String,
+}
+
+impl Target {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// One held connection.
+pub enum Held {
+    Tcp(#[allow(dead_code)] TcpStream),
+    Postgres(#[allow(dead_code)] tokio_postgres::Client, JoinHandle<()>),
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Held::Postgres(_, task) = self {
+            task.abort();
+        }
+    }
+}
+
+/// Resolve the target and read the credentials, before anything is opened.
+/// Every error names the field to fix.
+pub async fn resolve(
+    client: &kube::Client,
+    ns: &str,
+    spec: &ConnectionExhaustionSpec,
+) -> Result<Target, String> {
+    let t = spec.target.as_ref().ok_or_else(|| {
+        "spec.action.connectionExhaustion.target is required in mode Hold".to_owned()
+    })?;
+    let port = u16::try_from(t.port).map_err(|_| {
+        "spec.action.connectionExhaustion.target.port must be 1 to 65535".to_owned()
+    })?;
+    let host = match (&t.host, &t.service) {
+        (Some(h), _) => h.clone(),
+        (None, Some(svc)) => {
+            let svc_ns = t.namespace.as_deref().unwrap_or(ns);
+            // The Service must exist; its cluster DNS name is what pods use.
+            let api: Api<k8s_openapi::api::core::v1::Service> =
+                Api::namespaced(client.clone(), svc_ns);
+            api.get_opt(svc)
+                .await
+                .map_err(|e| format!("reading Service {svc_ns}/{svc}: {e}"))?
+                .ok_or_else(|| {
+                    format!(
+                        "spec.action.connectionExhaustion.target.service: Service {svc_ns}/{svc} does not exist"
+                    )
+                })?;
+            format!("{svc}.{svc_ns}.svc")
+        }
+        (None, None) => {
+            return Err("spec.action.connectionExhaustion.target: set service or host".to_owned());
+        }
+    };
+    let login = match spec.protocol {
+        ConnectionProtocol::Tcp => None,
+        ConnectionProtocol::Postgres => {
+            let secret = spec.credentials_secret.as_ref().ok_or_else(|| {
+                "spec.action.connectionExhaustion.credentialsSecret is required for protocol Postgres"
+                    .to_owned()
+            })?;
+            Some(read_login(client, ns, secret).await?)
+        }
+    };
+    Ok(Target {
+        host,
+        port,
+        protocol: spec.protocol,
+        login,
+    })
+}
+
+async fn read_login(
+    client: &kube::Client,
+    ns: &str,
+    s: &CredentialsSecret,
+) -> Result<Login, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = api
+        .get_opt(&s.name)
+        .await
+        .map_err(|e| format!("reading Secret {ns}/{}: {e}", s.name))?
+        .ok_or_else(|| {
+            format!(
+                "spec.action.connectionExhaustion.credentialsSecret.name: Secret {ns}/{} does not exist; create it with the keys username and password",
+                s.name
+            )
+        })?;
+    let data = secret.data.unwrap_or_default();
+    let get = |key: &str| -> Option<String> {
+        data.get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let user_key = s.user_key.as_deref().unwrap_or("username");
+    let password_key = s.password_key.as_deref().unwrap_or("password");
+    let database_key = s.database_key.as_deref().unwrap_or("database");
+    let user = get(user_key).ok_or_else(|| {
+        format!(
+            "Secret {ns}/{} has no key {user_key} (spec.action.connectionExhaustion.credentialsSecret.userKey)",
+            s.name
+        )
+    })?;
+    let password = get(password_key).ok_or_else(|| {
+        format!(
+            "Secret {ns}/{} has no key {password_key} (spec.action.connectionExhaustion.credentialsSecret.passwordKey)",
+            s.name
+        )
+    })?;
+    let database = get(database_key).unwrap_or_else(|| user.clone());
+    Ok(Login {
+        user,
+        password,
+        database,
+    })
+}
+
+/// Open one connection, or say why the target refused it.
+pub async fn open(target: &Target) -> Result<Held, String> {
+    match (&target.protocol, &target.login) {
+        (ConnectionProtocol::Postgres, Some(login)) => {
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host(&target.host)
+                .port(target.port)
+                .user(&login.user)
+                .password(&login.password)
+                .dbname(&login.database)
+                .application_name("headroom-connection-exhaustion")
+                .connect_timeout(CONNECT_TIMEOUT);
+            let (client, connection) =
+                config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| match e.as_db_error() {
+                        Some(db) => format!("{}: {}", db.severity(), db.message()),
+                        None => e.to_string(),
+                    })?;
+            let task = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(Held::Postgres(client, task))
+        }
+        _ => {
+            let stream =
+                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target.address()))
+                    .await
+                    .map_err(|_| format!("connecting to {} timed out", target.address()))?
+                    .map_err(|e| format!("connecting to {}: {e}", target.address()))?;
+            Ok(Held::Tcp(stream))
+        }
+    }
+}

@@ -1,0 +1,736 @@
+//! scaleDown and connectionExhaustion: faults applied as a sequence of
+//! stages (scale up, wait, scale down, record; or ramp, hold) while the
+//! guarding SLOs are watched beside them. Whichever ends first wins: the
+//! sequence finishing, an abort rule, or an interruption. Restore follows
+//! in every case.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use headroom_experiments::connection_exhaustion::{ConnectionExhaustionSpec, ConnectionMode};
+use headroom_experiments::evidence::PodRecord;
+use headroom_experiments::pod_kill::live;
+use headroom_experiments::scale_down::{ScaleDownSpec, WorkloadKind, score_order};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::core::Selector;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::connections::{self, Held, Target};
+use super::driver::{Guard, Record, Seen, check_target_namespace, min_budget, read_guards};
+use super::workload;
+use super::{now, now_micro, target_namespace};
+use crate::duration::parse_duration;
+use crate::gate::{self, Policy};
+use crate::reconcile::Context;
+use crate::reconcile::slo::{Freshness, assess};
+use crate::resources::experiment::ChaosExperiment;
+use crate::resources::run::{
+    BudgetRecord, ExpectationResult, Observations, RestorePlan, RunPhase, SloBurnRate, Verdict,
+    WorkloadRestore,
+};
+use crate::verdict::{self, Measured, Recovery};
+
+/// What the run will do, resolved before anything is touched.
+enum Plan {
+    Scale {
+        spec: ScaleDownSpec,
+        ns: String,
+        selector: Selector,
+    },
+    Hold {
+        spec: ConnectionExhaustionSpec,
+        target: Target,
+    },
+    Clients {
+        spec: ConnectionExhaustionSpec,
+        kind: WorkloadKind,
+        ns: String,
+        name: String,
+        from: i32,
+    },
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run(
+    ctx: &Context,
+    rec: &mut Record,
+    exp: &ChaosExperiment,
+    guards: &[Guard],
+    policy: Policy,
+    duration: Duration,
+    observe_every: Duration,
+    abort_rx: &mut watch::Receiver<Option<String>>,
+) {
+    let own_ns = exp.namespace().unwrap_or_default();
+    let target_ns = target_namespace(exp);
+    if let Err(e) = check_target_namespace(ctx, &target_ns).await {
+        return rec.fail_before_injection("NamespaceNotAllowed", e).await;
+    }
+    let (plan, restore_plan) = match prepare(ctx, exp, &own_ns, &target_ns).await {
+        Ok(p) => p,
+        Err((reason, message)) => return rec.fail_before_injection(reason, message).await,
+    };
+
+    rec.status.restore = Some(restore_plan);
+    rec.status.budget = Some(BudgetRecord {
+        remaining_before: min_budget(rec.status.gate.as_ref()),
+        ..Default::default()
+    });
+    rec.status.phase = RunPhase::Injecting;
+    rec.status.start_time = Some(now());
+    rec.step("RestorePlanSaved", describe(&plan));
+    if let Err(e) = rec.save().await {
+        return rec
+            .fail_before_injection(
+                "RestorePlanNotSaved",
+                format!("the restore plan could not be written: {e}"),
+            )
+            .await;
+    }
+    if exp.spec.dry_run {
+        rec.step("DryRun", format!("dry run: would {}", describe(&plan)));
+        rec.status.phase = RunPhase::Completed;
+        rec.status.verdict = Some(Verdict::Inconclusive);
+        if let Some(r) = rec.status.restore.as_mut() {
+            r.done = true;
+        }
+        rec.status.completion_time = Some(now());
+        rec.save_or_log().await;
+        return;
+    }
+
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut seen = Seen::default();
+    let mut held: Vec<Held> = Vec::new();
+    rec.status.phase = RunPhase::Observing;
+    rec.save_or_log().await;
+    rec.event(false, "Injecting", describe(&plan)).await;
+
+    let abort: Option<(String, String, Instant)> = {
+        let action = async {
+            match &plan {
+                Plan::Scale { spec, ns, selector } => {
+                    scale_sequence(ctx, rec, spec, ns, selector, deadline).await
+                }
+                Plan::Hold { spec, target } => {
+                    hold_sequence(rec, spec, target, &mut held, deadline).await
+                }
+                Plan::Clients {
+                    spec,
+                    kind,
+                    ns,
+                    name,
+                    from,
+                } => clients_sequence(ctx, rec, spec, *kind, ns, name, *from, deadline).await,
+            }
+        };
+        let observer = observe(ctx, guards, policy, started, observe_every, &mut seen);
+        tokio::select! {
+            res = action => res.err().map(|e| ("ActionFailed".to_owned(), e, Instant::now())),
+            a = observer => Some(a),
+            a = interrupted(abort_rx) => Some(a),
+        }
+    };
+
+    rec.status.phase = RunPhase::Restoring;
+    if let Some((reason, message, detected)) = &abort {
+        rec.status.reason = Some(format!("{reason}: {message}"));
+        rec.step("AbortRequested", format!("{reason}: {message}"));
+        ctx.metrics
+            .abort_latency
+            .observe(detected.elapsed().as_secs_f64());
+        rec.event(true, "Aborted", format!("{reason}: {message}"))
+            .await;
+    }
+    rec.step("RestoreStarted", "undoing the fault from the saved plan");
+    rec.save_or_log().await;
+    let restore_result = restore(ctx, rec, &plan, &mut held).await;
+    match &restore_result {
+        Ok(msg) => {
+            if let Some(r) = rec.status.restore.as_mut() {
+                r.done = true;
+                r.connections_held = r.connections_held.map(|_| 0);
+            }
+            rec.step("Restored", msg.clone());
+        }
+        Err(e) => {
+            rec.step("RestoreFailed", e.clone());
+            rec.event(true, "RestoreFailed", e.clone()).await;
+        }
+    }
+
+    if let Ok(readings) = read_guards(ctx, guards, started.elapsed()).await {
+        seen.note(&readings);
+    }
+    let mut after: Option<f64> = None;
+    for g in guards {
+        let status = assess(&g.slo, ctx, Freshness::Fresh).await;
+        if let Some(r) = status.budget_remaining {
+            after = Some(after.map_or(r, |a| a.min(r)));
+        }
+    }
+    if let Some(b) = rec.status.budget.as_mut() {
+        b.remaining_after = after;
+        b.spent = seen
+            .spent
+            .values()
+            .copied()
+            .fold(None, |acc: Option<f64>, s| {
+                Some(acc.map_or(s, |a| a.max(s)))
+            });
+    }
+    let measured = Measured {
+        max_burn_rates: seen.max_burn.clone(),
+        recovery: Recovery::Unmeasured,
+    };
+    let recovers_within = exp
+        .spec
+        .hypothesis
+        .recovers_within
+        .as_deref()
+        .and_then(|r| parse_duration(r).ok());
+    let (_, mut results) = verdict::judge(
+        &exp.spec.hypothesis,
+        &exp.spec.slos,
+        recovers_within,
+        &measured,
+    );
+    if let Plan::Scale { spec, .. } = &plan {
+        results.push(order_result(spec, rec.status.observations.as_ref()));
+    }
+    let verdict = verdict::conjunction(&results);
+    let obs = rec
+        .status
+        .observations
+        .get_or_insert_with(Observations::default);
+    obs.max_burn_rates = seen
+        .max_burn
+        .iter()
+        .filter_map(|(slo, b)| {
+            b.map(|b| SloBurnRate {
+                slo: slo.clone(),
+                burn_rate: b,
+            })
+        })
+        .collect();
+    rec.status.verdict = Some(verdict);
+    rec.status.expectations = results;
+    rec.status.phase = match (&restore_result, &abort) {
+        (Err(_), _) => RunPhase::Failed,
+        (Ok(_), Some(_)) => RunPhase::Aborted,
+        (Ok(_), None) => RunPhase::Completed,
+    };
+    rec.status.completion_time = Some(now());
+    rec.step("Verdict", format!("{verdict:?}"));
+    rec.save_or_log().await;
+    rec.event(
+        verdict == Verdict::Refuted,
+        &format!("{verdict:?}"),
+        format!(
+            "run {:?}; hypothesis: {}",
+            rec.status.phase, exp.spec.hypothesis.description
+        ),
+    )
+    .await;
+}
+
+async fn prepare(
+    ctx: &Context,
+    exp: &ChaosExperiment,
+    own_ns: &str,
+    target_ns: &str,
+) -> Result<(Plan, RestorePlan), (&'static str, String)> {
+    let a = &exp.spec.action;
+    if let Some(sd) = &a.scale_down {
+        let w = workload::get(&ctx.client, sd.target.kind, target_ns, &sd.target.name)
+            .await
+            .map_err(|e| ("KubernetesApiError", e))?
+            .ok_or_else(|| {
+                (
+                    "WorkloadNotFound",
+                    format!(
+                        "spec.action.scaleDown.target: {:?} {target_ns}/{} does not exist",
+                        sd.target.kind, sd.target.name
+                    ),
+                )
+            })?;
+        let restore = RestorePlan {
+            workload: Some(WorkloadRestore {
+                kind: format!("{:?}", sd.target.kind),
+                namespace: target_ns.to_owned(),
+                name: sd.target.name.clone(),
+                replicas: w.replicas,
+            }),
+            ..Default::default()
+        };
+        return Ok((
+            Plan::Scale {
+                spec: sd.clone(),
+                ns: target_ns.to_owned(),
+                selector: w.selector,
+            },
+            restore,
+        ));
+    }
+    let Some(ce) = &a.connection_exhaustion else {
+        return Err((
+            "InvalidAction",
+            "spec.action must set exactly one of podKill, scaleDown or connectionExhaustion".into(),
+        ));
+    };
+    match ce.mode {
+        ConnectionMode::Hold => {
+            let target = connections::resolve(&ctx.client, own_ns, ce)
+                .await
+                .map_err(|e| ("InvalidTarget", e))?;
+            // One probe connection, closed at once: a target that is down
+            // makes the experiment meaningless, and nothing is held.
+            match connections::open(&target).await {
+                Ok(probe) => drop(probe),
+                Err(e) => {
+                    return Err((
+                        "TargetUnreachable",
+                        format!(
+                            "spec.action.connectionExhaustion.target {} does not accept connections: {e}",
+                            target.address()
+                        ),
+                    ));
+                }
+            }
+            Ok((
+                Plan::Hold {
+                    spec: ce.clone(),
+                    target,
+                },
+                RestorePlan {
+                    connections_held: Some(0),
+                    ..Default::default()
+                },
+            ))
+        }
+        ConnectionMode::ScaleClients => {
+            let c = ce.clients.as_ref().ok_or((
+                "InvalidTarget",
+                "spec.action.connectionExhaustion.clients is required in mode ScaleClients".into(),
+            ))?;
+            let w = workload::get(&ctx.client, c.kind, target_ns, &c.name)
+                .await
+                .map_err(|e| ("KubernetesApiError", e))?
+                .ok_or_else(|| {
+                    (
+                        "WorkloadNotFound",
+                        format!(
+                            "spec.action.connectionExhaustion.clients: {:?} {target_ns}/{} does not exist",
+                            c.kind, c.name
+                        ),
+                    )
+                })?;
+            Ok((
+                Plan::Clients {
+                    spec: ce.clone(),
+                    kind: c.kind,
+                    ns: target_ns.to_owned(),
+                    name: c.name.clone(),
+                    from: w.replicas,
+                },
+                RestorePlan {
+                    workload: Some(WorkloadRestore {
+                        kind: format!("{:?}", c.kind),
+                        namespace: target_ns.to_owned(),
+                        name: c.name.clone(),
+                        replicas: w.replicas,
+                    }),
+                    ..Default::default()
+                },
+            ))
+        }
+    }
+}
+
+fn describe(plan: &Plan) -> String {
+    match plan {
+        Plan::Scale { spec, ns, .. } => format!(
+            "scale {:?} {ns}/{} up to {}, then down to {}, and record which pods the controller removes; restore puts the replica count back",
+            spec.target.kind, spec.target.name, spec.scale_up_to, spec.scale_down_to
+        ),
+        Plan::Hold { spec, target } => format!(
+            "open up to {} {:?} connections to {} in steps of {}, hold them {}; restore closes every one",
+            spec.connections,
+            spec.protocol,
+            target.address(),
+            spec.ramp_step.unwrap_or(1),
+            spec.hold_for
+        ),
+        Plan::Clients {
+            spec,
+            kind,
+            ns,
+            name,
+            from,
+        } => format!(
+            "scale client {kind:?} {ns}/{name} from {from} up to {} replicas in steps of {}, hold {}; restore puts {from} back",
+            spec.connections,
+            spec.ramp_step.unwrap_or(1),
+            spec.hold_for
+        ),
+    }
+}
+
+/// Watch the guarding SLOs every `observe_every` until an abort rule fires.
+async fn observe(
+    ctx: &Context,
+    guards: &[Guard],
+    policy: Policy,
+    started: Instant,
+    observe_every: Duration,
+    seen: &mut Seen,
+) -> (String, String, Instant) {
+    let mut next = started + observe_every;
+    loop {
+        tokio::time::sleep_until(next).await;
+        next += observe_every;
+        let tick = Instant::now();
+        let readings = read_guards(ctx, guards, started.elapsed()).await;
+        if let Ok(r) = &readings {
+            seen.note(r);
+        }
+        if let Some((reason, message)) = gate::abort_reason(&readings, policy.max_budget_spend) {
+            return (reason.into(), message, tick);
+        }
+        if let Some(why) = crate::pause::state(&ctx.client, &ctx.operator_namespace).await {
+            return ("GlobalPause".into(), why, tick);
+        }
+    }
+}
+
+/// Resolves when the run is told to stop (suspend, deletion, shutdown).
+async fn interrupted(abort_rx: &mut watch::Receiver<Option<String>>) -> (String, String, Instant) {
+    loop {
+        if let Some(why) = abort_rx.borrow_and_update().clone() {
+            return ("Interrupted".into(), why, Instant::now());
+        }
+        if abort_rx.changed().await.is_err() {
+            return (
+                "Interrupted".into(),
+                "the operator is shutting down".into(),
+                Instant::now(),
+            );
+        }
+    }
+}
+
+async fn zone_of(
+    ctx: &Context,
+    cache: &mut BTreeMap<String, Option<String>>,
+    node: &str,
+) -> Option<String> {
+    if let Some(z) = cache.get(node) {
+        return z.clone();
+    }
+    let zone = Api::<Node>::all(ctx.client.clone())
+        .get_opt(node)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|n| n.labels().get("topology.kubernetes.io/zone").cloned());
+    cache.insert(node.to_owned(), zone.clone());
+    zone
+}
+
+async fn scale_sequence(
+    ctx: &Context,
+    rec: &mut Record,
+    spec: &ScaleDownSpec,
+    ns: &str,
+    selector: &Selector,
+    deadline: Instant,
+) -> Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let (kind, name) = (spec.target.kind, spec.target.name.as_str());
+    workload::scale(&ctx.client, kind, ns, name, spec.scale_up_to).await?;
+    rec.step(
+        "ScaledUp",
+        format!("{kind:?} {ns}/{name} scaled to {}", spec.scale_up_to),
+    );
+    rec.save_or_log().await;
+    let up = usize::try_from(spec.scale_up_to).unwrap_or(0);
+    let before = loop {
+        let live_now = workload::live_pods(&pods, selector).await?;
+        if live_now.len() == up && live_now.iter().all(live::is_ready) {
+            break live_now;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{kind:?} {ns}/{name} did not reach {up} Ready pods within spec.duration ({} Ready)",
+                live_now.iter().filter(|p| live::is_ready(p)).count()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    rec.step("AllReady", format!("{up} pods Ready"));
+    workload::scale(&ctx.client, kind, ns, name, spec.scale_down_to).await?;
+    rec.step(
+        "ScaledDown",
+        format!("{kind:?} {ns}/{name} scaled to {}", spec.scale_down_to),
+    );
+    let down = usize::try_from(spec.scale_down_to).unwrap_or(0);
+    let expected_removals = up.saturating_sub(down);
+    let mut zones = BTreeMap::new();
+    let mut removed: Vec<PodRecord> = Vec::new();
+    let mut gone: BTreeSet<String> = BTreeSet::new();
+    let survivors = loop {
+        let live_now = workload::live_pods(&pods, selector).await?;
+        let live_uids: BTreeSet<String> = live_now
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        for p in &before {
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            if !live_uids.contains(&uid) && gone.insert(uid) {
+                let mut r = live::record(p, now_micro().0.to_string());
+                if let Some(node) = r.node.clone() {
+                    r.zone = zone_of(ctx, &mut zones, &node).await;
+                }
+                removed.push(r);
+            }
+        }
+        if removed.len() >= expected_removals {
+            break before
+                .iter()
+                .filter(|p| live_uids.contains(p.metadata.uid.as_deref().unwrap_or("")))
+                .collect::<Vec<_>>();
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {expected_removals} pods were removed within spec.duration",
+                removed.len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut surviving = Vec::new();
+    for p in survivors {
+        let mut r = live::record(p, now_micro().0.to_string());
+        if let Some(node) = r.node.clone() {
+            r.zone = zone_of(ctx, &mut zones, &node).await;
+        }
+        surviving.push(r);
+    }
+    let score = score_order(spec.expect_order, &removed, &surviving);
+    rec.step(
+        "RemovalsRecorded",
+        format!(
+            "removed: {}; survived: {}; {} of {} removals matched {:?}",
+            removed
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            surviving
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            score.map_or(0, |s| s.matched),
+            removed.len(),
+            spec.expect_order
+        ),
+    );
+    let obs = rec
+        .status
+        .observations
+        .get_or_insert_with(Observations::default);
+    obs.removed_pods = removed;
+    obs.surviving_pods = surviving;
+    obs.order_matches = score.and_then(|s| i32::try_from(s.matched).ok());
+    rec.save_or_log().await;
+    Ok(())
+}
+
+fn order_result(spec: &ScaleDownSpec, obs: Option<&Observations>) -> ExpectationResult {
+    let name = format!("expectOrder/{:?}", spec.expect_order);
+    let removed = obs.map_or(0, |o| o.removed_pods.len());
+    let matched = obs.and_then(|o| o.order_matches);
+    let (result, message) = match matched {
+        _ if removed == 0 => (Verdict::Inconclusive, "no removal was recorded".to_owned()),
+        None => (
+            Verdict::Inconclusive,
+            format!(
+                "{:?} cannot be scored from the pod records",
+                spec.expect_order
+            ),
+        ),
+        Some(m) if usize::try_from(m).unwrap_or(0) == removed => (
+            Verdict::Confirmed,
+            "every removal matched the expected order".to_owned(),
+        ),
+        Some(m) => (
+            Verdict::Refuted,
+            format!("partly true at most: {m} of {removed} removals matched"),
+        ),
+    };
+    ExpectationResult {
+        name,
+        result,
+        measured: matched.map(|m| format!("{m} of {removed} removals matched")),
+        bound: Some(format!("{removed} of {removed}")),
+        message: Some(message),
+    }
+}
+
+async fn hold_sequence(
+    rec: &mut Record,
+    spec: &ConnectionExhaustionSpec,
+    target: &Target,
+    held: &mut Vec<Held>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let want = usize::try_from(spec.connections).unwrap_or(0);
+    let step = usize::try_from(spec.ramp_step.unwrap_or(1))
+        .unwrap_or(1)
+        .max(1);
+    let every = spec
+        .ramp_interval
+        .as_deref()
+        .and_then(|d| parse_duration(d).ok())
+        .unwrap_or(Duration::from_secs(1));
+    let hold_for = parse_duration(&spec.hold_for).unwrap_or(Duration::from_secs(30));
+    let mut refused = false;
+    while held.len() < want && !refused {
+        for _ in 0..step {
+            if held.len() >= want {
+                break;
+            }
+            match connections::open(target).await {
+                Ok(h) => held.push(h),
+                Err(e) => {
+                    let obs = rec
+                        .status
+                        .observations
+                        .get_or_insert_with(Observations::default);
+                    obs.connections_at_first_refusal = i32::try_from(held.len()).ok();
+                    obs.refusal_message = Some(e.clone());
+                    rec.step(
+                        "TargetRefused",
+                        format!(
+                            "{} refused connection {} with {} held: {e}",
+                            target.address(),
+                            held.len() + 1,
+                            held.len()
+                        ),
+                    );
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        let n = i32::try_from(held.len()).unwrap_or(i32::MAX);
+        let obs = rec
+            .status
+            .observations
+            .get_or_insert_with(Observations::default);
+        obs.max_connections_held = Some(obs.max_connections_held.unwrap_or(0).max(n));
+        if let Some(r) = rec.status.restore.as_mut() {
+            r.connections_held = Some(n);
+        }
+        rec.step(
+            "ConnectionsHeld",
+            format!("{n} connections to {} held", target.address()),
+        );
+        rec.save_or_log().await;
+        if refused || held.len() >= want || Instant::now() + every > deadline {
+            break;
+        }
+        tokio::time::sleep(every).await;
+    }
+    rec.step(
+        "Holding",
+        format!("holding {} connections for {}", held.len(), spec.hold_for),
+    );
+    rec.save_or_log().await;
+    tokio::time::sleep_until((Instant::now() + hold_for).min(deadline)).await;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn clients_sequence(
+    ctx: &Context,
+    rec: &mut Record,
+    spec: &ConnectionExhaustionSpec,
+    kind: WorkloadKind,
+    ns: &str,
+    name: &str,
+    from: i32,
+    deadline: Instant,
+) -> Result<(), String> {
+    let step = spec.ramp_step.unwrap_or(1).max(1);
+    let every = spec
+        .ramp_interval
+        .as_deref()
+        .and_then(|d| parse_duration(d).ok())
+        .unwrap_or(Duration::from_secs(1));
+    let hold_for = parse_duration(&spec.hold_for).unwrap_or(Duration::from_secs(30));
+    let mut replicas = from;
+    while replicas < spec.connections {
+        replicas = (replicas + step).min(spec.connections);
+        workload::scale(&ctx.client, kind, ns, name, replicas).await?;
+        rec.step(
+            "ClientsScaled",
+            format!("{kind:?} {ns}/{name} scaled to {replicas}"),
+        );
+        rec.save_or_log().await;
+        if Instant::now() + every > deadline {
+            break;
+        }
+        tokio::time::sleep(every).await;
+    }
+    tokio::time::sleep_until((Instant::now() + hold_for).min(deadline)).await;
+    Ok(())
+}
+
+/// Undo the fault. Connections are closed by dropping them; replica counts
+/// go back to the saved plan and the restore waits (bounded) for Ready pods.
+async fn restore(
+    ctx: &Context,
+    rec: &mut Record,
+    plan: &Plan,
+    held: &mut Vec<Held>,
+) -> Result<String, String> {
+    let n = held.len();
+    held.clear();
+    let Some(w) = rec.status.restore.as_ref().and_then(|r| r.workload.clone()) else {
+        return Ok(format!("{n} connections closed"));
+    };
+    let kind = match plan {
+        Plan::Scale { spec, .. } => spec.target.kind,
+        Plan::Clients { kind, .. } => *kind,
+        Plan::Hold { .. } => return Ok(format!("{n} connections closed")),
+    };
+    workload::scale(&ctx.client, kind, &w.namespace, &w.name, w.replicas).await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &w.namespace);
+    let selector = workload::get(&ctx.client, kind, &w.namespace, &w.name)
+        .await?
+        .map(|x| x.selector);
+    let want = usize::try_from(w.replicas).unwrap_or(0);
+    let until = Instant::now() + Duration::from_secs(60);
+    if let Some(selector) = selector {
+        while Instant::now() < until {
+            let live_now = workload::live_pods(&pods, &selector).await?;
+            if live_now.len() == want && live_now.iter().all(live::is_ready) {
+                return Ok(format!(
+                    "{} {}/{} back to {} replicas, all Ready",
+                    w.kind, w.namespace, w.name, w.replicas
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(format!(
+        "{} {}/{} set back to {} replicas (not all Ready within 60s)",
+        w.kind, w.namespace, w.name, w.replicas
+    ))
+}
