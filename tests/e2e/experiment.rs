@@ -18,11 +18,12 @@ use serde_json::{Value, json};
 
 /// 90% over 1h: a budget wide enough that earlier tests' injected errors
 /// do not exhaust it, with one fast page tier on a 15s short window.
-const OBJECTIVE: f64 = 90.0;
-const TOTAL: &str = "sum(rate(http_requests_total{job=\"checkout\"}[$window]))";
-const ERRORS: &str = "sum(rate(http_requests_total{job=\"checkout\",code=~\"5..\"}[$window]))";
+pub(crate) const OBJECTIVE: f64 = 90.0;
+pub(crate) const TOTAL: &str = "sum(rate(http_requests_total{job=\"checkout\"}[$window]))";
+pub(crate) const ERRORS: &str =
+    "sum(rate(http_requests_total{job=\"checkout\",code=~\"5..\"}[$window]))";
 
-fn slo(name: &str, errors: &str) -> Result<ServiceLevelObjective> {
+pub(crate) fn slo(name: &str, errors: &str) -> Result<ServiceLevelObjective> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "headroom.dev/v1alpha1",
         "kind": "ServiceLevelObjective",
@@ -40,7 +41,7 @@ fn slo(name: &str, errors: &str) -> Result<ServiceLevelObjective> {
     }))?)
 }
 
-fn experiment(name: &str, slo: &str, extra: Value) -> Result<ChaosExperiment> {
+pub(crate) fn experiment(name: &str, slo: &str, extra: Value) -> Result<ChaosExperiment> {
     let mut spec = json!({
         "hypothesis": {
             "description": "losing one web pod does not burn the checkout budget faster than 2x, and the pod is back within 30s",
@@ -75,7 +76,7 @@ fn merge(base: &mut Value, patch: Value) {
 }
 
 /// A 3-replica Deployment `web` on the kwok nodes, Ready.
-async fn web(cluster: &Cluster, ns: &TestNamespace) -> Result<Vec<Pod>> {
+pub(crate) async fn web(cluster: &Cluster, ns: &TestNamespace) -> Result<Vec<Pod>> {
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &ns.name);
     deployments
         .create(
@@ -119,18 +120,18 @@ async fn web(cluster: &Cluster, ns: &TestNamespace) -> Result<Vec<Pod>> {
     .await
 }
 
-fn ready(p: &Pod) -> bool {
+pub(crate) fn ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn uids(pods: &[Pod]) -> BTreeSet<String> {
+pub(crate) fn uids(pods: &[Pod]) -> BTreeSet<String> {
     pods.iter().filter_map(|p| p.metadata.uid.clone()).collect()
 }
 
-async fn live_uids(cluster: &Cluster, ns: &str) -> Result<BTreeSet<String>> {
+pub(crate) async fn live_uids(cluster: &Cluster, ns: &str) -> Result<BTreeSet<String>> {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
     Ok(uids(
         &pods
@@ -140,7 +141,7 @@ async fn live_uids(cluster: &Cluster, ns: &str) -> Result<BTreeSet<String>> {
     ))
 }
 
-async fn set_error_ratio(cluster: &Cluster, ratio: f64) -> Result<()> {
+pub(crate) async fn set_error_ratio(cluster: &Cluster, ratio: f64) -> Result<()> {
     let url = format!(
         "{}/admin/error-rate?ratio={ratio}",
         cluster.var("CHECKOUT_URL")?
@@ -155,7 +156,7 @@ async fn set_error_ratio(cluster: &Cluster, ratio: f64) -> Result<()> {
 }
 
 /// The experiment's runs, oldest first.
-async fn runs(cluster: &Cluster, ns: &str) -> Result<Vec<ExperimentRun>> {
+pub(crate) async fn runs(cluster: &Cluster, ns: &str) -> Result<Vec<ExperimentRun>> {
     let api: Api<ExperimentRun> = Api::namespaced(cluster.client.clone(), ns);
     let mut list = api.list(&ListParams::default()).await?.items;
     list.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
@@ -163,7 +164,11 @@ async fn runs(cluster: &Cluster, ns: &str) -> Result<Vec<ExperimentRun>> {
 }
 
 /// Wait for the first run to reach a final phase.
-async fn final_run(cluster: &Cluster, ns: &str, timeout: Duration) -> Result<ExperimentRun> {
+pub(crate) async fn final_run(
+    cluster: &Cluster,
+    ns: &str,
+    timeout: Duration,
+) -> Result<ExperimentRun> {
     eventually(
         "a run in a final phase",
         timeout,
@@ -180,7 +185,7 @@ async fn final_run(cluster: &Cluster, ns: &str, timeout: Duration) -> Result<Exp
 }
 
 /// Wait until the SLO has data and a calm short window, so the gate can open.
-async fn calm(cluster: &Cluster) -> Result<()> {
+pub(crate) async fn calm(cluster: &Cluster) -> Result<()> {
     let prom = cluster.var("PROMETHEUS_URL")?;
     let q = format!(
         "({}) / ({})",
@@ -199,7 +204,7 @@ async fn calm(cluster: &Cluster) -> Result<()> {
     .await
 }
 
-fn timeline_time(run: &ExperimentRun, step: &str) -> Option<f64> {
+pub(crate) fn timeline_time(run: &ExperimentRun, step: &str) -> Option<f64> {
     run.status
         .as_ref()?
         .timeline
@@ -301,7 +306,7 @@ async fn healthy_service_run_completes_and_the_replicaset_replaces_the_killed_po
     Ok(())
 }
 
-async fn web_ready(cluster: &Cluster, ns: &str) -> Result<BTreeSet<String>> {
+pub(crate) async fn web_ready(cluster: &Cluster, ns: &str) -> Result<BTreeSet<String>> {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
     eventually(
         "3 Ready web pods again",

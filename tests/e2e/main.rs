@@ -1,6 +1,7 @@
 //! End-to-end tests against the local control plane (`make cluster-up`).
 //! One binary so the workspace links it once.
 
+mod actions;
 mod cluster;
 mod crd_validation;
 mod experiment;

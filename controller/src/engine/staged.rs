@@ -649,10 +649,43 @@ async fn hold_sequence(
     }
     rec.step(
         "Holding",
-        format!("holding {} connections for {}", held.len(), spec.hold_for),
+        format!(
+            "holding {} connections for {}, taking every slot the target frees",
+            held.len(),
+            spec.hold_for
+        ),
     );
     rec.save_or_log().await;
-    tokio::time::sleep_until((Instant::now() + hold_for).min(deadline)).await;
+    // Keep the target full: a slot another client gives up is taken again,
+    // as a crowd of clients would. That is what starves a pool that
+    // recycles its sessions.
+    let hold_end = (Instant::now() + hold_for).min(deadline);
+    while Instant::now() + every <= hold_end {
+        tokio::time::sleep(every).await;
+        for _ in 0..step {
+            if held.len() >= want {
+                break;
+            }
+            match connections::open(target).await {
+                Ok(h) => held.push(h),
+                Err(_) => break,
+            }
+        }
+        let n = i32::try_from(held.len()).unwrap_or(i32::MAX);
+        let obs = rec
+            .status
+            .observations
+            .get_or_insert_with(Observations::default);
+        if obs.max_connections_held.is_some_and(|m| n > m) {
+            obs.max_connections_held = Some(n);
+            if let Some(r) = rec.status.restore.as_mut() {
+                r.connections_held = Some(n);
+            }
+            rec.step("ConnectionsHeld", format!("{n} connections held"));
+            rec.save_or_log().await;
+        }
+    }
+    tokio::time::sleep_until(hold_end).await;
     Ok(())
 }
 

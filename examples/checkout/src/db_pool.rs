@@ -24,7 +24,12 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct DbPool {
     config: Config,
     per_pod: usize,
+    /// Sessions older than this are closed and reopened, as pools in the
+    /// field recycle connections (HikariCP maxLifetime, sqlx max_lifetime):
+    /// a server that refuses new sessions then starves the service.
+    max_lifetime: Option<Duration>,
     sessions: Mutex<Vec<Arc<Client>>>,
+    born: Mutex<Vec<std::time::Instant>>,
     next: AtomicUsize,
     metrics: Arc<Metrics>,
     /// Wakes the maintainer when the server drops a connection, so it is
@@ -42,12 +47,22 @@ impl DbPool {
         Arc::new(Self {
             config,
             per_pod: per_pod as usize,
+            max_lifetime: None,
             sessions: Mutex::new(Vec::new()),
+            born: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             metrics,
             lost: Arc::new(Notify::new()),
             rounds: watch::Sender::new(0),
         })
+    }
+
+    /// Recycle sessions older than `lifetime` (`None`: keep them).
+    pub fn with_max_lifetime(mut self: Arc<Self>, lifetime: Option<Duration>) -> Arc<Self> {
+        if let Some(pool) = Arc::get_mut(&mut self) {
+            pool.max_lifetime = lifetime;
+        }
+        self
     }
 
     /// Whether requests use the database at all (`--conns-per-pod 0` turns
@@ -103,14 +118,39 @@ impl DbPool {
             let want = self.target(*ready.borrow_and_update());
             {
                 let mut sessions = self.lock();
-                sessions.retain(|c| !c.is_closed());
+                let mut born = self.born.lock().unwrap_or_else(PoisonError::into_inner);
+                born.resize(sessions.len(), std::time::Instant::now());
                 // Dropping the last handle of a client ends its connection.
+                // One expired session per round, so the others keep serving
+                // while it is replaced.
+                let mut recycled = false;
+                let keep: Vec<bool> = sessions
+                    .iter()
+                    .zip(born.iter())
+                    .map(|(c, b)| {
+                        let expired = self.max_lifetime.is_some_and(|l| b.elapsed() >= l);
+                        let recycle = expired && !recycled;
+                        recycled |= recycle;
+                        !c.is_closed() && !recycle
+                    })
+                    .collect();
+                let mut k = keep.iter();
+                sessions.retain(|_| *k.next().unwrap_or(&false));
+                let mut k = keep.iter();
+                born.retain(|_| *k.next().unwrap_or(&false));
                 sessions.truncate(want);
+                born.truncate(want);
             }
             let mut failed = false;
             while self.open() < want {
                 match self.connect().await {
-                    Ok(client) => self.lock().push(Arc::new(client)),
+                    Ok(client) => {
+                        let mut sessions = self.lock();
+                        let mut born = self.born.lock().unwrap_or_else(PoisonError::into_inner);
+                        born.resize(sessions.len(), std::time::Instant::now());
+                        sessions.push(Arc::new(client));
+                        born.push(std::time::Instant::now());
+                    }
                     Err(_) => {
                         failed = true;
                         break;

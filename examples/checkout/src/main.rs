@@ -62,6 +62,11 @@ struct Args {
     /// PostgreSQL connections held per Ready pod (0 = no database).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
     conns_per_pod: u32,
+    /// Close and reopen each PostgreSQL session after this long (0 = never),
+    /// as production pools do (compressed from their usual minutes so the
+    /// demo shows the effect in seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    db_max_lifetime_seconds: u64,
 }
 
 impl Args {
@@ -137,7 +142,10 @@ async fn run() -> anyhow::Result<()> {
         warn!("pods not listed within 10s; serving with 0 Ready pods until they are");
     }
 
-    let pool = DbPool::new(database, args.conns_per_pod, metrics.clone());
+    let pool = DbPool::new(database, args.conns_per_pod, metrics.clone()).with_max_lifetime(
+        (args.db_max_lifetime_seconds > 0)
+            .then(|| Duration::from_secs(args.db_max_lifetime_seconds)),
+    );
     if pool.enabled() {
         // Likewise let the pool try once, so the first requests find it.
         let first = pool.round();

@@ -1,0 +1,375 @@
+//! scaleDown ordering and connectionExhaustion against the real
+//! ReplicaSet controller and the real PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use headroom::resources::experiment::ChaosExperiment;
+use headroom::resources::run::{RunPhase, Verdict};
+use headroom::resources::slo::ServiceLevelObjective;
+use headroom_e2e::{CHECKOUT, Cluster, Operator, eventually};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::experiment::{
+    ERRORS, OBJECTIVE, TOTAL, calm, experiment, final_run, runs, set_error_ratio, slo, web,
+};
+
+/// A run that failed before injecting, with its reason.
+async fn failed_reason(cluster: &Cluster, ns: &str, operator: &Operator) -> Result<String> {
+    let run = final_run(cluster, ns, Duration::from_secs(60))
+        .await
+        .with_context(|| operator.log())?;
+    let status = run.status.context("status")?;
+    ensure!(
+        status.phase == RunPhase::Failed,
+        "phase {:?}: {:?}",
+        status.phase,
+        status.reason
+    );
+    ensure!(
+        status
+            .timeline
+            .iter()
+            .all(|t| t.step != "PodKilled" && t.step != "ScaledUp" && t.step != "ConnectionsHeld"),
+        "something was injected: {:?}",
+        status.timeline
+    );
+    status.reason.context("reason")
+}
+
+#[tokio::test]
+async fn scale_down_records_which_pods_the_replicaset_controller_removed() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("exp-scale").await?;
+    set_error_ratio(&cluster, 0.0).await?;
+    web(&cluster, &ns).await?;
+    calm(&cluster).await?;
+    let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+        .await?;
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &experiment(
+                "newest-first",
+                "checkout",
+                json!({
+                    "hypothesis": { "description": "on scale-down the newly created pods are removed first", "recoversWithin": null },
+                    "action": { "podKill": null, "scaleDown": {
+                        "target": { "kind": "Deployment", "name": "web" },
+                        "scaleUpTo": 6, "scaleDownTo": 3, "expectOrder": "NewestFirst"
+                    }},
+                    "duration": "60s",
+                    "blastRadius": null
+                }),
+            )?,
+        )
+        .await?;
+
+    // Read every pod's creation time independently while the run goes.
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns.name);
+    let mut created: BTreeMap<String, String> = BTreeMap::new();
+    let run = loop {
+        for p in pods
+            .list(&ListParams::default().labels("app=web"))
+            .await?
+            .items
+        {
+            if let (Some(uid), Some(t)) = (
+                p.metadata.uid.clone(),
+                p.metadata.creation_timestamp.clone(),
+            ) {
+                created.insert(uid, t.0.to_string());
+            }
+        }
+        if let Some(r) = runs(&cluster, &ns.name).await?.into_iter().find(|r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.phase.is_final() && s.phase != RunPhase::Gated)
+        }) {
+            break r;
+        }
+        ensure!(created.len() < 100, "runaway pods");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let status = run.status.clone().context("status")?;
+    ensure!(
+        status.phase == RunPhase::Completed,
+        "{:?} {:?}\n{}",
+        status.phase,
+        status.reason,
+        operator.log()
+    );
+    let obs = status.observations.clone().context("observations")?;
+    ensure!(
+        obs.removed_pods.len() == 3,
+        "removed {:?}",
+        obs.removed_pods
+    );
+    ensure!(
+        obs.surviving_pods.len() == 3,
+        "survived {:?}",
+        obs.surviving_pods
+    );
+    for p in obs.removed_pods.iter().chain(&obs.surviving_pods) {
+        ensure!(
+            p.created.is_some() && p.node.is_some(),
+            "evidence row {p:?}"
+        );
+    }
+    // Independently: did the newest pods go?
+    let time = |uid: &Option<String>| -> Result<String> {
+        created
+            .get(uid.as_deref().unwrap_or(""))
+            .cloned()
+            .with_context(|| format!("creation time of {uid:?} was never seen"))
+    };
+    let oldest_removed = obs
+        .removed_pods
+        .iter()
+        .map(|p| time(&p.uid))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .min()
+        .context("removed")?;
+    let newest_survivor = obs
+        .surviving_pods
+        .iter()
+        .map(|p| time(&p.uid))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .context("survivors")?;
+    let newest_first_held = oldest_removed >= newest_survivor;
+    let order = status
+        .expectations
+        .iter()
+        .find(|e| e.name == "expectOrder/NewestFirst")
+        .context("order expectation")?;
+    ensure!(
+        (order.result == Verdict::Confirmed) == newest_first_held,
+        "verdict {:?} but oldest removed {oldest_removed} vs newest survivor {newest_survivor}",
+        order.result
+    );
+    println!(
+        "scaleDown: {:?} ({}), oldest removed {oldest_removed}, newest survivor {newest_survivor}",
+        order.result,
+        order.measured.clone().unwrap_or_default()
+    );
+    // Replicas restored to 3.
+    let d = Api::<Deployment>::namespaced(cluster.client.clone(), &ns.name)
+        .get("web")
+        .await?;
+    ensure!(d.spec.and_then(|s| s.replicas) == Some(3));
+    ensure!(
+        status
+            .restore
+            .is_some_and(|r| r.done && r.workload.is_some_and(|w| w.replicas == 3))
+    );
+    Ok(())
+}
+
+async fn pg_connections(cluster: &Cluster) -> Result<(i64, i64)> {
+    let url = cluster.var("DATABASE_ADMIN_URL")?;
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting as the PostgreSQL admin")?;
+    let task = tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "select count(*) filter (where usename = 'checkout'), \
+             count(*) filter (where application_name = 'headroom-connection-exhaustion') \
+             from pg_stat_activity where backend_type = 'client backend'",
+            &[],
+        )
+        .await?;
+    drop(client);
+    task.abort();
+    Ok((row.get(0), row.get(1)))
+}
+
+#[tokio::test]
+async fn connection_exhaustion_finds_the_refusal_point_of_postgresql() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("exp-conns").await?;
+    set_error_ratio(&cluster, 0.0).await?;
+    calm(&cluster).await?;
+    let database: tokio_postgres::Config = cluster.var("DATABASE_URL")?.parse()?;
+    let port = database.get_ports().first().copied().context("port")?;
+    let user = database.get_user().context("user")?.to_owned();
+    let password = String::from_utf8(database.get_password().context("password")?.to_vec())?;
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "pg" },
+        "stringData": { "username": user, "password": password, "database": "checkout" }
+    }))?;
+    Api::<Secret>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let (baseline, _) = pg_connections(&cluster).await?;
+    let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+        .await?;
+    let started = now_secs();
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &experiment(
+                "exhaust-pg",
+                "checkout",
+                json!({
+                    "hypothesis": { "description": "the checkout service survives the database refusing new sessions", "recoversWithin": null },
+                    "budgetPolicy": { "abortBurnRate": 1000, "maxBudgetSpend": 100 },
+                    "action": { "podKill": null, "connectionExhaustion": {
+                        "target": { "host": "127.0.0.1", "port": port },
+                        "protocol": "Postgres", "connections": 40, "rampStep": 4, "rampInterval": "200ms",
+                        "holdFor": "30s", "credentialsSecret": { "name": "pg" }
+                    }},
+                    "duration": "60s",
+                    "blastRadius": null
+                }),
+            )?,
+        )
+        .await?;
+    let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+        .await
+        .with_context(|| operator.log())?;
+    let status = run.status.clone().context("status")?;
+    ensure!(
+        status.phase == RunPhase::Completed,
+        "{:?} {:?}\n{}",
+        status.phase,
+        status.reason,
+        operator.log()
+    );
+    let obs = status.observations.clone().context("observations")?;
+    let at = obs
+        .connections_at_first_refusal
+        .context("no refusal recorded")?;
+    let max = i32::try_from(cluster.var("POSTGRES_MAX_CONNECTIONS")?.parse::<i64>()?)?;
+    ensure!(
+        at > 0 && at < max,
+        "refusal at {at} with max_connections {max}"
+    );
+    let message = obs.refusal_message.clone().unwrap_or_default();
+    ensure!(
+        message.contains("too many clients") || message.contains("connection slots are reserved"),
+        "{message}"
+    );
+    println!("connectionExhaustion: first refusal with {at} held: {message}");
+
+    // The example service could not renew its sessions: its error rate rose.
+    let prom = cluster.var("PROMETHEUS_URL")?;
+    let window = format!("{}s", (now_secs() - started).ceil() as i64 + 5);
+    let q = format!(
+        "max_over_time((({}) / ({}))[{window}:1s])",
+        ERRORS.replace("$window", "15s"),
+        TOTAL.replace("$window", "15s")
+    );
+    let peak = headroom_e2e::prom_query(prom, &q).await?.unwrap_or(0.0);
+    ensure!(peak > 0.05, "peak error ratio during the run {peak}");
+    println!(
+        "checkout peak 15s error ratio during the run: {peak:.3} (error budget {:.2})",
+        1.0 - OBJECTIVE / 100.0
+    );
+
+    // Afterwards: every held connection released, the server back to its
+    // baseline (the checkout pool reconnects).
+    let (checkout_now, held) = eventually(
+        "connections back to baseline",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let (c, h) = pg_connections(&cluster).await?;
+            Ok((h == 0 && c == baseline).then_some((c, h)))
+        },
+    )
+    .await?;
+    ensure!(held == 0 && checkout_now == baseline);
+    ensure!(
+        status
+            .restore
+            .is_some_and(|r| r.done && r.connections_held == Some(0))
+    );
+    Ok(())
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn bad_targets_give_a_clear_message_and_inject_nothing() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let closed = headroom_e2e::free_port()?;
+    let cases = [
+        (
+            "tcp-closed",
+            json!({ "connectionExhaustion": { "target": { "host": "127.0.0.1", "port": closed }, "connections": 5, "holdFor": "5s" } }),
+            "TargetUnreachable",
+            format!("127.0.0.1:{closed} does not accept connections"),
+        ),
+        (
+            "no-secret",
+            json!({ "connectionExhaustion": { "target": { "host": "127.0.0.1", "port": 5432 }, "protocol": "Postgres", "connections": 5, "holdFor": "5s", "credentialsSecret": { "name": "missing" } } }),
+            "InvalidTarget",
+            "spec.action.connectionExhaustion.credentialsSecret.name: Secret".to_owned(),
+        ),
+        (
+            "no-deployment",
+            json!({ "scaleDown": { "target": { "kind": "Deployment", "name": "nope" }, "scaleUpTo": 4, "scaleDownTo": 2, "expectOrder": "NewestFirst" } }),
+            "WorkloadNotFound",
+            "spec.action.scaleDown.target: Deployment".to_owned(),
+        ),
+    ];
+    for (name, action, reason, text) in cases {
+        let ns = cluster.namespace(&format!("exp-bad-{name}")).await?;
+        let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+        // A healthy SLO so the gate opens and the failure is the target's.
+        Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+            .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+            .await?;
+        let mut action = action;
+        if let Some(map) = action.as_object_mut() {
+            map.insert("podKill".into(), Value::Null);
+        }
+        let exp = experiment(
+            "bad-target",
+            "checkout",
+            json!({
+                "hypothesis": { "description": "h", "recoversWithin": null },
+                "budgetPolicy": { "minBudgetRemaining": 0, "maxBurnRateToStart": 1000 },
+                "action": action,
+                "blastRadius": null
+            }),
+        )?;
+        Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+            .create(&PostParams::default(), &exp)
+            .await?;
+        let got = failed_reason(&cluster, &ns.name, &operator)
+            .await
+            .with_context(|| format!("case {name}"))?;
+        ensure!(
+            got.starts_with(reason) && got.contains(&text),
+            "case {name}: {got}"
+        );
+        let held = pg_connections(&cluster).await?.1;
+        ensure!(held == 0, "case {name}: {held} connections held");
+    }
+    Ok(())
+}
