@@ -40,7 +40,11 @@ pub enum Command {
         dashboard_url: String,
     },
     /// Show SLOs, experiments and recent runs as a table.
-    Status,
+    Status {
+        /// Only this namespace (default: all).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
     /// Say, for each experiment, whether it would start now, and why not.
     Plan(PlanArgs),
     /// Set the global pause: no experiment starts, running ones restore.

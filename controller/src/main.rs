@@ -100,6 +100,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plan(args) => headroom::plan::run(args).await,
+        Command::Status { namespace } => headroom::status::run(namespace).await,
         Command::Pause(args) => {
             let client = kube::Client::try_default().await?;
             let by = std::env::var("USER").unwrap_or_else(|_| "headroom CLI".into());
@@ -135,7 +136,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Run(_) => "headroom run",
         Command::Crds { .. } => "headroom crds",
         Command::Rules { .. } => "headroom rules",
-        Command::Status => "headroom status",
+        Command::Status { .. } => "headroom status",
         Command::Plan(_) => "headroom plan",
         Command::Pause(_) => "headroom pause",
         Command::Resume(_) => "headroom resume",

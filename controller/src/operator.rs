@@ -46,10 +46,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         watch_namespace: args.watch_namespace.clone(),
     });
 
+    let (dashboard, caches) = crate::dashboard::start(ctx.clone());
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(metrics);
+        .with_state(metrics)
+        .merge(crate::dashboard::router(dashboard));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
@@ -62,6 +64,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         res = server => res.context("HTTP server stopped")?,
         () = reconcile::slo::run(ctx.clone()) => info!("SLO controller stopped"),
         () = reconcile::experiment::run(ctx) => info!("experiment controller stopped"),
+        () = caches => info!("dashboard caches stopped"),
         res = rules => res.context("rules writer stopped")?,
     }
     // Never leave a fault behind on the way out: abort and wait (bounded)

@@ -105,6 +105,40 @@ impl Prometheus {
         })
     }
 
+    /// A range query's first series as (unix seconds, value) points;
+    /// non-finite values are left out.
+    pub async fn range(
+        &self,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: f64,
+    ) -> Result<Vec<(f64, f64)>, PrometheusError> {
+        self.queries.inc();
+        let result = self
+            .client
+            .query_range(query, start, end, step)
+            .get()
+            .await
+            .map_err(|e| self.classify(query, e))?;
+        let (data, _) = result.into_inner();
+        Ok(match data {
+            Data::Matrix(m) => m
+                .into_iter()
+                .next()
+                .map(|s| {
+                    let (_, samples) = s.into_inner();
+                    samples
+                        .into_iter()
+                        .filter(|x| x.value().is_finite())
+                        .map(|x| (x.timestamp(), x.value()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        })
+    }
+
     /// The value of a query expected to return one series; `None` when it
     /// returned none, several, or a non-finite value.
     pub async fn scalar(&self, query: &str) -> Result<Option<f64>, PrometheusError> {

@@ -4,5 +4,6 @@
 mod actions;
 mod cluster;
 mod crd_validation;
+mod dashboard;
 mod experiment;
 mod slo;

@@ -314,7 +314,21 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
     }
 
     let now_utc = Utc::now();
+    // "Run now" from the dashboard: due once, if asked after the last run.
+    let requested = exp
+        .annotations()
+        .get(crate::dashboard::RUN_NOW)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    // Creation times are whole seconds: a request within the second of the
+    // last run's creation counts as served, so one request never starts two.
+    let manual = requested.is_some_and(|t| {
+        runs.last()
+            .and_then(created)
+            .is_none_or(|c| t > c + chrono::Duration::seconds(1))
+    });
     let (due, trigger) = match &exp.spec.schedule {
+        _ if manual => (true, "Manual"),
         // A run without a status yet counts as an attempt: if status writes
         // fail, better no retry than a loop of new runs.
         None => (
@@ -382,7 +396,7 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
             });
             // A scheduled slot is used up by its Gated record; a one-off
             // experiment records each new reason once and keeps waiting.
-            if trigger == "Schedule" || !repeat {
+            if trigger != "Once" || !repeat {
                 let run = record_gated(&ctx, &exp, trigger, &outcome).await?;
                 status.last_run = Some(run);
             }

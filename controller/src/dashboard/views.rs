@@ -1,0 +1,379 @@
+//! The dashboard's pages as pure functions of the resources. maud escapes
+//! every interpolated string, so names, messages and PromQL written by users
+//! cannot inject markup.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use crate::conditions;
+use crate::resources::experiment::ChaosExperiment;
+use crate::resources::run::{ExperimentRun, Verdict};
+use crate::resources::slo::ServiceLevelObjective;
+use headroom_experiments::evidence::PodRecord;
+use kube::ResourceExt;
+
+const STYLE: &str = r#"
+body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
+header{background:#1d2430;color:#fff;padding:10px 20px;display:flex;gap:20px;align-items:baseline}
+header a{color:#fff;text-decoration:none;font-weight:600}
+main{padding:10px 20px}
+h2{margin:22px 0 8px;font-size:16px}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{border-bottom:1px solid #e3e6ea;padding:5px 8px;text-align:left;vertical-align:top}
+th{background:#eef0f3;font-weight:600}
+.bar{width:120px;height:10px;background:#e3e6ea;display:inline-block;margin-right:6px;vertical-align:middle}
+.bar span{display:block;height:10px;background:#2e9e5b}
+.bar span.low{background:#d9822b}.bar span.out{background:#c23030}
+.Confirmed,.Open,.Completed{color:#2e7d32;font-weight:600}
+.Refuted,.Aborted,.Failed{color:#c23030;font-weight:600}
+.Inconclusive,.Gated{color:#8a6d00;font-weight:600}
+.pause{background:#c23030;color:#fff;padding:6px 20px}
+.muted{color:#6b7480}
+code{font-size:12px;background:#eef0f3;padding:1px 3px}
+"#;
+
+fn page(title: &str, refresh: bool, paused: Option<&str>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                @if refresh { meta http-equiv="refresh" content="10"; }
+                title { (title) " · Headroom" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    a href="/" { "Headroom" }
+                    span { (title) }
+                    a href="/api/slos" { "JSON API" }
+                }
+                @if let Some(why) = paused {
+                    div.pause id="pause" { "Global pause is set: " (why) }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// Budget remaining as text, e.g. `87.3%`; the browser test compares this
+/// with the SLO's status.
+pub fn budget_text(remaining: Option<f64>) -> String {
+    match remaining {
+        Some(r) => format!("{:.1}%", r * 100.0),
+        None => "unknown".into(),
+    }
+}
+
+fn budget_bar(remaining: Option<f64>) -> Markup {
+    let width = remaining.map_or(0.0, |r| (r * 100.0).clamp(0.0, 100.0));
+    let class = match remaining {
+        Some(r) if r >= 0.5 => "",
+        Some(r) if r > 0.0 => "low",
+        _ => "out",
+    };
+    html! {
+        span.bar { span class=(class) style=(format!("width:{width:.0}%")) {} }
+        span.budget { (budget_text(remaining)) }
+    }
+}
+
+fn cond<'a>(
+    c: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    conditions::get(c, t)
+}
+
+fn verdict_text(v: Option<Verdict>) -> String {
+    v.map(|v| format!("{v:?}")).unwrap_or_else(|| "—".into())
+}
+
+fn run_link(r: &ExperimentRun) -> String {
+    format!(
+        "/runs/{}/{}",
+        r.namespace().unwrap_or_default(),
+        r.name_any()
+    )
+}
+
+/// The overview: SLOs, experiments, recent runs.
+pub fn overview(
+    slos: &[&ServiceLevelObjective],
+    experiments: &[&ChaosExperiment],
+    runs: &[&ExperimentRun],
+    paused: Option<&str>,
+) -> Markup {
+    page(
+        "Overview",
+        true,
+        paused,
+        html! {
+            h2 { "Service level objectives (" (slos.len()) ")" }
+            table id="slos" {
+                tr { th { "SLO" } th { "Service" } th { "Objective" } th { "Budget remaining" } th { "Burn rates" } th { "State" } }
+                @for s in slos {
+                    @let st = s.status.clone().unwrap_or_default();
+                    @let ns = s.namespace().unwrap_or_default();
+                    tr data-slo=(format!("{ns}/{}", s.name_any())) {
+                        td { a href=(format!("/runbooks/slo/{ns}/{}", s.name_any())) { (ns) "/" (s.name_any()) } }
+                        td { (s.spec.service) }
+                        td { (s.spec.objective) "% over " (s.spec.window) }
+                        td { (budget_bar(st.budget_remaining)) }
+                        td {
+                            @for b in &st.burn_rates {
+                                span.muted { (b.window) ": " }
+                                (b.burn_rate.map_or("—".to_owned(), |v| format!("{v:.2}"))) " "
+                            }
+                        }
+                        td {
+                            @if let Some(c) = cond(&st.conditions, "BudgetAvailable") {
+                                span title=(c.message) { (c.reason) }
+                            } @else { span.muted { "not evaluated" } }
+                        }
+                    }
+                }
+            }
+            h2 { "Experiments (" (experiments.len()) ")" }
+            table id="experiments" {
+                tr { th { "Experiment" } th { "Action" } th { "Schedule" } th { "Gate" } th { "Last verdict" } }
+                @for e in experiments {
+                    @let st = e.status.clone().unwrap_or_default();
+                    @let ns = e.namespace().unwrap_or_default();
+                    tr {
+                        td { a href=(format!("/runbooks/experiment/{ns}/{}", e.name_any())) { (ns) "/" (e.name_any()) } }
+                        td { (e.spec.action.kind().unwrap_or("?")) }
+                        td { (e.spec.schedule.clone().unwrap_or_else(|| "once".into())) @if e.spec.suspend { " (suspended)" } }
+                        td {
+                            @if let Some(c) = cond(&st.conditions, "Gated") {
+                                span class=(c.reason) title=(c.message) { (c.reason) } " " span.muted { (c.message) }
+                            }
+                        }
+                        td class=(st.last_verdict.clone().unwrap_or_default()) { (st.last_verdict.clone().unwrap_or_else(|| "—".into())) }
+                    }
+                }
+            }
+            h2 { "Recent runs" }
+            (runs_table(runs))
+        },
+    )
+}
+
+fn runs_table(runs: &[&ExperimentRun]) -> Markup {
+    html! {
+        table id="runs" {
+            tr { th { "Run" } th { "Experiment" } th { "Phase" } th { "Verdict" } th { "Budget spent" } th { "Started" } }
+            @for r in runs {
+                @let st = r.status.clone().unwrap_or_default();
+                tr {
+                    td { a href=(run_link(r)) { (r.name_any()) } }
+                    td { (r.spec.experiment) }
+                    td class=(format!("{:?}", st.phase)) { (format!("{:?}", st.phase)) }
+                    td class=(verdict_text(st.verdict)) { (verdict_text(st.verdict)) }
+                    td { (st.budget.as_ref().and_then(|b| b.spent).map_or("—".to_owned(), |s| format!("{:.2}%", s * 100.0))) }
+                    td { (r.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default()) }
+                }
+            }
+        }
+    }
+}
+
+fn pods_table(id: &str, pods: &[PodRecord]) -> Markup {
+    html! {
+        table id=(id) {
+            tr { th { "Pod" } th { "Created" } th { "Node" } th { "Zone" } th { "Ready" } th { "Deletion cost" } th { "Seen at" } }
+            @for p in pods {
+                tr {
+                    td { (p.name) }
+                    td { (p.created.clone().unwrap_or_default()) }
+                    td { (p.node.clone().unwrap_or_default()) }
+                    td { (p.zone.clone().unwrap_or_default()) }
+                    td { (p.ready) }
+                    td { (p.deletion_cost.map(|c| c.to_string()).unwrap_or_default()) }
+                    td { (p.at.clone().unwrap_or_default()) }
+                }
+            }
+        }
+    }
+}
+
+/// One run: outcome, expectations, budget, evidence, timeline, chart.
+pub fn run_page(run: &ExperimentRun, chart: Option<Markup>, paused: Option<&str>) -> Markup {
+    let st = run.status.clone().unwrap_or_default();
+    let ns = run.namespace().unwrap_or_default();
+    let phase = format!("{:?}", st.phase);
+    page(
+        &format!("Run {}", run.name_any()),
+        !st.phase.is_final(),
+        paused,
+        html! {
+            h2 { "Run " (ns) "/" (run.name_any()) }
+            p {
+                "Experiment " a href=(format!("/runbooks/experiment/{ns}/{}", run.spec.experiment)) { (run.spec.experiment) }
+                " · phase " span id="phase" class=(phase) { (phase) }
+                " · verdict " span id="verdict" class=(verdict_text(st.verdict)) { (verdict_text(st.verdict)) }
+                @if let Some(seed) = st.seed { " · seed " code { (seed) } }
+            }
+            p { "Hypothesis: " em { (run.spec.snapshot.hypothesis.description) } }
+            @if let Some(reason) = &st.reason { p { "Reason: " (reason) } }
+            h2 { "Expectations" }
+            table id="expectations" {
+                tr { th { "Expectation" } th { "Result" } th { "Measured" } th { "Bound" } th { "Why" } }
+                @for e in &st.expectations {
+                    @let result = format!("{:?}", e.result);
+                    tr {
+                        td { (e.name) }
+                        td class=(result) { (result) }
+                        td { (e.measured.clone().unwrap_or_default()) }
+                        td { (e.bound.clone().unwrap_or_default()) }
+                        td { (e.message.clone().unwrap_or_default()) }
+                    }
+                }
+            }
+            h2 { "Budget" }
+            @let b = st.budget.clone().unwrap_or_default();
+            p id="budget" {
+                "before " (budget_text(b.remaining_before))
+                " · after " (budget_text(b.remaining_after))
+                " · spent by this run " (b.spent.map_or("—".to_owned(), |s| format!("{:.2}%", s * 100.0)))
+            }
+            @if let Some(g) = &st.gate {
+                p { "Gate: " span class=(if g.open { "Open" } else { "Gated" }) { (g.reason) } " — " (g.message.clone().unwrap_or_default()) }
+            }
+            h2 { "Burn rate across the run" }
+            @match chart {
+                Some(svg) => div id="chart" { (svg) },
+                None => p.muted { "no burn-rate data for this run" },
+            }
+            h2 { "Evidence" }
+            @let obs = st.observations.clone().unwrap_or_default();
+            @if !obs.killed_pods.is_empty() { h3 { "Pods killed" } (pods_table("killed", &obs.killed_pods)) }
+            @if let Some(secs) = obs.recovery_seconds { p id="recovery" { "Recovered in " (format!("{secs:.1}")) "s" } }
+            @if !obs.removed_pods.is_empty() {
+                h3 { "Pods removed by the controller, in order" } (pods_table("removed", &obs.removed_pods))
+                h3 { "Pods that survived" } (pods_table("surviving", &obs.surviving_pods))
+                @if let Some(m) = obs.order_matches { p { (m) " of " (obs.removed_pods.len()) " removals matched the expected order" } }
+            }
+            @if let Some(n) = obs.connections_at_first_refusal {
+                p id="refusal" { "The target first refused with " (n) " connections held: " code { (obs.refusal_message.clone().unwrap_or_default()) } }
+            }
+            @if let Some(n) = obs.max_connections_held { p { "Most connections held at once: " (n) } }
+            @if !obs.max_burn_rates.is_empty() {
+                p { "Highest burn rate during the run: "
+                    @for m in &obs.max_burn_rates { (m.slo) " " (format!("{:.2}", m.burn_rate)) " " } }
+            }
+            h2 { "Timeline" }
+            table id="timeline" {
+                tr { th { "Time" } th { "Step" } th { "Details" } }
+                @for t in &st.timeline {
+                    tr { td { (t.time.0.to_string()) } td { (t.step) } td { (t.message.clone().unwrap_or_default()) } }
+                }
+            }
+        },
+    )
+}
+
+/// The runbook of an SLO: what its alert means, its state, and the latest
+/// findings of the experiments it guards.
+pub fn slo_runbook(
+    slo: &ServiceLevelObjective,
+    experiments: &[&ChaosExperiment],
+    runs: &[&ExperimentRun],
+    paused: Option<&str>,
+) -> Markup {
+    let st = slo.status.clone().unwrap_or_default();
+    let ns = slo.namespace().unwrap_or_default();
+    page(
+        &format!("Runbook: SLO {}", slo.name_any()),
+        true,
+        paused,
+        html! {
+            h2 { "SLO " (ns) "/" (slo.name_any()) " — " (slo.spec.service) }
+            @if let Some(d) = &slo.spec.description { p { (d) } }
+            p { "Objective " (slo.spec.objective) "% over " (slo.spec.window) ". Budget remaining " (budget_bar(st.budget_remaining)) }
+            h3 { "When its burn-rate alert fires" }
+            ol {
+                li { "The service is spending its error budget faster than the alert tier allows; the alert names the tier and windows." }
+                li { "Check whether an experiment is running below: Headroom aborts and restores on its own when the short-window burn rate crosses the abort threshold." }
+                li { "Set the global pause if you need quiet: " code { "headroom pause" } " or " code { "kubectl -n <operator namespace> create configmap headroom-pause --from-literal=reason=..." } }
+                li { "Look for the cause in the latest findings: a refuted hypothesis is a known weakness." }
+            }
+            h3 { "Current state" }
+            ul {
+                @for c in &st.conditions { li { b { (c.type_) } " " (c.status) " (" (c.reason) "): " (c.message) } }
+            }
+            h3 { "Experiments guarded by this SLO" }
+            ul { @for e in experiments {
+                li { a href=(format!("/runbooks/experiment/{}/{}", e.namespace().unwrap_or_default(), e.name_any())) { (e.name_any()) } " — " (e.spec.hypothesis.description) }
+            } }
+            h3 { "Latest findings" }
+            (runs_table(runs))
+        },
+    )
+}
+
+/// The runbook of an experiment: hypothesis, latest runs.
+pub fn experiment_runbook(
+    exp: &ChaosExperiment,
+    runs: &[&ExperimentRun],
+    paused: Option<&str>,
+) -> Markup {
+    let ns = exp.namespace().unwrap_or_default();
+    let st = exp.status.clone().unwrap_or_default();
+    page(
+        &format!("Runbook: experiment {}", exp.name_any()),
+        true,
+        paused,
+        html! {
+            h2 { "Experiment " (ns) "/" (exp.name_any()) " (" (exp.spec.action.kind().unwrap_or("?")) ")" }
+            p { "Hypothesis: " em { (exp.spec.hypothesis.description) } }
+            p { "Guarded by: " @for s in &exp.spec.slos { a href=(format!("/runbooks/slo/{ns}/{s}")) { (s) } " " } }
+            p { "Last verdict: " span id="last-verdict" class=(st.last_verdict.clone().unwrap_or_default()) { (st.last_verdict.clone().unwrap_or_else(|| "none yet".into())) } }
+            @if let Some(c) = cond(&st.conditions, "Gated") { p { "Gate: " (c.reason) " — " (c.message) } }
+            h3 { "When HeadroomHypothesisRefuted fires" }
+            p { "The last run broke an expectation: read its evidence below, fix the weakness or revise the hypothesis. The fault was restored when the run ended." }
+            h3 { "Latest findings" }
+            (runs_table(runs))
+        },
+    )
+}
+
+/// A plain page for errors and not-found.
+pub fn message(title: &str, text: &str) -> Markup {
+    page(title, false, None, html! { h2 { (title) } p { (text) } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn user_strings_are_escaped() {
+        let slo: ServiceLevelObjective = serde_json::from_value(json!({
+            "apiVersion": "headroom.dev/v1alpha1", "kind": "ServiceLevelObjective",
+            "metadata": { "name": "x", "namespace": "ns" },
+            "spec": {
+                "service": "<script>alert(1)</script>",
+                "description": "\"><img src=x onerror=alert(1)>",
+                "objective": 99.0, "window": "30d",
+                "indicator": { "ratio": { "errors": "sum(rate(a{code=~\"5..\"}[$window]))", "total": "sum(rate(a[$window]))" } }
+            }
+        }))
+        .expect("slo");
+        let html = overview(&[&slo], &[], &[], Some("<b>incident</b>")).into_string();
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("&lt;b&gt;incident&lt;/b&gt;"));
+        let runbook = slo_runbook(&slo, &[], &[], None).into_string();
+        assert!(!runbook.contains("<img src=x"));
+        assert!(runbook.contains("&quot;&gt;&lt;img"));
+    }
+
+    #[test]
+    fn budget_text_matches_status_precision() {
+        assert_eq!(budget_text(Some(0.87349)), "87.3%");
+        assert_eq!(budget_text(Some(-0.5)), "-50.0%");
+        assert_eq!(budget_text(None), "unknown");
+    }
+}
