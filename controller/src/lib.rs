@@ -11,6 +11,7 @@ pub mod indicator;
 pub mod metrics;
 pub mod operator;
 pub mod prometheus;
+pub mod prometheus_rules;
 pub mod reconcile;
 pub mod recorded;
 pub mod resources;

@@ -47,10 +47,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let server = axum::serve(listener, app);
 
     let rules = crate::rules_writer::run(ctx.clone(), args.clone());
+    let prometheus_rules = crate::prometheus_rules::run(ctx.clone(), args.dashboard_url.clone());
     tokio::select! {
         res = server => res.context("HTTP server stopped")?,
         () = reconcile::slo::run(ctx) => info!("SLO controller stopped"),
         res = rules => res.context("rules writer stopped")?,
+        res = prometheus_rules => res.context("PrometheusRule writer stopped")?,
     }
     Ok(())
 }
