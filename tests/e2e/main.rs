@@ -3,4 +3,7 @@
 
 mod cluster;
 mod crd_validation;
+mod prometheus_outage;
+mod prometheus_rules;
+mod queries;
 mod slo;

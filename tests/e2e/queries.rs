@@ -1,0 +1,202 @@
+//! PromQL queries per evaluation cycle, counted by the operator itself
+//! (`headroom_prometheus_queries_total`): with the recording rules loaded
+//! they do not grow with the number of SLOs.
+//!
+//! `HEADROOM_QUERY_SLO_COUNTS` (default `1,10`) and `HEADROOM_DIRECT_QUERIES=1`
+//! let the same test gather the figures for more SLOs, or for direct
+//! per-SLO queries, by hand.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use headroom::resources::slo::ServiceLevelObjective;
+use headroom_e2e::{Cluster, Operator, eventually};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+/// Short, so that the 1 → 10 comparison fits well within a minute and a half.
+const DEFAULT_INTERVAL_SECS: u64 = 2;
+/// Cycles per measurement.
+const CYCLES: u32 = 6;
+
+fn slo(name: &str) -> Result<ServiceLevelObjective> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "headroom.dev/v1alpha1",
+        "kind": "ServiceLevelObjective",
+        "metadata": { "name": name },
+        "spec": {
+            "service": "checkout",
+            "objective": 99.0,
+            "window": "1h",
+            "indicator": { "ratio": {
+                "errors": "sum(rate(http_requests_total{job=\"checkout\",code=~\"5..\"}[$window]))",
+                "total": "sum(rate(http_requests_total{job=\"checkout\"}[$window]))"
+            }},
+            "alerting": { "tiers": [
+                { "name": "page-fast", "severity": "page", "budgetPercent": 2, "longWindow": "2m", "shortWindow": "30s" },
+                { "name": "ticket-slow", "severity": "ticket", "budgetPercent": 10, "longWindow": "10m", "shortWindow": "1m" }
+            ]}
+        }
+    }))?)
+}
+
+/// Removes the operator's rule file from the shared Prometheus when the test
+/// ends, so its SLOs' rules do not outlive the namespace.
+struct RuleFileGuard {
+    path: std::path::PathBuf,
+    reload: String,
+}
+
+impl Drop for RuleFileGuard {
+    fn drop(&mut self) {
+        if std::fs::remove_file(&self.path).is_ok() {
+            let _ = std::process::Command::new(&self.reload).output();
+        }
+    }
+}
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T> {
+    match std::env::var(key) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{key}={v} is not valid")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Waits for the operator's next round of queries: the counter rises, then
+/// holds still. Returns the settled count and when the rise was seen.
+async fn next_round(operator: &Operator, interval: Duration) -> Result<(f64, Instant)> {
+    let poll = Duration::from_millis(50);
+    let before = operator.prometheus_queries().await?;
+    let deadline = Instant::now() + interval * 3;
+    let seen = loop {
+        tokio::time::sleep(poll).await;
+        if operator.prometheus_queries().await? > before {
+            break Instant::now();
+        }
+        if Instant::now() > deadline {
+            bail!("no query for {:?}", interval * 3);
+        }
+    };
+    // Settled: unchanged for a few polls, or half an interval at most (with
+    // direct queries the SLOs never fall quiet together).
+    let mut last = operator.prometheus_queries().await?;
+    let mut quiet = 0;
+    while quiet < 5 && seen.elapsed() < interval / 2 {
+        tokio::time::sleep(poll).await;
+        let now = operator.prometheus_queries().await?;
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+    }
+    Ok((last, seen))
+}
+
+/// Queries per cycle: the counter's rise between two rounds about `CYCLES`
+/// intervals apart, over the whole number of intervals between them. Both
+/// ends sit just after a round, so no round is half counted.
+async fn queries_per_cycle(operator: &Operator, interval: Duration) -> Result<f64> {
+    let (q0, t0) = next_round(operator, interval).await?;
+    tokio::time::sleep((interval * CYCLES).saturating_sub(t0.elapsed() + interval / 2)).await;
+    let (q1, t1) = next_round(operator, interval).await?;
+    let cycles = ((t1 - t0).as_secs_f64() / interval.as_secs_f64())
+        .round()
+        .max(1.0);
+    Ok((q1 - q0) / cycles)
+}
+
+#[tokio::test]
+async fn queries_per_cycle_do_not_grow_with_slos_once_rules_are_loaded() -> Result<()> {
+    let counts: Vec<usize> = std::env::var("HEADROOM_QUERY_SLO_COUNTS")
+        .unwrap_or_else(|_| "1,10".into())
+        .split(',')
+        .map(|n| n.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .context("HEADROOM_QUERY_SLO_COUNTS must be a list like 1,10,100")?;
+    if counts.len() < 2 || counts.windows(2).any(|w| w[0] >= w[1]) {
+        bail!("HEADROOM_QUERY_SLO_COUNTS must rise, with at least two counts: {counts:?}");
+    }
+    let direct = std::env::var("HEADROOM_DIRECT_QUERIES").is_ok_and(|v| v == "1");
+    let interval = Duration::from_secs(env_or(
+        "HEADROOM_QUERY_INTERVAL_SECS",
+        DEFAULT_INTERVAL_SECS,
+    )?);
+
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("slo-queries").await?;
+    let rules_dir = cluster.var("PROMETHEUS_RULES_DIR")?.to_owned();
+    let _rule_file = RuleFileGuard {
+        path: std::path::Path::new(&rules_dir)
+            .join(headroom::rules_writer::file_name(Some(&ns.name))),
+        reload: cluster.var("PROMETHEUS_RELOAD")?.to_owned(),
+    };
+    let interval_flag = format!("{}s", interval.as_secs());
+    let mut args = vec![
+        "--evaluation-interval",
+        &interval_flag,
+        "--rules-dir",
+        &rules_dir,
+        "--prometheus-reload",
+    ];
+    if direct {
+        args.push("--direct-queries");
+    }
+    let operator = Operator::start_in(&cluster, &ns.name, &args)?;
+    let api: Api<ServiceLevelObjective> = Api::namespaced(cluster.client.clone(), &ns.name);
+    let want_source = if direct {
+        "DirectQuery"
+    } else {
+        "RecordingRules"
+    };
+
+    let mut figures = Vec::new();
+    let mut created = 0;
+    for &n in &counts {
+        while created < n {
+            api.create(&PostParams::default(), &slo(&format!("slo-{created:03}"))?)
+                .await?;
+            created += 1;
+        }
+        // The figures count only once every SLO reads the source measured.
+        eventually(
+            &format!("all {n} SLOs to read from {want_source}"),
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || async {
+                let list = api.list(&ListParams::default()).await?;
+                let ready = list
+                    .items
+                    .iter()
+                    .filter(|s| {
+                        s.status.as_ref().and_then(|s| s.source.as_deref()) == Some(want_source)
+                    })
+                    .count();
+                Ok((ready == n).then_some(()))
+            },
+        )
+        .await
+        .with_context(|| operator.log())?;
+        let per_cycle = queries_per_cycle(&operator, interval).await?;
+        println!(
+            "queries per cycle: {n} SLOs, {want_source}, interval {interval_flag}: {per_cycle:.2}"
+        );
+        figures.push((n, per_cycle));
+    }
+
+    let (first_n, first) = figures[0];
+    if first <= 0.0 {
+        bail!("no queries counted with {first_n} SLO(s): is the counter wired?");
+    }
+    if !direct {
+        for &(n, per_cycle) in &figures[1..] {
+            assert_eq!(
+                per_cycle.round(),
+                first.round(),
+                "queries per cycle grew with the SLOs: {first:.2} with {first_n}, {per_cycle:.2} with {n} (all {figures:?})"
+            );
+        }
+    }
+    Ok(())
+}
