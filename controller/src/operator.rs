@@ -31,8 +31,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         prometheus,
         metrics: metrics.clone(),
         evaluation_interval: args.evaluation_interval,
-        // Half an interval: every SLO of one cycle shares one read per window.
-        recorded: (!args.direct_queries).then(|| RecordedCache::new(args.evaluation_interval / 2)),
+        // One round per interval: every SLO of one cycle shares one read per window.
+        recorded: (!args.direct_queries).then(|| RecordedCache::new(args.evaluation_interval)),
         watch_namespace: args.watch_namespace.clone(),
     });
 

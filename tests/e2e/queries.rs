@@ -93,17 +93,52 @@ async fn next_round(operator: &Operator, interval: Duration) -> Result<(f64, Ins
     Ok((last, seen))
 }
 
-/// Queries per cycle: the counter's rise between two rounds about `CYCLES`
-/// intervals apart, over the whole number of intervals between them. Both
-/// ends sit just after a round, so no round is half counted.
-async fn queries_per_cycle(operator: &Operator, interval: Duration) -> Result<f64> {
+/// Queries per cycle with the recording rules: the operator reads in rounds
+/// of one interval (recorded.rs), so the counter rises in bursts. From just
+/// after one round, count `CYCLES` more rounds and the queries they sent;
+/// also check that no two rounds came closer than an interval, or the
+/// count per round would hide extra rounds.
+async fn queries_per_round(operator: &Operator, interval: Duration) -> Result<f64> {
+    let poll = Duration::from_millis(50);
     let (q0, t0) = next_round(operator, interval).await?;
-    tokio::time::sleep((interval * CYCLES).saturating_sub(t0.elapsed() + interval / 2)).await;
-    let (q1, t1) = next_round(operator, interval).await?;
-    let cycles = ((t1 - t0).as_secs_f64() / interval.as_secs_f64())
-        .round()
-        .max(1.0);
-    Ok((q1 - q0) / cycles)
+    let (mut last, mut last_rise, mut rounds) = (q0, t0, 0u32);
+    let mut round_starts = vec![t0];
+    loop {
+        tokio::time::sleep(poll).await;
+        let q = operator.prometheus_queries().await?;
+        let now = Instant::now();
+        if q > last {
+            if now - last_rise > interval / 2 {
+                rounds += 1;
+                round_starts.push(now);
+            }
+            last_rise = now;
+            last = q;
+        }
+        if rounds >= CYCLES && now - last_rise >= poll * 6 {
+            break;
+        }
+        if t0.elapsed() > interval * CYCLES * 3 {
+            bail!("only {rounds} rounds of queries in {:?}", t0.elapsed());
+        }
+    }
+    for pair in round_starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        // Two polls of slack: a rise is seen up to one poll late.
+        if gap + poll * 2 < interval {
+            bail!("two rounds of queries {gap:?} apart, closer than the {interval:?} interval");
+        }
+    }
+    Ok((last - q0) / f64::from(rounds))
+}
+
+/// Queries per cycle with direct queries (no rounds to count): the counter's
+/// rise over `CYCLES` intervals.
+async fn queries_per_interval(operator: &Operator, interval: Duration) -> Result<f64> {
+    let (q0, t0) = (operator.prometheus_queries().await?, Instant::now());
+    tokio::time::sleep(interval * CYCLES).await;
+    let q1 = operator.prometheus_queries().await?;
+    Ok((q1 - q0) / (t0.elapsed().as_secs_f64() / interval.as_secs_f64()))
 }
 
 #[tokio::test]
@@ -178,7 +213,11 @@ async fn queries_per_cycle_do_not_grow_with_slos_once_rules_are_loaded() -> Resu
         )
         .await
         .with_context(|| operator.log())?;
-        let per_cycle = queries_per_cycle(&operator, interval).await?;
+        let per_cycle = if direct {
+            queries_per_interval(&operator, interval).await?
+        } else {
+            queries_per_round(&operator, interval).await?
+        };
         println!(
             "queries per cycle: {n} SLOs, {want_source}, interval {interval_flag}: {per_cycle:.2}"
         );
@@ -192,8 +231,7 @@ async fn queries_per_cycle_do_not_grow_with_slos_once_rules_are_loaded() -> Resu
     if !direct {
         for &(n, per_cycle) in &figures[1..] {
             assert_eq!(
-                per_cycle.round(),
-                first.round(),
+                per_cycle, first,
                 "queries per cycle grew with the SLOs: {first:.2} with {first_n}, {per_cycle:.2} with {n} (all {figures:?})"
             );
         }
