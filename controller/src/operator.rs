@@ -32,7 +32,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         evaluation_interval: args.evaluation_interval,
         // One round per interval: every SLO of one cycle shares one read per window.
-        recorded: (!args.direct_queries).then(|| RecordedCache::new(args.evaluation_interval)),
+        recorded: (!args.direct_queries)
+            .then(|| RecordedCache::new(args.evaluation_interval, metrics.recorded_rounds.clone())),
         watch_namespace: args.watch_namespace.clone(),
     });
 

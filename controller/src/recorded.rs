@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Mutex;
 
 use crate::prometheus::{Prometheus, PrometheusError};
@@ -27,6 +28,8 @@ pub type Snapshot = Arc<HashMap<(String, String), Option<f64>>>;
 pub struct RecordedCache {
     round: Duration,
     state: Mutex<Round>,
+    /// Rounds started: with the query counter, gives queries per cycle.
+    rounds: Counter,
 }
 
 #[derive(Default)]
@@ -39,10 +42,12 @@ struct Round {
 impl RecordedCache {
     /// `round`: how long one read of a window serves every SLO; the
     /// evaluation interval, so that a cycle costs one query per window.
-    pub fn new(round: Duration) -> Self {
+    /// `rounds` counts the rounds started (the operator's exported metric).
+    pub fn new(round: Duration, rounds: Counter) -> Self {
         Self {
             round,
             state: Mutex::new(Round::default()),
+            rounds,
         }
     }
 
@@ -74,6 +79,7 @@ impl RecordedCache {
         if state.started.is_none_or(|at| at.elapsed() >= self.round) {
             state.started = Some(Instant::now());
             state.snapshots.clear();
+            self.rounds.inc();
         }
         if let Some(snap) = state.snapshots.get(metric) {
             return Ok(snap.clone());
@@ -131,7 +137,8 @@ mod tests {
     async fn one_query_per_window_per_round_for_any_number_of_slos() {
         let (url, hits) = counting_prometheus().await;
         let prom = Prometheus::new(&url, Duration::from_secs(2)).expect("client");
-        let cache = RecordedCache::new(Duration::from_millis(300));
+        let rounds = Counter::default();
+        let cache = RecordedCache::new(Duration::from_millis(300), rounds.clone());
         for _slo in 0..50 {
             for w in ["30s", "2m", "1h"] {
                 let snap = cache.error_ratios(&prom, w).await.expect("answer");
@@ -142,10 +149,12 @@ mod tests {
             cache.traffic(&prom, "30s").await.expect("answer");
         }
         assert_eq!(hits.load(Ordering::SeqCst), 4);
+        assert_eq!(rounds.get(), 1);
         tokio::time::sleep(Duration::from_millis(350)).await;
         for _slo in 0..50 {
             cache.error_ratios(&prom, "30s").await.expect("answer");
         }
         assert_eq!(hits.load(Ordering::SeqCst), 5);
+        assert_eq!(rounds.get(), 2);
     }
 }

@@ -65,79 +65,62 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T> {
     }
 }
 
-/// Waits for the operator's next round of queries: the counter rises, then
-/// holds still. Returns the settled count and when the rise was seen.
-async fn next_round(operator: &Operator, interval: Duration) -> Result<(f64, Instant)> {
-    let poll = Duration::from_millis(50);
-    let before = operator.prometheus_queries().await?;
-    let deadline = Instant::now() + interval * 3;
-    let seen = loop {
-        tokio::time::sleep(poll).await;
-        if operator.prometheus_queries().await? > before {
-            break Instant::now();
-        }
-        if Instant::now() > deadline {
-            bail!("no query for {:?}", interval * 3);
-        }
+const QUERIES: &str = "headroom_prometheus_queries_total";
+const ROUNDS: &str = "headroom_recorded_read_rounds_total";
+
+/// (queries sent, read rounds started), from one read of `/metrics`.
+async fn counters(operator: &Operator) -> Result<(f64, f64)> {
+    let values = operator.metric_values().await?;
+    let get = |name: &str| {
+        values
+            .get(name)
+            .copied()
+            .with_context(|| format!("no {name} on {}", operator.metrics_url))
     };
-    // Settled: unchanged for a few polls, or half an interval at most (with
-    // direct queries the SLOs never fall quiet together).
-    let mut last = operator.prometheus_queries().await?;
-    let mut quiet = 0;
-    while quiet < 5 && seen.elapsed() < interval / 2 {
-        tokio::time::sleep(poll).await;
-        let now = operator.prometheus_queries().await?;
-        quiet = if now == last { quiet + 1 } else { 0 };
+    Ok((get(QUERIES)?, get(ROUNDS)?))
+}
+
+/// The counters at a moment between two rounds: unchanged over a few
+/// hundred milliseconds, so that no round is counted without its queries.
+async fn between_rounds(operator: &Operator, interval: Duration) -> Result<(f64, f64, Instant)> {
+    let started = Instant::now();
+    let mut last = counters(operator).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = counters(operator).await?;
+        if now == last {
+            return Ok((now.0, now.1, Instant::now()));
+        }
+        if started.elapsed() > interval * 3 {
+            bail!("the operator never paused between rounds of queries");
+        }
         last = now;
     }
-    Ok((last, seen))
 }
 
 /// Queries per cycle with the recording rules: the operator reads in rounds
-/// of one interval (recorded.rs), so the counter rises in bursts. From just
-/// after one round, count `CYCLES` more rounds and the queries they sent;
-/// also check that no two rounds came closer than an interval, or the
-/// count per round would hide extra rounds.
+/// of one evaluation interval (recorded.rs) and counts them. Over `CYCLES`
+/// intervals: the queries sent per round, after checking that rounds came
+/// no more often than once per interval (else "per round" would hide them).
 async fn queries_per_round(operator: &Operator, interval: Duration) -> Result<f64> {
-    let poll = Duration::from_millis(50);
-    let (q0, t0) = next_round(operator, interval).await?;
-    let (mut last, mut last_rise, mut rounds) = (q0, t0, 0u32);
-    let mut round_starts = vec![t0];
-    loop {
-        tokio::time::sleep(poll).await;
-        let q = operator.prometheus_queries().await?;
-        let now = Instant::now();
-        if q > last {
-            if now - last_rise > interval / 2 {
-                rounds += 1;
-                round_starts.push(now);
-            }
-            last_rise = now;
-            last = q;
-        }
-        if rounds >= CYCLES && now - last_rise >= poll * 6 {
-            break;
-        }
-        if t0.elapsed() > interval * CYCLES * 3 {
-            bail!("only {rounds} rounds of queries in {:?}", t0.elapsed());
-        }
+    let (q0, r0, t0) = between_rounds(operator, interval).await?;
+    tokio::time::sleep(interval * CYCLES).await;
+    let (q1, r1, t1) = between_rounds(operator, interval).await?;
+    let rounds = r1 - r0;
+    let intervals = (t1 - t0).as_secs_f64() / interval.as_secs_f64();
+    if rounds < 1.0 || rounds > intervals.ceil() {
+        bail!("{rounds} read rounds in {intervals:.2} intervals: expected one per interval");
     }
-    for pair in round_starts.windows(2) {
-        let gap = pair[1] - pair[0];
-        // Two polls of slack: a rise is seen up to one poll late.
-        if gap + poll * 2 < interval {
-            bail!("two rounds of queries {gap:?} apart, closer than the {interval:?} interval");
-        }
-    }
-    Ok((last - q0) / f64::from(rounds))
+    Ok((q1 - q0) / rounds)
 }
 
-/// Queries per cycle with direct queries (no rounds to count): the counter's
+/// Queries per cycle with direct queries (no rounds): the query counter's
 /// rise over `CYCLES` intervals.
 async fn queries_per_interval(operator: &Operator, interval: Duration) -> Result<f64> {
-    let (q0, t0) = (operator.prometheus_queries().await?, Instant::now());
+    let (q0, _) = counters(operator).await?;
+    let t0 = Instant::now();
     tokio::time::sleep(interval * CYCLES).await;
-    let q1 = operator.prometheus_queries().await?;
+    let (q1, _) = counters(operator).await?;
     Ok((q1 - q0) / (t0.elapsed().as_secs_f64() / interval.as_secs_f64()))
 }
 

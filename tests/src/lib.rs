@@ -331,28 +331,25 @@ impl Cluster {
 }
 
 impl Operator {
-    /// The operator's `headroom_prometheus_queries_total`.
-    pub async fn prometheus_queries(&self) -> Result<f64> {
+    /// The operator's unlabelled samples from one read of `/metrics`
+    /// (counters under their `_total` names), so that several are seen at
+    /// the same instant.
+    pub async fn metric_values(&self) -> Result<HashMap<String, f64>> {
         let text = reqwest::Client::new()
             .get(&self.metrics_url)
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
             .send()
             .await
             .with_context(|| format!("GET {}", self.metrics_url))?
             .error_for_status()?
             .text()
             .await?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("headroom_prometheus_queries_total "))
-            .with_context(|| {
-                format!(
-                    "no headroom_prometheus_queries_total in {}",
-                    self.metrics_url
-                )
-            })?
-            .trim()
-            .parse()
-            .context("headroom_prometheus_queries_total is not a number")
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.contains('{'))
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(name, v)| Some((name.to_owned(), v.trim().parse().ok()?)))
+            .collect())
     }
 }
 
