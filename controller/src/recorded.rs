@@ -35,8 +35,9 @@ pub struct RecordedCache {
 #[derive(Default)]
 struct Round {
     started: Option<Instant>,
-    /// metric name → every SLO's value, read at most once per round.
-    snapshots: HashMap<String, Snapshot>,
+    /// metric name → every SLO's value, or why Prometheus gave none; read
+    /// at most once per round.
+    snapshots: HashMap<String, Result<Snapshot, PrometheusError>>,
 }
 
 impl RecordedCache {
@@ -52,7 +53,7 @@ impl RecordedCache {
     }
 
     /// The recorded error ratios over `window` for every SLO, refreshed with
-    /// one query when older than `max_age`.
+    /// at most one query per round.
     pub async fn error_ratios(
         &self,
         prom: &Prometheus,
@@ -81,23 +82,26 @@ impl RecordedCache {
             state.snapshots.clear();
             self.rounds.inc();
         }
-        if let Some(snap) = state.snapshots.get(metric) {
-            return Ok(snap.clone());
+        if let Some(answer) = state.snapshots.get(metric) {
+            return answer.clone();
         }
-        // An error is not kept: the next SLO tries again and fails closed too.
-        let series = prom.instant(metric).await?;
-        let snap: Snapshot = Arc::new(
-            series
-                .into_iter()
-                .filter_map(|s| {
-                    let ns = s.labels.get("namespace")?.clone();
-                    let slo = s.labels.get("slo")?.clone();
-                    Some(((ns, slo), s.value))
-                })
-                .collect(),
-        );
-        state.snapshots.insert(metric.to_owned(), snap.clone());
-        Ok(snap)
+        // A failure is kept for the round too: every SLO fails closed with
+        // it, and a struggling Prometheus gets one query per window, not one
+        // per SLO.
+        let answer = prom.instant(metric).await.map(|series| {
+            Arc::new(
+                series
+                    .into_iter()
+                    .filter_map(|s| {
+                        let ns = s.labels.get("namespace")?.clone();
+                        let slo = s.labels.get("slo")?.clone();
+                        Some(((ns, slo), s.value))
+                    })
+                    .collect(),
+            )
+        });
+        state.snapshots.insert(metric.to_owned(), answer.clone());
+        answer
     }
 }
 
@@ -156,5 +160,24 @@ mod tests {
         }
         assert_eq!(hits.load(Ordering::SeqCst), 5);
         assert_eq!(rounds.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_prometheus_costs_one_query_per_round_and_fails_every_slo() {
+        // Port 9 (discard) on loopback is closed here: connection refused.
+        let prom =
+            Prometheus::new("http://127.0.0.1:9", Duration::from_millis(500)).expect("client");
+        let cache = RecordedCache::new(Duration::from_secs(60), Counter::default());
+        for _slo in 0..20 {
+            let err = cache
+                .error_ratios(&prom, "5m")
+                .await
+                .expect_err("no answer is no figure");
+            assert!(
+                matches!(err, PrometheusError::Unavailable { .. }),
+                "{err:?}"
+            );
+        }
+        assert_eq!(prom.queries_sent(), 1);
     }
 }
