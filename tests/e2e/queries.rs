@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use headroom::resources::slo::ServiceLevelObjective;
-use headroom_e2e::{Cluster, Operator, eventually};
+use headroom_e2e::{Cluster, Operator, RuleFileGuard, eventually};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
@@ -38,21 +38,6 @@ fn slo(name: &str) -> Result<ServiceLevelObjective> {
             ]}
         }
     }))?)
-}
-
-/// Removes the operator's rule file from the shared Prometheus when the test
-/// ends, so its SLOs' rules do not outlive the namespace.
-struct RuleFileGuard {
-    path: std::path::PathBuf,
-    reload: String,
-}
-
-impl Drop for RuleFileGuard {
-    fn drop(&mut self) {
-        if std::fs::remove_file(&self.path).is_ok() {
-            let _ = std::process::Command::new(&self.reload).output();
-        }
-    }
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T> {
@@ -145,11 +130,7 @@ async fn queries_per_cycle_do_not_grow_with_slos_once_rules_are_loaded() -> Resu
     cluster.install_crds()?;
     let ns = cluster.namespace("slo-queries").await?;
     let rules_dir = cluster.var("PROMETHEUS_RULES_DIR")?.to_owned();
-    let _rule_file = RuleFileGuard {
-        path: std::path::Path::new(&rules_dir)
-            .join(headroom::rules_writer::file_name(Some(&ns.name))),
-        reload: cluster.var("PROMETHEUS_RELOAD")?.to_owned(),
-    };
+    let _rule_file = RuleFileGuard::for_namespace(&cluster, &ns.name)?;
     let interval_flag = format!("{}s", interval.as_secs());
     let mut args = vec![
         "--evaluation-interval",

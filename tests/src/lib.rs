@@ -477,3 +477,30 @@ impl Drop for PrivatePrometheus {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The rule file an operator started with `--rules-dir` writes for one
+/// namespace into the shared Prometheus's rules directory; removed (and
+/// Prometheus reloaded) when dropped, so a test's rules do not outlive its
+/// namespace. Declare it before the operator so it drops after it.
+pub struct RuleFileGuard {
+    path: PathBuf,
+    reload: String,
+}
+
+impl RuleFileGuard {
+    pub fn for_namespace(cluster: &Cluster, namespace: &str) -> Result<Self> {
+        Ok(Self {
+            path: Path::new(cluster.var("PROMETHEUS_RULES_DIR")?)
+                .join(headroom::rules_writer::file_name(Some(namespace))),
+            reload: cluster.var("PROMETHEUS_RELOAD")?.to_owned(),
+        })
+    }
+}
+
+impl Drop for RuleFileGuard {
+    fn drop(&mut self) {
+        if std::fs::remove_file(&self.path).is_ok() {
+            let _ = Command::new(&self.reload).output();
+        }
+    }
+}
