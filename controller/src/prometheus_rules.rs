@@ -129,6 +129,7 @@ pub async fn run(ctx: Arc<Context>, dashboard_url: String) -> anyhow::Result<()>
     let mut discovered_at: Option<Instant> = None;
     loop {
         if discovered_at.is_none_or(|at| at.elapsed() >= DISCOVERY_INTERVAL) {
+            // A failed discovery is retried next cycle rather than in minutes.
             if let Some(now) = discover(&ctx.client).await {
                 if now != served || discovered_at.is_none() {
                     info!(
@@ -137,8 +138,8 @@ pub async fn run(ctx: Arc<Context>, dashboard_url: String) -> anyhow::Result<()>
                     );
                 }
                 served = now;
+                discovered_at = Some(Instant::now());
             }
-            discovered_at = Some(Instant::now());
         }
         if served && let Err(e) = sync(&ctx, &dashboard_url).await {
             if let kube::Error::Api(status) = &e
@@ -200,14 +201,20 @@ async fn sync(ctx: &Context, dashboard_url: &str) -> Result<(), kube::Error> {
         if applied.get(&key).and_then(Option::as_deref) == applied_hash(&obj) {
             continue;
         }
-        rules_api(ctx, Some(&ns))
+        match rules_api(ctx, Some(&ns))
             .patch(
                 &name,
                 &PatchParams::apply(MANAGER).force(),
                 &Patch::Apply(&obj),
             )
-            .await?;
-        info!(namespace = %ns, name = %name, "{KIND} applied");
+            .await
+        {
+            Ok(_) => info!(namespace = %ns, name = %name, "{KIND} applied"),
+            // Not found: the CRD is gone; the caller discovers again.
+            Err(kube::Error::Api(s)) if s.is_not_found() => return Err(kube::Error::Api(s)),
+            // One refused object (e.g. a name too long) must not stop the rest.
+            Err(e) => warn!(namespace = %ns, name = %name, error = %e, "applying {KIND} failed"),
+        }
     }
     for (ns, name) in applied.keys().filter(|k| !wanted.contains(*k)) {
         match rules_api(ctx, Some(ns))
