@@ -16,6 +16,7 @@ pub mod operator;
 pub mod pause;
 pub mod plan;
 pub mod prometheus;
+pub mod prometheus_rules;
 pub mod reconcile;
 pub mod recorded;
 pub mod resources;

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub evaluation_seconds: Histogram,
     pub prometheus_errors: Counter,
     pub prometheus_queries: Counter,
+    pub recorded_rounds: Counter,
     pub status_writes: Family<ControllerLabels, Counter>,
     pub reconcile_errors: Family<ControllerLabels, Counter>,
     pub runs: Family<RunLabels, Counter>,
@@ -94,6 +95,12 @@ impl Default for Metrics {
             "prometheus_queries",
             "Prometheus queries sent",
             prometheus_queries.clone(),
+        );
+        let recorded_rounds = Counter::default();
+        registry.register(
+            "recorded_read_rounds",
+            "Rounds of reads of the recording rules; a round reads each window at most once for every SLO",
+            recorded_rounds.clone(),
         );
         let status_writes = Family::<ControllerLabels, Counter>::default();
         registry.register(
@@ -150,6 +157,7 @@ impl Default for Metrics {
             evaluation_seconds,
             prometheus_errors,
             prometheus_queries,
+            recorded_rounds,
             status_writes,
             reconcile_errors,
         }

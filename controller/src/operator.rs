@@ -41,8 +41,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         prometheus,
         metrics: metrics.clone(),
         evaluation_interval: args.evaluation_interval,
-        // Half an interval: every SLO of one cycle shares one read per window.
-        recorded: (!args.direct_queries).then(|| RecordedCache::new(args.evaluation_interval / 2)),
+        // One round per interval: every SLO of one cycle shares one read per window.
+        recorded: (!args.direct_queries)
+            .then(|| RecordedCache::new(args.evaluation_interval, metrics.recorded_rounds.clone())),
         watch_namespace: args.watch_namespace.clone(),
     });
 
@@ -60,12 +61,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let rules = crate::rules_writer::run(ctx.clone(), args.clone());
     let engine = ctx.clone();
+    let prometheus_rules = crate::prometheus_rules::run(ctx.clone(), args.dashboard_url.clone());
     tokio::select! {
         res = server => res.context("HTTP server stopped")?,
         () = reconcile::slo::run(ctx.clone()) => info!("SLO controller stopped"),
         () = reconcile::experiment::run(ctx) => info!("experiment controller stopped"),
         () = caches => info!("dashboard caches stopped"),
         res = rules => res.context("rules writer stopped")?,
+        res = prometheus_rules => res.context("PrometheusRule writer stopped")?,
     }
     // Never leave a fault behind on the way out: abort and wait (bounded)
     // for every run to restore. What is left is restored by the next

@@ -11,7 +11,7 @@ use prometheus_http_query::response::Data;
 use thiserror::Error;
 
 /// Why Prometheus gave no answer.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum PrometheusError {
     #[error("Prometheus at {url} is unavailable: {message}")]
     Unavailable { url: String, message: String },

@@ -3,14 +3,19 @@
 //! Once the rules are loaded, `headroom:slo_error_ratio:rate<w>` holds every
 //! SLO's error ratio for window w, so one query per window serves all SLOs:
 //! the number of queries per cycle does not grow with the number of SLOs.
-//! Results are cached for a fraction of the evaluation interval; an SLO
-//! whose series are missing (rules not loaded yet) falls back to direct
-//! queries, and its status says which source was used.
+//! Reads are grouped in rounds of one evaluation interval: the first SLO
+//! evaluated in a round reads each window once, the rest of that round's SLOs
+//! share the answer. A round starts only when the previous one is at least
+//! an interval old, so each window costs at most one query per interval
+//! however many SLOs there are and however their evaluations spread over the
+//! interval. An SLO whose series are missing (rules not loaded yet) falls
+//! back to direct queries, and its status says which source was used.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Mutex;
 
 use crate::prometheus::{Prometheus, PrometheusError};
@@ -19,22 +24,36 @@ use crate::rules::{recorded_metric, recorded_traffic_metric};
 /// (namespace, slo) → value, for one window.
 pub type Snapshot = Arc<HashMap<(String, String), Option<f64>>>;
 
-/// A per-window cache of the recorded series.
+/// The recorded series read in the current round.
 pub struct RecordedCache {
-    max_age: Duration,
-    entries: Mutex<HashMap<String, (Instant, Snapshot)>>,
+    round: Duration,
+    state: Mutex<Round>,
+    /// Rounds started: with the query counter, gives queries per cycle.
+    rounds: Counter,
+}
+
+#[derive(Default)]
+struct Round {
+    started: Option<Instant>,
+    /// metric name → every SLO's value, or why Prometheus gave none; read
+    /// at most once per round.
+    snapshots: HashMap<String, Result<Snapshot, PrometheusError>>,
 }
 
 impl RecordedCache {
-    pub fn new(max_age: Duration) -> Self {
+    /// `round`: how long one read of a window serves every SLO; the
+    /// evaluation interval, so that a cycle costs one query per window.
+    /// `rounds` counts the rounds started (the operator's exported metric).
+    pub fn new(round: Duration, rounds: Counter) -> Self {
         Self {
-            max_age,
-            entries: Mutex::new(HashMap::new()),
+            round,
+            state: Mutex::new(Round::default()),
+            rounds,
         }
     }
 
     /// The recorded error ratios over `window` for every SLO, refreshed with
-    /// one query when older than `max_age`.
+    /// at most one query per round.
     pub async fn error_ratios(
         &self,
         prom: &Prometheus,
@@ -53,26 +72,112 @@ impl RecordedCache {
     }
 
     async fn get(&self, prom: &Prometheus, metric: &str) -> Result<Snapshot, PrometheusError> {
-        // Held across the query: concurrent reconciles wait for one refresh
+        // Held across the query: concurrent reconciles wait for one read
         // instead of each sending the same query.
-        let mut entries = self.entries.lock().await;
-        if let Some((at, snap)) = entries.get(metric)
-            && at.elapsed() < self.max_age
-        {
-            return Ok(snap.clone());
+        let mut state = self.state.lock().await;
+        // One clock for all windows: a round's reads are not split between
+        // two rounds by a few milliseconds, as per-window ages would.
+        if state.started.is_none_or(|at| at.elapsed() >= self.round) {
+            state.started = Some(Instant::now());
+            state.snapshots.clear();
+            self.rounds.inc();
         }
-        let series = prom.instant(metric).await?;
-        let snap: Snapshot = Arc::new(
-            series
-                .into_iter()
-                .filter_map(|s| {
-                    let ns = s.labels.get("namespace")?.clone();
-                    let slo = s.labels.get("slo")?.clone();
-                    Some(((ns, slo), s.value))
-                })
-                .collect(),
+        if let Some(answer) = state.snapshots.get(metric) {
+            return answer.clone();
+        }
+        // A failure is kept for the round too: every SLO fails closed with
+        // it, and a struggling Prometheus gets one query per window, not one
+        // per SLO.
+        let answer = prom.instant(metric).await.map(|series| {
+            Arc::new(
+                series
+                    .into_iter()
+                    .filter_map(|s| {
+                        let ns = s.labels.get("namespace")?.clone();
+                        let slo = s.labels.get("slo")?.clone();
+                        Some(((ns, slo), s.value))
+                    })
+                    .collect(),
+            )
+        });
+        state.snapshots.insert(metric.to_owned(), answer.clone());
+        answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A stand-in for Prometheus's query API that counts requests.
+    async fn counting_prometheus() -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::post(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async {
+                    axum::Json(serde_json::json!({
+                        "status": "success",
+                        "data": { "resultType": "vector", "result": [
+                            { "metric": { "namespace": "shop", "slo": "a" }, "value": [1.0, "0.01"] },
+                            { "metric": { "namespace": "shop", "slo": "b" }, "value": [1.0, "NaN"] }
+                        ]}
+                    }))
+                }
+            }),
         );
-        entries.insert(metric.to_owned(), (Instant::now(), snap.clone()));
-        Ok(snap)
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn one_query_per_window_per_round_for_any_number_of_slos() {
+        let (url, hits) = counting_prometheus().await;
+        let prom = Prometheus::new(&url, Duration::from_secs(2)).expect("client");
+        let rounds = Counter::default();
+        let cache = RecordedCache::new(Duration::from_millis(300), rounds.clone());
+        for _slo in 0..50 {
+            for w in ["30s", "2m", "1h"] {
+                let snap = cache.error_ratios(&prom, w).await.expect("answer");
+                assert_eq!(snap.get(&("shop".into(), "a".into())), Some(&Some(0.01)));
+                // NaN is no figure, not zero.
+                assert_eq!(snap.get(&("shop".into(), "b".into())), Some(&None));
+            }
+            cache.traffic(&prom, "30s").await.expect("answer");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 4);
+        assert_eq!(rounds.get(), 1);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        for _slo in 0..50 {
+            cache.error_ratios(&prom, "30s").await.expect("answer");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 5);
+        assert_eq!(rounds.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_prometheus_costs_one_query_per_round_and_fails_every_slo() {
+        // Port 9 (discard) on loopback is closed here: connection refused.
+        let prom =
+            Prometheus::new("http://127.0.0.1:9", Duration::from_millis(500)).expect("client");
+        let cache = RecordedCache::new(Duration::from_secs(60), Counter::default());
+        for _slo in 0..20 {
+            let err = cache
+                .error_ratios(&prom, "5m")
+                .await
+                .expect_err("no answer is no figure");
+            assert!(
+                matches!(err, PrometheusError::Unavailable { .. }),
+                "{err:?}"
+            );
+        }
+        assert_eq!(prom.queries_sent(), 1);
     }
 }

@@ -6,4 +6,7 @@ mod cluster;
 mod crd_validation;
 mod dashboard;
 mod experiment;
+mod prometheus_outage;
+mod prometheus_rules;
+mod queries;
 mod slo;

@@ -227,6 +227,7 @@ async fn page_alert_fires_in_prometheus_with_runbook_url() -> Result<()> {
     let cluster = Cluster::connect().await?;
     cluster.install_crds()?;
     let ns = cluster.namespace("slo-alert").await?;
+    let _rule_file = headroom_e2e::RuleFileGuard::for_namespace(&cluster, &ns.name)?;
     let prom = cluster.var("PROMETHEUS_URL")?.to_owned();
     let rules_dir = cluster.var("PROMETHEUS_RULES_DIR")?.to_owned();
     let api: Api<ServiceLevelObjective> = Api::namespaced(cluster.client.clone(), &ns.name);

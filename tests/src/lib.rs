@@ -308,3 +308,199 @@ pub fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
+
+impl Cluster {
+    /// Install the Prometheus Operator's PrometheusRule CRD with
+    /// `tests/cluster/prometheus-operator-crd.sh` (idempotent; up.sh runs it
+    /// too), and fail with its output when it cannot.
+    pub fn install_prometheus_rule_crd(&self) -> Result<()> {
+        let script = repo_root().join("tests/cluster/prometheus-operator-crd.sh");
+        let out = Command::new(&script)
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} failed: {}{}",
+                script.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Operator {
+    /// The operator's unlabelled samples from one read of `/metrics`
+    /// (counters under their `_total` names), so that several are seen at
+    /// the same instant.
+    pub async fn metric_values(&self) -> Result<HashMap<String, f64>> {
+        let text = reqwest::Client::new()
+            .get(&self.metrics_url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .with_context(|| format!("GET {}", self.metrics_url))?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.contains('{'))
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(name, v)| Some((name.to_owned(), v.trim().parse().ok()?)))
+            .collect())
+    }
+}
+
+/// A Prometheus of one test's own (the binary the local cluster runs), on
+/// its own port with its own data directory, scraping the example service
+/// as the shared one does. Tests that stop Prometheus use this, never the
+/// shared one. Killed when dropped.
+pub struct PrivatePrometheus {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    pub url: String,
+    pub dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl PrivatePrometheus {
+    /// `PROMETHEUS_BIN`, else `/usr/bin/prometheus` (what up.sh installs).
+    pub fn binary() -> Result<PathBuf> {
+        let bin = std::env::var("PROMETHEUS_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from("/usr/bin/prometheus"));
+        if !bin.exists() {
+            bail!(
+                "{} is missing: tests/cluster/up.sh installs Prometheus (or set PROMETHEUS_BIN)",
+                bin.display()
+            );
+        }
+        Ok(bin)
+    }
+
+    /// Start it and wait until it is ready.
+    pub async fn start(cluster: &Cluster) -> Result<Self> {
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("headroom-prometheus-{port}"));
+        std::fs::create_dir_all(dir.join("data"))?;
+        let checkout = cluster
+            .var("CHECKOUT_URL")?
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: checkout\n    static_configs: [{{ targets: [\"{checkout}\"] }}]\n"
+            ),
+        )?;
+        let mut p = Self {
+            child: None,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            bin: Self::binary()?,
+        };
+        p.resume().await?;
+        Ok(p)
+    }
+
+    /// Kill it at once (no clean shutdown), as a crash would.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Start it again on the same port and data directory; wait until ready.
+    pub async fn resume(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("Prometheus on port {} is already running", self.port);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("prometheus.log"))?;
+        let child = Command::new(&self.bin)
+            .arg(format!(
+                "--config.file={}",
+                self.dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.child = Some(child);
+        let ready = format!("{}/-/ready", self.url);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("Prometheus exited with {status}: {}", self.log());
+            }
+            if let Ok(r) = reqwest::get(&ready).await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "Prometheus on port {} not ready after 30s: {}",
+                    self.port,
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Its log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrivatePrometheus {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The rule file an operator started with `--rules-dir` writes for one
+/// namespace into the shared Prometheus's rules directory; removed (and
+/// Prometheus reloaded) when dropped, so a test's rules do not outlive its
+/// namespace. Declare it before the operator so it drops after it.
+pub struct RuleFileGuard {
+    path: PathBuf,
+    reload: String,
+}
+
+impl RuleFileGuard {
+    pub fn for_namespace(cluster: &Cluster, namespace: &str) -> Result<Self> {
+        Ok(Self {
+            path: Path::new(cluster.var("PROMETHEUS_RULES_DIR")?)
+                .join(headroom::rules_writer::file_name(Some(namespace))),
+            reload: cluster.var("PROMETHEUS_RELOAD")?.to_owned(),
+        })
+    }
+}
+
+impl Drop for RuleFileGuard {
+    fn drop(&mut self) {
+        if std::fs::remove_file(&self.path).is_ok() {
+            let _ = Command::new(&self.reload).output();
+        }
+    }
+}

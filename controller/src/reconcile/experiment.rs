@@ -13,7 +13,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -40,7 +40,31 @@ pub const EXPERIMENT_LABEL: &str = "headroom.dev/experiment";
 pub async fn run(ctx: Arc<Context>) {
     let experiments = ctx.watched::<ChaosExperiment>();
     let runs = ctx.watched::<ExperimentRun>();
-    Controller::new(experiments, watcher::Config::default())
+    // Our own status writes must not trigger a reconcile (the gate message
+    // carries live figures, so that would loop); spec, deletion, finalizers
+    // and a "run now" request must.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let trigger =
+        kube::runtime::reflector(writer, watcher(experiments, watcher::Config::default()))
+            .default_backoff()
+            .applied_objects()
+            .predicate_filter(
+                |e: &ChaosExperiment| {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    e.metadata.generation.hash(&mut h);
+                    e.metadata
+                        .deletion_timestamp
+                        .as_ref()
+                        .map(|t| t.0.as_second())
+                        .hash(&mut h);
+                    e.metadata.finalizers.hash(&mut h);
+                    e.annotations().get(crate::dashboard::RUN_NOW).hash(&mut h);
+                    Some(h.finish())
+                },
+                Default::default(),
+            );
+    Controller::for_stream(trigger, reader)
         .owns(runs, watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

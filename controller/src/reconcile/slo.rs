@@ -9,7 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -23,7 +23,14 @@ use crate::slo_eval::{self, Figures, TierPlan, Unreadable};
 /// Run the controller until the stream ends.
 pub async fn run(ctx: Arc<Context>) {
     let api = ctx.watched::<ServiceLevelObjective>();
-    Controller::new(api, watcher::Config::default())
+    // Only spec changes trigger a reconcile; the requeue paces evaluation.
+    // Reacting to our own status writes would evaluate in a tight loop.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let trigger = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(kube::runtime::predicates::generation, Default::default());
+    Controller::for_stream(trigger, reader)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
