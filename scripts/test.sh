@@ -39,7 +39,10 @@ rules_file="$(mktemp --suffix=.yml)"
 promtool check rules "$rules_file"
 rm -f "$rules_file"
 
-step "end-to-end tests (real kube-apiserver, Prometheus, PostgreSQL)"
+step "browser test dependencies (playwright-core, driving Debian's Chromium)"
+npm ci --prefix tests/browser --no-audit --no-fund
+
+step "end-to-end tests (real kube-apiserver, Prometheus, PostgreSQL, Chromium)"
 # Tests share one cluster; each uses its own namespace. Two threads keep the
 # 2-core machine responsive for the control plane.
 cargo test -p headroom-e2e --test e2e --locked -- --test-threads=2

@@ -130,6 +130,9 @@ command -v curl >/dev/null || need_pkgs+=(curl)
 command -v flock >/dev/null || need_pkgs+=(util-linux)
 [[ -x /usr/bin/prometheus ]] || need_pkgs+=(prometheus)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_pkgs+=(postgresql)
+# The dashboard's browser test drives Debian's Chromium (headless).
+[[ -x /usr/bin/chromium ]] || need_pkgs+=(chromium)
+command -v node >/dev/null || need_pkgs+=(nodejs npm)
 [[ -d /usr/local/go/bin ]] && PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || need_pkgs+=(golang-go)
 if ((${#need_pkgs[@]})); then

@@ -2,6 +2,7 @@
 //! One binary so the workspace links it once.
 
 mod actions;
+mod browser;
 mod cluster;
 mod crd_validation;
 mod dashboard;

@@ -250,6 +250,12 @@ impl Operator {
     /// Start the operator binary built by `cargo build -p headroom`
     /// (`make test` builds it first). `HEADROOM_BIN` overrides the path.
     pub fn start(cluster: &Cluster, extra: &[&str]) -> Result<Self> {
+        Self::start_on(cluster, free_port()?, extra)
+    }
+
+    /// Start listening on `port` (for tests that need the address up front,
+    /// e.g. as `--dashboard-url`).
+    pub fn start_on(cluster: &Cluster, port: u16, extra: &[&str]) -> Result<Self> {
         let bin = std::env::var("HEADROOM_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|_| repo_root().join("target/debug/headroom"));
@@ -259,7 +265,6 @@ impl Operator {
                 bin.display()
             );
         }
-        let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
         let log_path = std::env::temp_dir().join(format!("headroom-operator-{port}.log"));
         let log = std::fs::File::create(&log_path)?;
