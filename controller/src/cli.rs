@@ -104,6 +104,16 @@ pub struct RunArgs {
         default_value = "headroom-system"
     )]
     pub operator_namespace: String,
+    /// Run the controllers only while holding the Lease `--lease-name` in
+    /// the operator's namespace, so several replicas never both inject.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "headroom")]
+    pub lease_name: String,
+    /// A leader that has not renewed for this long is replaced.
+    #[arg(long, default_value = "15s", value_parser = crate::operator::parse_flag_duration)]
+    pub lease_duration: std::time::Duration,
 }
 
 #[derive(Clone, Debug, clap::Args)]

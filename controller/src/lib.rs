@@ -11,6 +11,7 @@ pub mod engine;
 pub mod gate;
 pub mod import;
 pub mod indicator;
+pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod pause;

@@ -57,18 +57,48 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
     info!(listen = %args.listen, prometheus = %args.prometheus_url, "headroom operator starting");
-    let server = axum::serve(listener, app);
+    // Metrics, health and the dashboard answer on every replica, leader or not.
+    let mut server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut caches = tokio::spawn(caches);
+
+    let mut elector = args.leader_elect.then(|| {
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", std::process::id(), rand::random::<u32>()));
+        crate::leader::Elector::new(
+            ctx.client.clone(),
+            &args.operator_namespace,
+            &args.lease_name,
+            identity,
+            args.lease_duration,
+        )
+    });
+    if let Some(e) = elector.as_mut() {
+        info!(identity = %e.identity(), "waiting to become the leader");
+        tokio::select! {
+            () = e.acquire() => {}
+            res = &mut server => return Err(anyhow::anyhow!("HTTP server stopped: {res:?}")),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
 
     let rules = crate::rules_writer::run(ctx.clone(), args.clone());
     let engine = ctx.clone();
     let prometheus_rules = crate::prometheus_rules::run(ctx.clone(), args.dashboard_url.clone());
+    let lost = async {
+        match elector.as_mut() {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut outcome = Ok(());
     tokio::select! {
-        res = server => res.context("HTTP server stopped")?,
+        res = &mut server => outcome = Err(anyhow::anyhow!("HTTP server stopped: {res:?}")),
         () = reconcile::slo::run(ctx.clone()) => info!("SLO controller stopped"),
         () = reconcile::experiment::run(ctx) => info!("experiment controller stopped"),
-        () = caches => info!("dashboard caches stopped"),
+        _ = &mut caches => info!("dashboard caches stopped"),
         res = rules => res.context("rules writer stopped")?,
         res = prometheus_rules => res.context("PrometheusRule writer stopped")?,
+        why = lost => outcome = Err(anyhow::anyhow!("lost leadership: {why}")),
     }
     // Never leave a fault behind on the way out: abort and wait (bounded)
     // for every run to restore. What is left is restored by the next
@@ -78,7 +108,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     while !engine.runs.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(())
+    if let Some(e) = elector.as_mut()
+        && outcome.is_ok()
+    {
+        e.release().await;
+    }
+    outcome
 }
 
 async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {

@@ -10,4 +10,5 @@ mod experiment;
 mod prometheus_outage;
 mod prometheus_rules;
 mod queries;
+mod reliability;
 mod slo;
