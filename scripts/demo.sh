@@ -9,7 +9,7 @@
 # (default 300) to reach a final phase. The script exits non-zero, leaving
 # everything running, if one does not.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DEMO_NAMESPACE=checkout
 DEMO_RUN_TIMEOUT="${DEMO_RUN_TIMEOUT:-300}"
@@ -151,6 +151,7 @@ evidence() {
       if ($3 != "") out = out sprintf("%s of %d removals as expected ", ($2 == "" ? "?" : $2), length($3))
       if ($4 != "") out = out sprintf("refused at %s connections ", $4)
       else if ($5 != "") out = out sprintf("held %s, no refusal ", $5)
+      sub(/ $/, "", out)
       print (out == "" ? "-" : out)
     }'
 }
