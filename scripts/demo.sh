@@ -23,6 +23,7 @@ k() { "$KUBECTL" "$@"; }
 # build compiles a few hundred crates and takes minutes).
 build_operator() {
   local logfile=.cluster/logs/build-headroom.log t0=$SECONDS next pid
+  command -v cargo >/dev/null || PATH="$PATH:$HOME/.cargo/bin"
   say "building the operator (cargo build -p headroom; the first build takes several minutes, log: $logfile)"
   cargo build -p headroom --locked >"$logfile" 2>&1 &
   pid=$!
