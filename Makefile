@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help test unit e2e lint crds cluster-up cluster-down demo
+.PHONY: help test unit e2e lint crds cluster-up cluster-down demo deploy-check image
 
 help:
 	@echo "make test          every test: lint, unit, CRD drift, end-to-end on the local cluster"
@@ -10,6 +10,8 @@ help:
 	@echo "make cluster-up    start the local control plane, Prometheus, PostgreSQL, example service"
 	@echo "make cluster-down  stop all of it"
 	@echo "make crds          regenerate crds/ from the Rust types"
+	@echo "make deploy-check  deploy/ and examples/ against the local cluster: dry run and RBAC checks"
+	@echo "make image         build the container image (needs a Docker engine; not run in CI here)"
 
 test:
 	./scripts/test.sh
@@ -32,3 +34,10 @@ cluster-down:
 
 demo:
 	./scripts/demo.sh
+
+deploy-check:
+	./scripts/deploy-check.sh
+
+# Tag it for your registry and set deploy/kustomization.yaml's images: to match.
+image:
+	docker build -t headroom:0.1.0 .

@@ -48,8 +48,14 @@ step "end-to-end tests (real kube-apiserver, Prometheus, PostgreSQL, Chromium)"
 cargo test -p headroom-e2e --test e2e --locked -- --test-threads=2
 
 step "headroom import output is accepted by the API server"
-set -a; . .cluster/env; set +a
+set -a
+# shellcheck source=/dev/null
+. .cluster/env
+set +a
 for format in sloth openslo pyrra; do
   ./target/debug/headroom import "$format" "examples/import/$format.yaml" \
     | "$KUBECTL" create --dry-run=server -n default -f -
 done
+
+step "deploy/ and examples/ against the API server: dry run, RBAC of the operator's account"
+./scripts/deploy-check.sh
