@@ -7,6 +7,7 @@ mod cluster;
 mod crd_validation;
 mod dashboard;
 mod experiment;
+mod hostile;
 mod prometheus_outage;
 mod prometheus_rules;
 mod queries;

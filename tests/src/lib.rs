@@ -164,7 +164,29 @@ pub struct TestNamespace {
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         // Drop cannot be async; kubectl is the simplest way to clean up
-        // without blocking the runtime on a nested one.
+        // without blocking the runtime on a nested one. The test's operator
+        // is gone by now (declared later, dropped first), so nobody would
+        // lift the experiments' finalizers: lift them, or the namespace
+        // stays Terminating.
+        let kubectl = |args: &[&str]| {
+            Command::new(&self.kubectl)
+                .args(args)
+                .env("KUBECONFIG", &self.kubeconfig)
+                .output()
+        };
+        if let Ok(out) = kubectl(&["-n", &self.name, "get", "chaosexperiments", "-o", "name"]) {
+            for exp in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = kubectl(&[
+                    "-n",
+                    &self.name,
+                    "patch",
+                    exp,
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ]);
+            }
+        }
         let _ = Command::new(&self.kubectl)
             .args([
                 "delete",
