@@ -20,6 +20,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "unit tests, maths tables, CRD drift"
 cargo test --workspace --exclude headroom-e2e --locked
 
+step "property tests of user input, 20000 cases each (durations, \$window, specs)"
+time PROPTEST_CASES=20000 cargo test -p headroom --test fuzz --locked
+
 step "local cluster (tests/cluster/up.sh)"
 keep_cluster="${HEADROOM_KEEP_CLUSTER:-}"
 if ! ./tests/cluster/up.sh; then
