@@ -91,10 +91,10 @@ proptest! {
     /// panic.
     #[test]
     fn experiment_specs_never_panic(v in json_value()) {
-        if let Ok(spec) = serde_json::from_value::<ChaosExperimentSpec>(v) {
-            if let Err((_, message)) = headroom::reconcile::experiment::validate_spec(&spec) {
-                prop_assert!(message.contains("spec."), "{}", message);
-            }
+        if let Ok(spec) = serde_json::from_value::<ChaosExperimentSpec>(v)
+            && let Err((_, message)) = headroom::reconcile::experiment::validate_spec(&spec)
+        {
+            prop_assert!(message.contains("spec."), "{}", message);
         }
     }
 
