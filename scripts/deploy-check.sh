@@ -139,7 +139,8 @@ for r in deployments.apps statefulsets.apps replicasets.apps services configmaps
 done
 can_i no delete namespaces/"$T"
 can_i no delete nodes/kwok-node-1
-can_i no delete configmaps/headroom-pause -n "$NS"
+can_i yes delete configmaps/headroom-pause -n "$NS"
+can_i no delete configmaps/other -n "$NS"
 can_i no deletecollection pods -n "$T"
 can_i no delete leases.coordination.k8s.io/headroom -n "$NS"
 # Workloads change only through their scale subresource.
@@ -148,7 +149,8 @@ for r in deployments.apps statefulsets.apps replicasets.apps; do
 done
 # It cannot opt a namespace in to experiments, nor set or clear the pause.
 for v in update patch; do can_i no "$v" namespaces/"$T"; done
-can_i no create configmaps -n "$NS"
+can_i yes create configmaps -n "$NS"
+can_i no create configmaps -n "$T"
 can_i no get configmaps/other -n "$NS"
 can_i no get configmaps -n "$T"
 can_i no create pods -n "$T"

@@ -2,6 +2,7 @@
 //! One binary so the workspace links it once.
 
 mod actions;
+mod bench;
 mod browser;
 mod cluster;
 mod crd_validation;

@@ -660,8 +660,10 @@ async fn hold_sequence(
     // as a crowd of clients would. That is what starves a pool that
     // recycles its sessions.
     let hold_end = (Instant::now() + hold_for).min(deadline);
-    while Instant::now() + every <= hold_end {
-        tokio::time::sleep(every).await;
+    // Freed slots are retaken quickly, as a crowd of clients would.
+    let retake = every.min(Duration::from_millis(100));
+    while Instant::now() + retake <= hold_end {
+        tokio::time::sleep(retake).await;
         for _ in 0..step {
             if held.len() >= want {
                 break;

@@ -116,6 +116,22 @@ impl DbPool {
         let mut backoff = MIN_BACKOFF;
         loop {
             let want = self.target(*ready.borrow_and_update());
+            // Make before break: open the replacement of an expired session
+            // first. The expired one is closed either way (the lifetime is
+            // enforced), so a server that refuses new sessions slowly
+            // starves the pool, as it would a real service.
+            let expired = {
+                let born = self.born.lock().unwrap_or_else(PoisonError::into_inner);
+                self.max_lifetime
+                    .is_some_and(|l| born.iter().any(|b| b.elapsed() >= l))
+            };
+            let replacement = if expired {
+                self.connect().await.ok()
+            } else {
+                None
+            };
+            // The server just refused: do not ask again this round.
+            let refused = expired && replacement.is_none();
             {
                 let mut sessions = self.lock();
                 let mut born = self.born.lock().unwrap_or_else(PoisonError::into_inner);
@@ -138,11 +154,15 @@ impl DbPool {
                 sessions.retain(|_| *k.next().unwrap_or(&false));
                 let mut k = keep.iter();
                 born.retain(|_| *k.next().unwrap_or(&false));
+                if let Some(client) = replacement {
+                    sessions.push(Arc::new(client));
+                    born.push(std::time::Instant::now());
+                }
                 sessions.truncate(want);
                 born.truncate(want);
             }
-            let mut failed = false;
-            while self.open() < want {
+            let mut failed = refused;
+            while !refused && self.open() < want {
                 match self.connect().await {
                     Ok(client) => {
                         let mut sessions = self.lock();
@@ -172,6 +192,12 @@ impl DbPool {
             } else {
                 backoff = MIN_BACKOFF;
                 RECHECK
+            };
+            // Lifetimes are enforced on time, backoff or not.
+            let wait = if self.max_lifetime.is_some() {
+                wait.min(RECHECK)
+            } else {
+                wait
             };
             tokio::select! {
                 changed = ready.changed() => if changed.is_err() { return },

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# make bench: performance figures on the local cluster with the real
+# Prometheus, printed as tables (no pass/fail thresholds: figures).
+#   BENCH_SLOS=100,1000     SLO counts to evaluate (each with recording rules
+#                           and with direct queries)
+#   BENCH_ABORT_RUNS=20     runs for the abort-reaction distribution
+# Runs alone: it loads the shared Prometheus with many recording rules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ -d "$HOME/.cargo/bin" ]] && PATH="$HOME/.cargo/bin:$PATH"
+
+echo "==> local cluster"
+./tests/cluster/up.sh
+echo "==> release build of the operator (the figures are for it)"
+cargo build --release --locked -p headroom
+cargo build --locked -p headroom
+export HEADROOM_BIN="$PWD/target/release/headroom"
+echo "==> benchmarks (several minutes)"
+cargo test --locked -p headroom-e2e --test e2e -- --ignored --nocapture --test-threads=1 bench::
