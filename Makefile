@@ -5,7 +5,12 @@ SHELL := /bin/bash
 bench:
 	./scripts/bench.sh
 
-.PHONY: bench help test unit e2e lint crds cluster-up cluster-down demo deploy-check image
+install:
+	cargo build --release --locked -p headroom
+	install -D -m 0755 target/release/headroom $(HOME)/.local/bin/headroom
+	ln -sf headroom $(HOME)/.local/bin/kubectl-headroom
+
+.PHONY: install bench help test unit e2e lint crds cluster-up cluster-down demo deploy-check image
 
 help:
 	@echo "make test          every test: lint, unit, CRD drift, end-to-end on the local cluster"

@@ -50,6 +50,16 @@ step "end-to-end tests (real kube-apiserver, Prometheus, PostgreSQL, Chromium)"
 # 2-core machine responsive for the control plane.
 cargo test -p headroom-e2e --test e2e --locked -- --test-threads=2
 
+step "kubectl headroom status (the CLI as a kubectl plugin)"
+set -a; . .cluster/env; set +a
+plugin_dir="$(mktemp -d)"
+ln -s "$PWD/target/debug/headroom" "$plugin_dir/kubectl-headroom"
+status_out="$(PATH="$plugin_dir:$PATH" "$KUBECTL" headroom status)"
+rm -rf "$plugin_dir"
+grep -q '^NAMESPACE *SLO ' <<<"$status_out" || { echo "FAILED: kubectl headroom status printed no SLO table: $status_out" >&2; exit 1; }
+grep -q '^NAMESPACE *EXPERIMENT ' <<<"$status_out" || { echo "FAILED: kubectl headroom status printed no experiment table" >&2; exit 1; }
+echo "ok: kubectl headroom status"
+
 step "headroom import output is accepted by the API server"
 set -a
 # shellcheck source=/dev/null
