@@ -218,8 +218,13 @@ main() {
   local status=0
   run_experiments "$DEMO_NAMESPACE" examples/experiments.yaml || status=1
 
+  if ! curl -fsS "http://$OPERATOR_METRICS_ADDR/" >/dev/null; then
+    echo "FAILED: the dashboard did not answer at http://$OPERATOR_METRICS_ADDR/" >&2
+    status=1
+  fi
   cat <<MSG
 Headroom is running.
+  dashboard:         http://$OPERATOR_METRICS_ADDR/  (runs, runbooks; JSON API under /api/)
   operator:          http://$OPERATOR_METRICS_ADDR  (/metrics, /healthz)
   Prometheus:        $PROMETHEUS_URL  (alerts: $PROMETHEUS_URL/alerts)
   example service:   $CHECKOUT_URL/admin/state
