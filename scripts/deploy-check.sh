@@ -90,7 +90,7 @@ else
 fi
 rendered="$(k kustomize deploy/)"
 for want in 'runAsNonRoot: true' 'readOnlyRootFilesystem: true' 'allowPrivilegeEscalation: false' \
-  'path: /healthz' 'fieldPath: metadata.namespace' '--listen=0.0.0.0:9464' 'replicas: 1'; do
+  'path: /healthz' 'fieldPath: metadata.namespace' '--listen=0.0.0.0:9464' 'replicas: 2' '- --leader-elect'; do
   grep -qF -- "$want" <<<"$rendered" || failed "deploy/ renders without '$want'"
 done
 
