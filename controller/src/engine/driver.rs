@@ -29,8 +29,8 @@ use crate::reconcile::{Context, MANAGER};
 use crate::resources::CHAOS_ENABLED_LABEL;
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::{
-    BudgetRecord, ExperimentRun, ExperimentRunStatus, GateRecord, Observations, RestorePlan,
-    RunPhase, SloBurnRate, TimelineEntry, Verdict,
+    BudgetRecord, ExpectationResult, ExperimentRun, ExperimentRunStatus, GateRecord, Observations,
+    RestorePlan, RunPhase, SloBurnRate, TimelineEntry, Verdict,
 };
 use crate::resources::slo::ServiceLevelObjective;
 use crate::verdict::{self, Measured, Recovery};
@@ -518,13 +518,7 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
     // Restore, always.
     rec.status.phase = RunPhase::Restoring;
     if let Some((reason, message, detected)) = &abort {
-        rec.status.reason = Some(format!("{reason}: {message}"));
-        rec.step("AbortRequested", format!("{reason}: {message}"));
-        ctx.metrics
-            .abort_latency
-            .observe(detected.elapsed().as_secs_f64());
-        rec.event(true, "Aborted", format!("{reason}: {message}"))
-            .await;
+        record_abort(ctx, rec, reason, message, *detected).await;
     }
     rec.step(
         "RestoreStarted",
@@ -570,12 +564,61 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
         },
     );
 
-    // Verdict.
-    if let Ok(readings) = read_guards(ctx, &guards, started.elapsed()).await {
+    let obs = rec
+        .status
+        .observations
+        .get_or_insert_with(Observations::default);
+    obs.recovery_seconds = seen.recoveries.iter().max().map(Duration::as_secs_f64);
+    let recovery = seen.recovery();
+    let phase = if abort.is_some() {
+        RunPhase::Aborted
+    } else {
+        RunPhase::Completed
+    };
+    finish(
+        ctx, rec, exp, &guards, started, &mut seen, recovery, None, phase,
+    )
+    .await;
+}
+
+/// An abort: its reason in the status and timeline, the reaction time in
+/// the metric, an Event.
+pub(super) async fn record_abort(
+    ctx: &Context,
+    rec: &mut Record,
+    reason: &str,
+    message: &str,
+    detected: Instant,
+) {
+    rec.status.reason = Some(format!("{reason}: {message}"));
+    rec.step("AbortRequested", format!("{reason}: {message}"));
+    ctx.metrics
+        .abort_latency
+        .observe(detected.elapsed().as_secs_f64());
+    rec.event(true, "Aborted", format!("{reason}: {message}"))
+        .await;
+}
+
+/// After the restore, for every action: a last reading, the budget after
+/// and the spend, the expectations judged (plus an action's own, e.g. the
+/// scale-down order), the final phase, an Event.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn finish(
+    ctx: &Context,
+    rec: &mut Record,
+    exp: &ChaosExperiment,
+    guards: &[Guard],
+    started: Instant,
+    seen: &mut Seen,
+    recovery: Recovery,
+    extra: Option<ExpectationResult>,
+    phase: RunPhase,
+) {
+    if let Ok(readings) = read_guards(ctx, guards, started.elapsed()).await {
         seen.note(&readings);
     }
     let mut after: Option<f64> = None;
-    for g in &guards {
+    for g in guards {
         let status = assess(&g.slo, ctx, Freshness::Fresh).await;
         if let Some(r) = status.budget_remaining {
             after = Some(after.map_or(r, |a| a.min(r)));
@@ -600,20 +643,20 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
         .and_then(|r| parse_duration(r).ok());
     let measured = Measured {
         max_burn_rates: seen.max_burn.clone(),
-        recovery: seen.recovery(),
+        recovery,
     };
-    let (verdict, results) = verdict::judge(
+    let (_, mut results) = verdict::judge(
         &exp.spec.hypothesis,
         &exp.spec.slos,
         recovers_within,
         &measured,
     );
-    let obs = rec
-        .status
+    results.extend(extra);
+    let verdict = verdict::conjunction(&results);
+    rec.status
         .observations
-        .get_or_insert_with(Observations::default);
-    obs.recovery_seconds = seen.recoveries.iter().max().map(Duration::as_secs_f64);
-    obs.max_burn_rates = seen
+        .get_or_insert_with(Observations::default)
+        .max_burn_rates = seen
         .max_burn
         .iter()
         .filter_map(|(slo, b)| {
@@ -625,11 +668,7 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
         .collect();
     rec.status.verdict = Some(verdict);
     rec.status.expectations = results;
-    rec.status.phase = if abort.is_some() {
-        RunPhase::Aborted
-    } else {
-        RunPhase::Completed
-    };
+    rec.status.phase = phase;
     rec.status.completion_time = Some(now());
     rec.step("Verdict", format!("{verdict:?}"));
     rec.save_or_log().await;

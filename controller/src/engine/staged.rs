@@ -19,19 +19,19 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::connections::{self, Held, Target};
-use super::driver::{Guard, Record, Seen, check_target_namespace, min_budget, read_guards};
+use super::driver::{
+    Guard, Record, Seen, check_target_namespace, finish, min_budget, read_guards, record_abort,
+};
 use super::workload;
 use super::{now, now_micro, target_namespace};
 use crate::duration::parse_duration;
 use crate::gate::{self, Policy};
 use crate::reconcile::Context;
-use crate::reconcile::slo::{Freshness, assess};
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::{
-    BudgetRecord, ExpectationResult, Observations, RestorePlan, RunPhase, SloBurnRate, Verdict,
-    WorkloadRestore,
+    BudgetRecord, ExpectationResult, Observations, RestorePlan, RunPhase, Verdict, WorkloadRestore,
 };
-use crate::verdict::{self, Measured, Recovery};
+use crate::verdict::Recovery;
 
 /// What the run will do, resolved before anything is touched.
 enum Plan {
@@ -138,13 +138,7 @@ pub(super) async fn run(
 
     rec.status.phase = RunPhase::Restoring;
     if let Some((reason, message, detected)) = &abort {
-        rec.status.reason = Some(format!("{reason}: {message}"));
-        rec.step("AbortRequested", format!("{reason}: {message}"));
-        ctx.metrics
-            .abort_latency
-            .observe(detected.elapsed().as_secs_f64());
-        rec.event(true, "Aborted", format!("{reason}: {message}"))
-            .await;
+        record_abort(ctx, rec, reason, message, *detected).await;
     }
     rec.step("RestoreStarted", "undoing the fault from the saved plan");
     rec.save_or_log().await;
@@ -163,77 +157,25 @@ pub(super) async fn run(
         }
     }
 
-    if let Ok(readings) = read_guards(ctx, guards, started.elapsed()).await {
-        seen.note(&readings);
-    }
-    let mut after: Option<f64> = None;
-    for g in guards {
-        let status = assess(&g.slo, ctx, Freshness::Fresh).await;
-        if let Some(r) = status.budget_remaining {
-            after = Some(after.map_or(r, |a| a.min(r)));
-        }
-    }
-    if let Some(b) = rec.status.budget.as_mut() {
-        b.remaining_after = after;
-        b.spent = seen
-            .spent
-            .values()
-            .copied()
-            .fold(None, |acc: Option<f64>, s| {
-                Some(acc.map_or(s, |a| a.max(s)))
-            });
-    }
-    let measured = Measured {
-        max_burn_rates: seen.max_burn.clone(),
-        recovery: Recovery::Unmeasured,
+    let extra = match &plan {
+        Plan::Scale { spec, .. } => Some(order_result(spec, rec.status.observations.as_ref())),
+        _ => None,
     };
-    let recovers_within = exp
-        .spec
-        .hypothesis
-        .recovers_within
-        .as_deref()
-        .and_then(|r| parse_duration(r).ok());
-    let (_, mut results) = verdict::judge(
-        &exp.spec.hypothesis,
-        &exp.spec.slos,
-        recovers_within,
-        &measured,
-    );
-    if let Plan::Scale { spec, .. } = &plan {
-        results.push(order_result(spec, rec.status.observations.as_ref()));
-    }
-    let verdict = verdict::conjunction(&results);
-    let obs = rec
-        .status
-        .observations
-        .get_or_insert_with(Observations::default);
-    obs.max_burn_rates = seen
-        .max_burn
-        .iter()
-        .filter_map(|(slo, b)| {
-            b.map(|b| SloBurnRate {
-                slo: slo.clone(),
-                burn_rate: b,
-            })
-        })
-        .collect();
-    rec.status.verdict = Some(verdict);
-    rec.status.expectations = results;
-    rec.status.phase = match (&restore_result, &abort) {
+    let phase = match (&restore_result, &abort) {
         (Err(_), _) => RunPhase::Failed,
         (Ok(_), Some(_)) => RunPhase::Aborted,
         (Ok(_), None) => RunPhase::Completed,
     };
-    rec.status.completion_time = Some(now());
-    rec.step("Verdict", format!("{verdict:?}"));
-    rec.save_or_log().await;
-    rec.event(
-        verdict == Verdict::Refuted,
-        &format!("{verdict:?}"),
-        format!(
-            "run {:?}; hypothesis: {}",
-            rec.status.phase, exp.spec.hypothesis.description
-        ),
+    finish(
+        ctx,
+        rec,
+        exp,
+        guards,
+        started,
+        &mut seen,
+        Recovery::Unmeasured,
+        extra,
+        phase,
     )
     .await;
 }
