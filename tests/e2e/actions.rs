@@ -2,20 +2,23 @@
 //! ReplicaSet controller and the real PostgreSQL.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use futures::StreamExt;
 use headroom::resources::experiment::ChaosExperiment;
 use headroom::resources::run::{RunPhase, Verdict};
 use headroom::resources::slo::ServiceLevelObjective;
 use headroom_e2e::{CHECKOUT, Cluster, Operator, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
 use crate::experiment::{
-    ERRORS, OBJECTIVE, TOTAL, calm, experiment, final_run, runs, set_error_ratio, slo, web,
+    ERRORS, OBJECTIVE, TOTAL, calm, experiment, final_run, set_error_ratio, slo, web,
 };
 
 /// A run that failed before injecting, with its reason.
@@ -54,6 +57,26 @@ async fn scale_down_records_which_pods_the_replicaset_controller_removed() -> Re
     Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
         .create(&PostParams::default(), &slo("checkout", ERRORS)?)
         .await?;
+    // Every pod's creation time, read independently of the operator: a
+    // watch sees each pod even if it lives only a moment.
+    let created: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let watch = {
+        let created = created.clone();
+        let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns.name);
+        let stream = watcher(pods, watcher::Config::default().labels("app=web")).touched_objects();
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(Ok(p)) = stream.next().await {
+                if let (Some(uid), Some(t), Ok(mut map)) = (
+                    p.metadata.uid.clone(),
+                    p.metadata.creation_timestamp.clone(),
+                    created.lock(),
+                ) {
+                    map.insert(uid, t.0.to_string());
+                }
+            }
+        })
+    };
     Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
         .create(
             &PostParams::default(),
@@ -73,32 +96,14 @@ async fn scale_down_records_which_pods_the_replicaset_controller_removed() -> Re
         )
         .await?;
 
-    // Read every pod's creation time independently while the run goes.
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns.name);
-    let mut created: BTreeMap<String, String> = BTreeMap::new();
-    let run = loop {
-        for p in pods
-            .list(&ListParams::default().labels("app=web"))
-            .await?
-            .items
-        {
-            if let (Some(uid), Some(t)) = (
-                p.metadata.uid.clone(),
-                p.metadata.creation_timestamp.clone(),
-            ) {
-                created.insert(uid, t.0.to_string());
-            }
-        }
-        if let Some(r) = runs(&cluster, &ns.name).await?.into_iter().find(|r| {
-            r.status
-                .as_ref()
-                .is_some_and(|s| s.phase.is_final() && s.phase != RunPhase::Gated)
-        }) {
-            break r;
-        }
-        ensure!(created.len() < 100, "runaway pods");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+        .await
+        .with_context(|| operator.log())?;
+    watch.abort();
+    let created = created
+        .lock()
+        .map_err(|_| anyhow::anyhow!("watch lock"))?
+        .clone();
     let status = run.status.clone().context("status")?;
     ensure!(
         status.phase == RunPhase::Completed,
