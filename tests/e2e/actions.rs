@@ -18,7 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
 use crate::experiment::{
-    ERRORS, OBJECTIVE, TOTAL, calm, experiment, final_run, set_error_ratio, slo, web,
+    ERRORS, OBJECTIVE, TOTAL, calm, experiment, final_run, now_secs, set_error_ratio, slo, web,
 };
 
 /// A run that failed before injecting, with its reason.
@@ -307,13 +307,6 @@ async fn connection_exhaustion_finds_the_refusal_point_of_postgresql() -> Result
             .is_some_and(|r| r.done && r.connections_held == Some(0))
     );
     Ok(())
-}
-
-fn now_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

@@ -23,7 +23,8 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 use crate::experiment::{
-    ERRORS, OBJECTIVE, TOTAL, calm, experiment, runs, set_error_ratio, slo, web,
+    ERRORS, OBJECTIVE, TOTAL, calm, experiment, first_crossing, now_secs, runs, set_error_ratio,
+    slo, web,
 };
 
 const INTERVAL_SECS: u64 = 10;
@@ -297,44 +298,4 @@ async fn bench_abort_reaction() -> Result<()> {
         pick(1.0)
     );
     Ok(())
-}
-
-fn now_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-async fn first_crossing(
-    prom: &str,
-    query: &str,
-    threshold: f64,
-    from: f64,
-    to: f64,
-) -> Result<f64> {
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(format!("{prom}/api/v1/query_range"))
-        .query(&[
-            ("query", query.to_owned()),
-            ("start", format!("{from:.3}")),
-            ("end", format!("{to:.3}")),
-            ("step", "0.1".to_owned()),
-        ])
-        .send()
-        .await?
-        .json()
-        .await?;
-    for v in body["data"]["result"][0]["values"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let t = v[0].as_f64().context("time")?;
-        let x: f64 = v[1].as_str().context("value")?.parse()?;
-        if x > threshold {
-            return Ok(t);
-        }
-    }
-    anyhow::bail!("no crossing of {threshold} between {from} and {to}")
 }

@@ -498,7 +498,7 @@ async fn error_rate_raised_mid_run_aborts_within_one_observe_interval() -> Resul
     Ok(())
 }
 
-fn now_secs() -> f64 {
+pub(crate) fn now_secs() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -506,7 +506,7 @@ fn now_secs() -> f64 {
 }
 
 /// The first time in [from, to] at which `query` is above `threshold`.
-async fn first_crossing(
+pub(crate) async fn first_crossing(
     prom: &str,
     query: &str,
     threshold: f64,
