@@ -163,6 +163,27 @@ pub(crate) async fn runs(cluster: &Cluster, ns: &str) -> Result<Vec<ExperimentRu
     Ok(list)
 }
 
+/// Wait for a run of the namespace to be observing (its fault in place).
+pub(crate) async fn observing(
+    cluster: &Cluster,
+    ns: &str,
+    timeout: Duration,
+) -> Result<ExperimentRun> {
+    eventually(
+        "a run observing",
+        timeout,
+        Duration::from_millis(200),
+        || async {
+            Ok(runs(cluster, ns).await?.into_iter().find(|r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == RunPhase::Observing)
+            }))
+        },
+    )
+    .await
+}
+
 /// Wait for the first run to reach a final phase.
 pub(crate) async fn final_run(
     cluster: &Cluster,
@@ -440,20 +461,9 @@ async fn error_rate_raised_mid_run_aborts_within_one_observe_interval() -> Resul
             &experiment("kill-one-web", "checkout", json!({ "duration": "90s" }))?,
         )
         .await?;
-    eventually(
-        "the run observing",
-        Duration::from_secs(60),
-        Duration::from_millis(300),
-        || async {
-            Ok(runs(&cluster, &ns.name).await?.into_iter().find(|r| {
-                r.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase == RunPhase::Observing)
-            }))
-        },
-    )
-    .await
-    .with_context(|| operator.log())?;
+    observing(&cluster, &ns.name, Duration::from_secs(60))
+        .await
+        .with_context(|| operator.log())?;
     let raised_at = now_secs();
     set_error_ratio(&cluster, 0.5).await?;
     let run = final_run(&cluster, &ns.name, Duration::from_secs(60)).await;
@@ -572,20 +582,9 @@ async fn global_pause_aborts_the_run_and_closes_the_gate() -> Result<()> {
             )?,
         )
         .await?;
-    eventually(
-        "the run observing",
-        Duration::from_secs(90),
-        Duration::from_millis(300),
-        || async {
-            Ok(runs(&cluster, &ns.name).await?.into_iter().find(|r| {
-                r.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase == RunPhase::Observing)
-            }))
-        },
-    )
-    .await
-    .with_context(|| operator.log())?;
+    observing(&cluster, &ns.name, Duration::from_secs(90))
+        .await
+        .with_context(|| operator.log())?;
     // One kubectl command sets the pause.
     let out = cluster.kubectl(&[
         "-n",
@@ -660,27 +659,16 @@ async fn a_new_operator_restores_a_run_left_by_a_killed_one() -> Result<()> {
             &experiment("kill-one-web", "checkout", json!({ "duration": "90s" }))?,
         )
         .await?;
-    let observing = eventually(
-        "the run observing",
-        Duration::from_secs(60),
-        Duration::from_millis(300),
-        || async {
-            Ok(runs(&cluster, &ns.name).await?.into_iter().find(|r| {
-                r.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase == RunPhase::Observing)
-            }))
-        },
-    )
-    .await
-    .with_context(|| first.log())?;
+    let in_place = observing(&cluster, &ns.name, Duration::from_secs(60))
+        .await
+        .with_context(|| first.log())?;
     // SIGKILL: no chance to restore on the way out.
     drop(first);
     let second = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
     let run = final_run(&cluster, &ns.name, Duration::from_secs(60))
         .await
         .with_context(|| second.log())?;
-    ensure!(run.metadata.uid == observing.metadata.uid, "the same run");
+    ensure!(run.metadata.uid == in_place.metadata.uid, "the same run");
     let status = run.status.clone().context("status")?;
     ensure!(status.phase == RunPhase::Aborted, "{:?}", status.phase);
     ensure!(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use headroom::resources::experiment::ChaosExperiment;
-use headroom::resources::run::{ExperimentRun, RunPhase};
+use headroom::resources::run::RunPhase;
 use headroom::resources::slo::ServiceLevelObjective;
 use headroom_e2e::{CHECKOUT, Cluster, Operator, PrivatePrometheus, eventually};
 use kube::ResourceExt;
@@ -14,25 +14,9 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use crate::experiment::{
-    ERRORS, calm, experiment, final_run, live_uids, runs, set_error_ratio, slo, web, web_ready,
+    ERRORS, calm, experiment, final_run, live_uids, observing, runs, set_error_ratio, slo, web,
+    web_ready,
 };
-
-async fn observing(cluster: &Cluster, ns: &str, log: impl Fn() -> String) -> Result<ExperimentRun> {
-    eventually(
-        "a run observing",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || async {
-            Ok(runs(cluster, ns).await?.into_iter().find(|r| {
-                r.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase == RunPhase::Observing)
-            }))
-        },
-    )
-    .await
-    .with_context(log)
-}
 
 #[tokio::test]
 async fn a_follower_takes_over_when_the_leader_is_killed_and_restores_its_run() -> Result<()> {
@@ -89,10 +73,9 @@ async fn a_follower_takes_over_when_the_leader_is_killed_and_restores_its_run() 
     } else {
         (&mut b, &mut a)
     };
-    let run = observing(&cluster, &ns.name, || {
-        leader.as_ref().map(Operator::log).unwrap_or_default()
-    })
-    .await?;
+    let run = observing(&cluster, &ns.name, Duration::from_secs(60))
+        .await
+        .with_context(|| leader.as_ref().map(Operator::log).unwrap_or_default())?;
     ensure!(
         !follower
             .as_ref()
@@ -171,7 +154,9 @@ async fn prometheus_dying_mid_run_aborts_and_blocks_new_injections_until_it_retu
         &experiment("first", "checkout", json!({ "duration": "120s" }))?,
     )
     .await?;
-    observing(&cluster, &ns.name, || operator.log()).await?;
+    observing(&cluster, &ns.name, Duration::from_secs(60))
+        .await
+        .with_context(|| operator.log())?;
     prom.kill()?;
     let run = final_run(&cluster, &ns.name, Duration::from_secs(30))
         .await
