@@ -48,7 +48,10 @@ npm ci --prefix tests/browser --no-audit --no-fund
 step "end-to-end tests (real kube-apiserver, Prometheus, PostgreSQL, Chromium)"
 # Tests share one cluster; each uses its own namespace. Two threads keep the
 # 2-core machine responsive for the control plane.
-cargo test -p headroom-e2e --test e2e --locked -- --test-threads=2
+cargo test -p headroom-e2e --test e2e --locked -- --test-threads=2 --skip disruptive::
+
+step "end-to-end tests that restart the kube-apiserver (alone: every client sees the outage)"
+cargo test -p headroom-e2e --test e2e --locked -- --test-threads=1 disruptive::
 
 step "kubectl headroom status (the CLI as a kubectl plugin)"
 set -a; . .cluster/env; set +a

@@ -20,10 +20,19 @@ pub const NAME: &str = "headroom-pause";
 /// `Some(why)` while the pause is set. An unreadable pause counts as set:
 /// a doubt closes the gate.
 pub async fn state(client: &kube::Client, namespace: &str) -> Option<String> {
+    read(client, namespace).await.unwrap_or_else(|e| {
+        Some(format!(
+            "cannot read ConfigMap {namespace}/{NAME}, so the pause is assumed set: {e}"
+        ))
+    })
+}
+
+/// The pause as the API server has it: `Ok(Some(why))` while set.
+pub async fn read(client: &kube::Client, namespace: &str) -> Result<Option<String>, kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    match api.get_opt(NAME).await {
-        Ok(None) => None,
-        Ok(Some(cm)) => {
+    Ok(match api.get_opt(NAME).await? {
+        None => None,
+        Some(cm) => {
             let data = cm.data.unwrap_or_default();
             let reason = data
                 .get("reason")
@@ -35,10 +44,7 @@ pub async fn state(client: &kube::Client, namespace: &str) -> Option<String> {
                 .unwrap_or_default();
             Some(format!("ConfigMap {namespace}/{NAME}: {reason}{by}"))
         }
-        Err(e) => Some(format!(
-            "cannot read ConfigMap {namespace}/{NAME}, so the pause is assumed set: {e}"
-        )),
-    }
+    })
 }
 
 /// Set the pause; setting it twice keeps the first reason.

@@ -121,6 +121,21 @@ pub fn conjunction(results: &[ExpectationResult]) -> Verdict {
     }
 }
 
+/// Abort reasons that are the measurement itself: the budget was at risk.
+const MEASURED_ABORTS: [&str; 2] = ["BurnRateAboveAbort", "BudgetSpendAboveLimit"];
+
+/// The verdict of a run that was aborted for `reason`. Any abort other
+/// than the budget being at risk (Prometheus or the API server away, a
+/// pause, a deletion, a refused injection) cut the fault short: what held
+/// until then does not confirm the hypothesis. A refutation stands, since
+/// the harm was observed.
+pub fn after_abort(verdict: Verdict, reason: &str) -> Verdict {
+    match verdict {
+        Verdict::Confirmed if !MEASURED_ABORTS.contains(&reason) => Verdict::Inconclusive,
+        v => v,
+    }
+}
+
 fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
@@ -138,6 +153,30 @@ mod tests {
                 slos: vec![],
             }),
             recovers_within: None,
+        }
+    }
+
+    #[test]
+    fn aborts_that_cut_the_fault_short_confirm_nothing() {
+        use Verdict::*;
+        let cases = [
+            (Confirmed, "BurnRateAboveAbort", Confirmed),
+            (Confirmed, "BudgetSpendAboveLimit", Confirmed),
+            (Confirmed, "KubernetesApiUnavailable", Inconclusive),
+            (Confirmed, "PrometheusUnavailable", Inconclusive),
+            (Confirmed, "GlobalPause", Inconclusive),
+            (Confirmed, "Interrupted", Inconclusive),
+            (Confirmed, "InjectionRefused", Inconclusive),
+            (Refuted, "GlobalPause", Refuted),
+            (Refuted, "BurnRateAboveAbort", Refuted),
+            (Inconclusive, "BurnRateAboveAbort", Inconclusive),
+        ];
+        for (verdict, reason, want) in cases {
+            assert_eq!(
+                after_abort(verdict, reason),
+                want,
+                "{verdict:?} after {reason}"
+            );
         }
     }
 

@@ -238,7 +238,7 @@ async fn connection_exhaustion_finds_the_refusal_point_of_postgresql() -> Result
                     "action": { "podKill": null, "connectionExhaustion": {
                         "target": { "host": "127.0.0.1", "port": port },
                         "protocol": "Postgres", "connections": 40, "rampStep": 4, "rampInterval": "200ms",
-                        "holdFor": "30s", "credentialsSecret": { "name": "pg" }
+                        "holdFor": "10s", "credentialsSecret": { "name": "pg" }
                     }},
                     "duration": "60s",
                     "blastRadius": null

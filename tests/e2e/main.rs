@@ -7,6 +7,7 @@ mod browser;
 mod cluster;
 mod crd_validation;
 mod dashboard;
+mod disruptive;
 mod experiment;
 mod hostile;
 mod prometheus_outage;

@@ -2,16 +2,19 @@
 //! Prometheus dies. Nothing mocked: two real operator processes on a real
 //! Lease, and a real Prometheus killed with SIGKILL.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use headroom::resources::ExperimentRun;
 use headroom::resources::experiment::ChaosExperiment;
 use headroom::resources::run::RunPhase;
 use headroom::resources::slo::ServiceLevelObjective;
 use headroom_e2e::{CHECKOUT, Cluster, Operator, PrivatePrometheus, eventually};
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use tokio::io::AsyncReadExt;
 
 use crate::experiment::{
     ERRORS, calm, experiment, final_run, live_uids, observing, runs, set_error_ratio, slo, web,
@@ -210,5 +213,173 @@ async fn prometheus_dying_mid_run_aborts_and_blocks_new_injections_until_it_retu
     )
     .await
     .with_context(|| operator.log())?;
+    Ok(())
+}
+
+/// Connections a test listener has seen: accepted in total, open now, and
+/// the most open at once.
+#[derive(Default)]
+struct Counts {
+    accepted: usize,
+    open: usize,
+    max_open: usize,
+}
+
+#[tokio::test]
+async fn reconciling_a_run_again_opens_no_extra_connections_and_starts_no_second_run() -> Result<()>
+{
+    // Not touching the example service, but its SLO guards the run: hold
+    // the lock so no other test raises its error rate meanwhile.
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("idempotent").await?;
+    set_error_ratio(&cluster, 0.0).await?;
+    calm(&cluster).await?;
+    // The target: a listener in this test, so every connection the operator
+    // opens is counted exactly.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let counts: Arc<Mutex<Counts>> = Arc::default();
+    let server = {
+        let counts = counts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                if let Ok(mut c) = counts.lock() {
+                    c.accepted += 1;
+                    c.open += 1;
+                    c.max_open = c.max_open.max(c.open);
+                }
+                let counts = counts.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+                    if let Ok(mut c) = counts.lock() {
+                        c.open -= 1;
+                    }
+                });
+            }
+        })
+    };
+    let snapshot = |counts: &Arc<Mutex<Counts>>| {
+        counts
+            .lock()
+            .map(|c| (c.accepted, c.open, c.max_open))
+            .unwrap_or_default()
+    };
+
+    let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+        .await?;
+    let exps = Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name);
+    exps.create(
+        &PostParams::default(),
+        &experiment(
+            "hold-six",
+            "checkout",
+            json!({
+                "hypothesis": { "recoversWithin": null },
+                "action": { "podKill": null, "connectionExhaustion": {
+                    "target": { "host": "127.0.0.1", "port": port },
+                    "protocol": "Tcp", "connections": 6, "rampStep": 3, "rampInterval": "200ms",
+                    "holdFor": "25s"
+                }},
+                "duration": "40s",
+                "blastRadius": null
+            }),
+        )?,
+    )
+    .await?;
+    let run = observing(&cluster, &ns.name, Duration::from_secs(60))
+        .await
+        .with_context(|| operator.log())?;
+    eventually(
+        "six connections held",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async { Ok((snapshot(&counts).1 == 6).then_some(())) },
+    )
+    .await
+    .with_context(|| operator.log())?;
+
+    // Make the operator reconcile the experiment and its run again while
+    // the fault is held: a new generation, an annotation, and a change to
+    // the owned run, each a fresh trigger of the same reconcile.
+    let patch = |v: serde_json::Value| Patch::Merge(v);
+    exps.patch(
+        "hold-six",
+        &PatchParams::default(),
+        &patch(json!({ "spec": { "hypothesis": { "description": "six held connections do not hurt (edited mid-run)" } } })),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    exps.patch(
+        "hold-six",
+        &PatchParams::default(),
+        &patch(json!({ "metadata": { "annotations": { "example.com/touched": "mid-run" } } })),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Api::<ExperimentRun>::namespaced(cluster.client.clone(), &ns.name)
+        .patch(
+            &run.name_any(),
+            &PatchParams::default(),
+            &patch(json!({ "metadata": { "labels": { "touched": "mid-run" } } })),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = snapshot(&counts);
+
+    let done = final_run(&cluster, &ns.name, Duration::from_secs(60))
+        .await
+        .with_context(|| operator.log())?;
+    ensure!(done.metadata.uid == run.metadata.uid, "the same run");
+    let status = done.status.clone().context("status")?;
+    ensure!(
+        status.phase == RunPhase::Completed,
+        "{:?} {:?}",
+        status.phase,
+        status.reason
+    );
+    let released = eventually(
+        "every connection released",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let s = snapshot(&counts);
+            Ok((s.1 == 0).then_some(s))
+        },
+    )
+    .await
+    .with_context(|| format!("(accepted, open, max open) = {:?}", snapshot(&counts)))?;
+    server.abort();
+    // Before injecting, the run opens one probe connection and closes it
+    // (a target that is down fails the run with nothing held): 1 + 6.
+    ensure!(
+        released.0 == 7 && released.2 == 6,
+        "accepted {} connections, at most {} open at once, for one probe and a run of 6",
+        released.0,
+        released.2
+    );
+    ensure!(
+        during.0 == 7,
+        "{} connections after the re-reconciles",
+        during.0
+    );
+    // Still one run, also once the reconciles after its end have passed.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let all = runs(&cluster, &ns.name).await?;
+    ensure!(
+        all.len() == 1,
+        "{} runs for a one-off experiment: {:?}",
+        all.len(),
+        all.iter().map(|r| r.name_any()).collect::<Vec<_>>()
+    );
+    ensure!(snapshot(&counts).0 == 7, "connections opened after the run");
+    println!(
+        "re-reconciled 3 times mid-run: {} connections opened (1 probe + a run of 6), at most {} open at once",
+        released.0, released.2
+    );
     Ok(())
 }

@@ -341,6 +341,11 @@ impl Operator {
         Some(ticks / 100.0)
     }
 
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// The operator's log so far, for assertion messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -351,6 +356,58 @@ impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Cluster {
+    /// Kill the kube-apiserver with SIGKILL, leave it down for `down_for`,
+    /// then start it again with `tests/cluster/up.sh` (which starts only the
+    /// parts that are not running) and wait until it answers. Returns how
+    /// long the API server was unreachable. Only for tests that run alone:
+    /// every other client of the cluster sees the outage too.
+    pub async fn restart_apiserver(&self, down_for: Duration) -> Result<Duration> {
+        let root = repo_root();
+        let pid_file = root.join(".cluster/pids/kube-apiserver.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .with_context(|| format!("reading {}", pid_file.display()))?
+            .trim()
+            .to_owned();
+        let killed = std::time::Instant::now();
+        let out = Command::new("kill").args(["-KILL", &pid]).output()?;
+        if !out.status.success() {
+            bail!(
+                "kill -KILL {pid} (kube-apiserver): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // Gone for real: a zombie has no exe link.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(format!("/proc/{pid}/exe")).is_ok() {
+            if std::time::Instant::now() > deadline {
+                bail!("kube-apiserver (pid {pid}) still runs 10s after SIGKILL");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(down_for).await;
+        let up = tokio::process::Command::new(root.join("tests/cluster/up.sh"))
+            .output()
+            .await
+            .context("running tests/cluster/up.sh")?;
+        if !up.status.success() {
+            bail!(
+                "tests/cluster/up.sh could not start the kube-apiserver again:\n{}{}",
+                String::from_utf8_lossy(&up.stdout),
+                String::from_utf8_lossy(&up.stderr)
+            );
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.client.apiserver_version().await.is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!("the kube-apiserver does not answer 60s after up.sh");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(killed.elapsed())
     }
 }
 

@@ -131,6 +131,19 @@ impl Record {
         }
     }
 
+    /// The run's final record, retried while the API server is away: a run
+    /// whose last write fell into an outage must not look unfinished (and
+    /// then be adopted as an orphan and re-judged) once it is back.
+    pub(super) async fn save_final(&self) {
+        if let Err(e) = super::retry("writing the run's final status", super::RETRY_FOR, || {
+            self.save()
+        })
+        .await
+        {
+            warn!(run = %self.name, error = %e, "giving up on writing the run's final status");
+        }
+    }
+
     pub(super) async fn event(&self, warning: bool, reason: &str, note: String) {
         let ev = Event {
             type_: if warning {
@@ -155,7 +168,7 @@ impl Record {
         self.status.verdict = Some(Verdict::Inconclusive);
         self.status.completion_time = Some(now());
         self.step(reason, format!("{message}; nothing was injected"));
-        self.save_or_log().await;
+        self.save_final().await;
         self.event(true, reason, message).await;
     }
 }
@@ -236,6 +249,38 @@ pub(super) async fn read_guards(
         });
     }
     Ok(out)
+}
+
+/// One observation of a run in flight: the guards' burn rates and spend,
+/// then the global pause. `Some((reason, message))` means abort. A pause
+/// that cannot be read (the API server is away) is a doubt, and a doubt
+/// stops the fault.
+pub(super) async fn abort_check(
+    ctx: &Context,
+    guards: &[Guard],
+    max_budget_spend: f64,
+    elapsed: Duration,
+    seen: &mut Seen,
+) -> Option<(String, String)> {
+    let readings = read_guards(ctx, guards, elapsed).await;
+    if let Ok(r) = &readings {
+        seen.note(r);
+    }
+    if let Some((reason, message)) = gate::abort_reason(&readings, max_budget_spend) {
+        return Some((reason.into(), message));
+    }
+    let ns = &ctx.operator_namespace;
+    match crate::pause::read(&ctx.client, ns).await {
+        Ok(None) => None,
+        Ok(Some(why)) => Some(("GlobalPause".into(), why)),
+        Err(e) => Some((
+            "KubernetesApiUnavailable".into(),
+            format!(
+                "the global pause (ConfigMap {ns}/{}) cannot be read: {e}",
+                crate::pause::NAME
+            ),
+        )),
+    }
 }
 
 /// Refuse namespaces that did not opt in, and the operator's own.
@@ -413,7 +458,7 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
             r.done = true;
         }
         rec.status.completion_time = Some(now());
-        rec.save_or_log().await;
+        rec.save_final().await;
         return;
     }
 
@@ -477,14 +522,10 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
             () = tokio::time::sleep_until(next_observe) => {
                 let tick = Instant::now();
                 next_observe += observe_every;
-                let readings = read_guards(ctx, &guards, started.elapsed()).await;
-                if let Ok(r) = &readings {
-                    seen.note(r);
-                }
-                if let Some((reason, message)) = gate::abort_reason(&readings, policy.max_budget_spend) {
-                    abort = Some((reason.into(), message, tick));
-                } else if let Some(why) = crate::pause::state(&ctx.client, &ctx.operator_namespace).await {
-                    abort = Some(("GlobalPause".into(), why, tick));
+                if let Some((reason, message)) =
+                    abort_check(ctx, &guards, policy.max_budget_spend, started.elapsed(), &mut seen).await
+                {
+                    abort = Some((reason, message, tick));
                 }
             }
             () = tokio::time::sleep(recovery_poll), if waiting_recovery => {
@@ -652,7 +693,24 @@ pub(super) async fn finish(
         &measured,
     );
     results.extend(extra);
-    let verdict = verdict::conjunction(&results);
+    let mut verdict = verdict::conjunction(&results);
+    if phase == RunPhase::Aborted {
+        let reason = rec
+            .status
+            .reason
+            .as_deref()
+            .and_then(|r| r.split(':').next())
+            .unwrap_or_default()
+            .to_owned();
+        let cut = verdict::after_abort(verdict, &reason);
+        if cut != verdict {
+            rec.step(
+                "CutShort",
+                format!("aborted ({reason}) before the fault ran its course: the expectations that held so far do not confirm the hypothesis"),
+            );
+            verdict = cut;
+        }
+    }
     rec.status
         .observations
         .get_or_insert_with(Observations::default)
@@ -671,7 +729,7 @@ pub(super) async fn finish(
     rec.status.phase = phase;
     rec.status.completion_time = Some(now());
     rec.step("Verdict", format!("{verdict:?}"));
-    rec.save_or_log().await;
+    rec.save_final().await;
     rec.event(
         verdict == Verdict::Refuted,
         &format!("{verdict:?}"),
@@ -790,7 +848,7 @@ pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
             "Abandoned",
             "the operator restarted before injecting; nothing was touched",
         );
-        rec.save_or_log().await;
+        rec.save_final().await;
         ctx.runs.remove(&run_key);
         return;
     }
@@ -832,7 +890,11 @@ pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
             "ReplicaSet" => headroom_experiments::scale_down::WorkloadKind::ReplicaSet,
             _ => headroom_experiments::scale_down::WorkloadKind::Deployment,
         };
-        match super::workload::scale(&ctx.client, kind, &w.namespace, &w.name, w.replicas).await {
+        let scaled = super::retry("restoring the replica count", super::RETRY_FOR, || {
+            super::workload::scale(&ctx.client, kind, &w.namespace, &w.name, w.replicas)
+        })
+        .await;
+        match scaled {
             Ok(()) => rec.step(
                 "ReplicasRestored",
                 format!(
@@ -844,7 +906,7 @@ pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
                 rec.step("RestoreFailed", e.clone());
                 rec.status.phase = RunPhase::Failed;
                 rec.status.reason = Some(format!("RestoreFailed: {e}"));
-                rec.save_or_log().await;
+                rec.save_final().await;
                 rec.event(true, "RestoreFailed", e).await;
                 ctx.runs.remove(&run_key);
                 return;
@@ -862,7 +924,7 @@ pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
     );
     rec.status.completion_time = Some(now());
     rec.step("Restored", "restore finished after an operator restart");
-    rec.save_or_log().await;
+    rec.save_final().await;
     rec.event(
         true,
         "RecoveredAfterRestart",

@@ -20,12 +20,12 @@ use tokio::time::Instant;
 
 use super::connections::{self, Held, Target};
 use super::driver::{
-    Guard, Record, Seen, check_target_namespace, finish, min_budget, read_guards, record_abort,
+    Guard, Record, Seen, abort_check, check_target_namespace, finish, min_budget, record_abort,
 };
 use super::workload;
 use super::{now, now_micro, target_namespace};
 use crate::duration::parse_duration;
-use crate::gate::{self, Policy};
+use crate::gate::Policy;
 use crate::reconcile::Context;
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::{
@@ -98,7 +98,7 @@ pub(super) async fn run(
             r.done = true;
         }
         rec.status.completion_time = Some(now());
-        rec.save_or_log().await;
+        rec.save_final().await;
         return;
     }
 
@@ -336,15 +336,16 @@ async fn observe(
         tokio::time::sleep_until(next).await;
         next += observe_every;
         let tick = Instant::now();
-        let readings = read_guards(ctx, guards, started.elapsed()).await;
-        if let Ok(r) = &readings {
-            seen.note(r);
-        }
-        if let Some((reason, message)) = gate::abort_reason(&readings, policy.max_budget_spend) {
-            return (reason.into(), message, tick);
-        }
-        if let Some(why) = crate::pause::state(&ctx.client, &ctx.operator_namespace).await {
-            return ("GlobalPause".into(), why, tick);
+        if let Some((reason, message)) = abort_check(
+            ctx,
+            guards,
+            policy.max_budget_spend,
+            started.elapsed(),
+            seen,
+        )
+        .await
+        {
+            return (reason, message, tick);
         }
     }
 }
@@ -687,24 +688,28 @@ async fn restore(
         Plan::Clients { kind, .. } => *kind,
         Plan::Hold { .. } => return Ok(format!("{n} connections closed")),
     };
-    workload::scale(&ctx.client, kind, &w.namespace, &w.name, w.replicas).await?;
+    // Retried: an API server that is away for a while (a restart) must not
+    // leave the workload at the fault's replica count.
+    super::retry("restoring the replica count", super::RETRY_FOR, || {
+        workload::scale(&ctx.client, kind, &w.namespace, &w.name, w.replicas)
+    })
+    .await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &w.namespace);
-    let selector = workload::get(&ctx.client, kind, &w.namespace, &w.name)
-        .await?
-        .map(|x| x.selector);
     let want = usize::try_from(w.replicas).unwrap_or(0);
     let until = Instant::now() + Duration::from_secs(60);
-    if let Some(selector) = selector {
-        while Instant::now() < until {
-            let live_now = workload::live_pods(&pods, &selector).await?;
-            if live_now.len() == want && live_now.iter().all(live::is_ready) {
-                return Ok(format!(
-                    "{} {}/{} back to {} replicas, all Ready",
-                    w.kind, w.namespace, w.name, w.replicas
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+    while Instant::now() < until {
+        // Read errors only mean "not known yet": the replica count is back.
+        if let Ok(Some(x)) = workload::get(&ctx.client, kind, &w.namespace, &w.name).await
+            && let Ok(live_now) = workload::live_pods(&pods, &x.selector).await
+            && live_now.len() == want
+            && live_now.iter().all(live::is_ready)
+        {
+            return Ok(format!(
+                "{} {}/{} back to {} replicas, all Ready",
+                w.kind, w.namespace, w.name, w.replicas
+            ));
         }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(format!(
         "{} {}/{} set back to {} replicas (not all Ready within 60s)",
