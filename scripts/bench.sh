@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # make bench: performance figures on the local cluster with the real
 # Prometheus, printed as tables (no pass/fail thresholds: figures).
-#   BENCH_SLOS=100,1000     SLO counts to evaluate (each with recording rules
-#                           and with direct queries)
+#   BENCH_SLOS=100,1000,10000  SLO counts to evaluate (each with recording
+#                           rules, and with direct queries up to
+#                           BENCH_DIRECT_MAX=100), and the idle cost with
+#                           N/10 experiments scheduled but not due
+#   BENCH_RULE_INTERVAL=30s rule evaluation interval of the benchmark's own
+#                           Prometheus
 #   BENCH_ABORT_RUNS=20     runs for the abort-reaction distribution
-# Runs alone: it loads the shared Prometheus with many recording rules.
+# Runs alone: thousands of SLOs load the API server and the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -d "$HOME/.cargo/bin" ]] && PATH="$HOME/.cargo/bin:$PATH"

@@ -185,6 +185,50 @@ pub fn validate(indicator: &Indicator) -> Result<(), IndicatorError> {
     window_queries(indicator, "5m").map(|_| ())
 }
 
+/// What checking an SLO's indicator found: `Ok(has_total)` (whether it has
+/// a traffic query) or the parser's message.
+pub type Checked = Result<bool, String>;
+
+/// (namespace, name) of an SLO.
+type SloKey = (String, String);
+
+/// Indicator checks remembered per SLO and generation: parsing every SLO's
+/// PromQL on every evaluation would cost most of a cycle's CPU at ten
+/// thousand SLOs, and a spec only changes with its generation.
+#[derive(Default)]
+pub struct CheckCache {
+    entries: std::sync::Mutex<std::collections::HashMap<SloKey, (Option<i64>, Checked)>>,
+}
+
+impl CheckCache {
+    /// Bound on remembered SLOs; past it the cache starts over (names of
+    /// deleted SLOs would otherwise stay forever).
+    const MAX: usize = 1 << 16;
+
+    pub fn check(
+        &self,
+        key: (String, String),
+        generation: Option<i64>,
+        indicator: &Indicator,
+    ) -> Checked {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, checked)) = entries.get(&key)
+            && *g == generation
+            && generation.is_some()
+        {
+            return checked.clone();
+        }
+        let checked = window_queries(indicator, "5m")
+            .map(|q| q.total_rate.is_some())
+            .map_err(|e| e.to_string());
+        if entries.len() >= Self::MAX {
+            entries.clear();
+        }
+        entries.insert(key, (generation, checked.clone()));
+        checked
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! budget on learning.
 
 pub mod budget;
+pub mod caches;
 pub mod cli;
 pub mod cli_support;
 pub mod conditions;

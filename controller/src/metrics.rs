@@ -47,6 +47,7 @@ pub struct Metrics {
     pub prometheus_errors: Counter,
     pub prometheus_queries: Counter,
     pub recorded_rounds: Counter,
+    pub recorded_read_seconds: Counter<f64, AtomicU64>,
     pub status_writes: Family<ControllerLabels, Counter>,
     pub reconcile_errors: Family<ControllerLabels, Counter>,
     pub runs: Family<RunLabels, Counter>,
@@ -101,6 +102,12 @@ impl Default for Metrics {
             "recorded_read_rounds",
             "Rounds of reads of the recording rules; a round reads each window at most once for every SLO",
             recorded_rounds.clone(),
+        );
+        let recorded_read_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "recorded_read_seconds",
+            "Time spent reading the recording rules from Prometheus (every SLO's figures for a round)",
+            recorded_read_seconds.clone(),
         );
         let status_writes = Family::<ControllerLabels, Counter>::default();
         registry.register(
@@ -158,6 +165,7 @@ impl Default for Metrics {
             prometheus_errors,
             prometheus_queries,
             recorded_rounds,
+            recorded_read_seconds,
             status_writes,
             reconcile_errors,
         }

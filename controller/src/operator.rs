@@ -42,12 +42,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         evaluation_interval: args.evaluation_interval,
         // One round per interval: every SLO of one cycle shares one read per window.
-        recorded: (!args.direct_queries)
-            .then(|| RecordedCache::new(args.evaluation_interval, metrics.recorded_rounds.clone())),
+        recorded: (!args.direct_queries).then(|| {
+            RecordedCache::new(args.evaluation_interval, metrics.recorded_rounds.clone())
+                .with_read_seconds(metrics.recorded_read_seconds.clone())
+        }),
         watch_namespace: args.watch_namespace.clone(),
+        indicator_checks: Default::default(),
     });
 
-    let (dashboard, caches) = crate::dashboard::start(ctx.clone());
+    let (caches, fill) = crate::caches::start(&ctx);
+    let dashboard = crate::dashboard::start(ctx.clone(), &caches);
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -59,7 +63,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(listen = %args.listen, prometheus = %args.prometheus_url, "headroom operator starting");
     // Metrics, health and the dashboard answer on every replica, leader or not.
     let mut server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let mut caches = tokio::spawn(caches);
+    let mut fill = tokio::spawn(fill);
 
     let mut elector = args.leader_elect.then(|| {
         let identity = std::env::var("POD_NAME")
@@ -81,9 +85,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    let rules = crate::rules_writer::run(ctx.clone(), args.clone());
+    let rules = crate::rules_writer::run(ctx.clone(), args.clone(), caches.slos.clone());
     let engine = ctx.clone();
-    let prometheus_rules = crate::prometheus_rules::run(ctx.clone(), args.dashboard_url.clone());
+    let prometheus_rules =
+        crate::prometheus_rules::run(ctx.clone(), args.dashboard_url.clone(), caches.slos.clone());
     let lost = async {
         match elector.as_mut() {
             Some(e) => e.hold().await,
@@ -93,9 +98,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut outcome = Ok(());
     tokio::select! {
         res = &mut server => outcome = Err(anyhow::anyhow!("HTTP server stopped: {res:?}")),
-        () = reconcile::slo::run(ctx.clone()) => info!("SLO controller stopped"),
-        () = reconcile::experiment::run(ctx) => info!("experiment controller stopped"),
-        _ = &mut caches => info!("dashboard caches stopped"),
+        () = reconcile::slo::run(ctx.clone(), caches.clone()) => info!("SLO controller stopped"),
+        () = reconcile::experiment::run(ctx, caches.clone()) => info!("experiment controller stopped"),
+        _ = &mut fill => info!("watch caches stopped"),
         res = rules => res.context("rules writer stopped")?,
         res = prometheus_rules => res.context("PrometheusRule writer stopped")?,
         why = lost => outcome = Err(anyhow::anyhow!("lost leadership: {why}")),

@@ -42,6 +42,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
         evaluation_interval: Duration::from_secs(10),
         recorded: None,
         watch_namespace: args.namespace.clone(),
+        indicator_checks: Default::default(),
         operator_namespace: args.operator_namespace.clone(),
         runs: engine::Registry::default(),
         recorder: kube::runtime::events::Recorder::new(

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams,
 };
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -124,10 +125,20 @@ async fn discover(client: &kube::Client) -> Option<bool> {
 }
 
 /// Keep one `PrometheusRule` per watched SLO while the CRD is served; never
-/// returns.
-pub async fn run(ctx: Arc<Context>, dashboard_url: String) -> anyhow::Result<()> {
+/// returns. A pass runs when an SLO spec changed, and at each discovery
+/// (every 3 minutes) to repair objects changed or deleted by hand.
+pub async fn run(
+    ctx: Arc<Context>,
+    dashboard_url: String,
+    slos: Store<ServiceLevelObjective>,
+) -> anyhow::Result<()> {
     let mut served = false;
     let mut discovered_at: Option<Instant> = None;
+    // An empty cache before the first list would empty every object.
+    slos.wait_until_ready()
+        .await
+        .map_err(|e| anyhow::anyhow!("the SLO cache never filled: {e}"))?;
+    let mut synced: Option<u64> = None;
     loop {
         if discovered_at.is_none_or(|at| at.elapsed() >= DISCOVERY_INTERVAL) {
             // A failed discovery is retried next cycle rather than in minutes.
@@ -140,9 +151,22 @@ pub async fn run(ctx: Arc<Context>, dashboard_url: String) -> anyhow::Result<()>
                 }
                 served = now;
                 discovered_at = Some(Instant::now());
+                synced = None;
             }
         }
-        if served && let Err(e) = sync(&ctx, &dashboard_url).await {
+        let state = slos.state();
+        let specs = crate::rules_writer::specs_fingerprint(&state);
+        if !served || synced == Some(specs) {
+            drop(state);
+            tokio::time::sleep(ctx.evaluation_interval).await;
+            continue;
+        }
+        let result = sync(&ctx, &state, &dashboard_url).await;
+        drop(state);
+        if result.is_ok() {
+            synced = Some(specs);
+        }
+        if let Err(e) = result {
             if let kube::Error::Api(status) = &e
                 && status.is_not_found()
             {
@@ -168,13 +192,15 @@ fn rules_api(ctx: &Context, namespace: Option<&str>) -> Api<DynamicObject> {
 /// One pass: apply what is missing or changed, empty objects whose SLO no
 /// longer yields rules (a deleted SLO's object goes with the garbage
 /// collector; this covers an SLO whose spec became untranslatable).
-async fn sync(ctx: &Context, dashboard_url: &str) -> Result<(), kube::Error> {
-    let slos = ctx
-        .watched::<ServiceLevelObjective>()
-        .list(&ListParams::default())
-        .await?;
+async fn sync(
+    ctx: &Context,
+    slos: &[Arc<ServiceLevelObjective>],
+    dashboard_url: &str,
+) -> Result<(), kube::Error> {
+    // Metadata only: the content hash is an annotation, and the rule
+    // groups of thousands of objects are not worth reading.
     let existing = rules_api(ctx, None)
-        .list(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")))
+        .list_metadata(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")))
         .await?;
     let applied: BTreeMap<(String, String), Option<String>> = existing
         .items
@@ -182,12 +208,12 @@ async fn sync(ctx: &Context, dashboard_url: &str) -> Result<(), kube::Error> {
         .map(|o| {
             (
                 (o.namespace().unwrap_or_default(), o.name_any()),
-                applied_hash(o).map(str::to_owned),
+                o.annotations().get(CONTENT_HASH_ANNOTATION).cloned(),
             )
         })
         .collect();
     let mut wanted = BTreeSet::new();
-    for slo in &slos.items {
+    for slo in slos {
         let obj = match build(slo, dashboard_url) {
             Ok(obj) => obj,
             Err(reason) => {

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -30,6 +31,8 @@ pub struct RecordedCache {
     state: Mutex<Round>,
     /// Rounds started: with the query counter, gives queries per cycle.
     rounds: Counter,
+    /// Time spent in reads: the part of a cycle that waits on Prometheus.
+    read_seconds: Counter<f64, AtomicU64>,
 }
 
 #[derive(Default)]
@@ -49,7 +52,14 @@ impl RecordedCache {
             round,
             state: Mutex::new(Round::default()),
             rounds,
+            read_seconds: Counter::default(),
         }
+    }
+
+    /// Count the time spent reading in `read_seconds`.
+    pub fn with_read_seconds(mut self, read_seconds: Counter<f64, AtomicU64>) -> Self {
+        self.read_seconds = read_seconds;
+        self
     }
 
     /// The recorded error ratios over `window` for every SLO, refreshed with
@@ -88,6 +98,7 @@ impl RecordedCache {
         // A failure is kept for the round too: every SLO fails closed with
         // it, and a struggling Prometheus gets one query per window, not one
         // per SLO.
+        let reading = Instant::now();
         let answer = prom.instant(metric).await.map(|series| {
             Arc::new(
                 series
@@ -100,6 +111,7 @@ impl RecordedCache {
                     .collect(),
             )
         });
+        self.read_seconds.inc_by(reading.elapsed().as_secs_f64());
         state.snapshots.insert(metric.to_owned(), answer.clone());
         answer
     }

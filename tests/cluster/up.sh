@@ -294,9 +294,13 @@ wait_for kube-apiserver 90 "$KUBECTL" get --raw /readyz
 
 # ---------------------------------------------------------------- controller-manager, scheduler
 # Every controller except those that need a cloud provider or a pod network.
+# A long node-monitor grace period: after an API server restart (the
+# disruptive tests) kwok's leases lapse for a while, and once the node
+# lifecycle controller has set a pod's Ready to False, kwok never sets it
+# back, which would take the example service out of service for good.
 start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --kubeconfig "$KUBECONFIG" --authentication-kubeconfig "$KUBECONFIG" --authorization-kubeconfig "$KUBECONFIG" \
-  --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
+  --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --node-monitor-grace-period 5m \
   --service-account-private-key-file "$P/sa.key" --root-ca-file "$P/ca.crt" \
   --cluster-signing-cert-file "$P/ca.crt" --cluster-signing-key-file "$P/ca.key" \
   --use-service-account-credentials=true --leader-elect=false \

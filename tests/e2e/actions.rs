@@ -314,6 +314,9 @@ async fn bad_targets_give_a_clear_message_and_inject_nothing() -> Result<()> {
     let _guard = CHECKOUT.lock().await;
     let cluster = Cluster::connect().await?;
     cluster.install_crds()?;
+    // The gate must open, so that each failure is the target's.
+    set_error_ratio(&cluster, 0.0).await?;
+    calm(&cluster).await?;
     let closed = headroom_e2e::free_port()?;
     let cases = [
         (

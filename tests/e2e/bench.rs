@@ -1,11 +1,14 @@
-//! `make bench`: figures, not assertions. Run alone (it loads the shared
-//! Prometheus with many rules) by scripts/bench.sh, against the release
-//! build of the operator (HEADROOM_BIN). Prints tables.
+//! `make bench`: figures, not assertions. Run alone by scripts/bench.sh,
+//! against the release build of the operator (HEADROOM_BIN). Prints tables.
 //!
-//! - SLO evaluation with N SLOs (BENCH_SLOS, default 100,1000), once with
-//!   the recording rules and once with direct per-SLO queries: PromQL
-//!   queries per cycle, Kubernetes status writes per cycle when nothing
-//!   changed, evaluation time, operator RSS and CPU.
+//! - SLO evaluation with N SLOs (BENCH_SLOS, default 100,1000,10000), once
+//!   with the recording rules and once with direct per-SLO queries (up to
+//!   BENCH_DIRECT_MAX SLOs): PromQL queries per cycle, Kubernetes status
+//!   writes per cycle when nothing changed, time spent reading Prometheus
+//!   and operator CPU per cycle, operator RSS. Each size gets a Prometheus
+//!   of its own that loads the operator's rule file and evaluates it every
+//!   BENCH_RULE_INTERVAL (default 30s).
+//! - Idle cost at each size: N/10 experiments scheduled but not due.
 //! - Abort reaction over BENCH_ABORT_RUNS runs (default 20): from the first
 //!   instant Prometheus shows the burn rate over the abort threshold to
 //!   the start of the restore.
@@ -18,7 +21,7 @@ use futures::StreamExt;
 use headroom::resources::experiment::ChaosExperiment;
 use headroom::resources::run::RunPhase;
 use headroom::resources::slo::ServiceLevelObjective;
-use headroom_e2e::{CHECKOUT, Cluster, Operator, RuleFileGuard, eventually};
+use headroom_e2e::{CHECKOUT, Cluster, Operator, PrivatePrometheus, eventually};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
@@ -65,20 +68,37 @@ fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
 struct Figures {
     queries_per_cycle: f64,
     writes_per_cycle: f64,
-    eval_seconds_per_cycle: f64,
+    read_seconds_per_cycle: f64,
     ready_after: Duration,
     rss_mib: f64,
     cpu_per_cycle: f64,
+    idle: Option<Idle>,
+}
+
+/// The operator at rest with the SLOs and `experiments` scheduled
+/// experiments that are not due.
+struct Idle {
+    experiments: usize,
+    cpu_per_minute: f64,
+    rss_mib: f64,
+}
+
+/// Rule evaluation interval of the benchmark's own Prometheus: thousands of
+/// SLOs make tens of thousands of rules, more than a 1s interval allows.
+fn rule_interval() -> String {
+    std::env::var("BENCH_RULE_INTERVAL").unwrap_or_else(|_| "30s".into())
 }
 
 async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
     let ns = cluster.namespace(&format!("bench-{n}")).await?;
-    let _rules = RuleFileGuard::for_namespace(cluster, &ns.name)?;
-    let rules_dir = cluster.var("PROMETHEUS_RULES_DIR")?.to_owned();
+    let prom = PrivatePrometheus::start_with(cluster, &rule_interval()).await?;
+    let rules_dir = prom.rules_dir().display().to_string();
     let interval = format!("{INTERVAL_SECS}s");
     let mut args = vec![
         "--evaluation-interval",
         interval.as_str(),
+        "--prometheus-url",
+        prom.url.as_str(),
         "--rules-dir",
         rules_dir.as_str(),
         "--prometheus-reload",
@@ -110,7 +130,7 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
     };
     eventually(
         &format!("{n} SLOs evaluated from {want}"),
-        Duration::from_secs(600),
+        Duration::from_secs(900),
         Duration::from_secs(2),
         || async {
             let list = api.list(&ListParams::default()).await?.items;
@@ -133,14 +153,18 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
     let b = scrape(&operator.metrics_url).await?;
     let cpu_b = operator.cpu_seconds().unwrap_or(0.0);
     let d = |k: &str| get(&b, k) - get(&a, k);
-    let figures = Figures {
+    let mut figures = Figures {
         queries_per_cycle: d("headroom_prometheus_queries_total") / cycles,
         writes_per_cycle: d("headroom_status_writes_total{controller=\"slo\"}") / cycles,
-        eval_seconds_per_cycle: d("headroom_slo_evaluation_duration_seconds_sum") / cycles,
+        read_seconds_per_cycle: d("headroom_recorded_read_seconds_total") / cycles,
         ready_after,
         rss_mib: operator.rss_kib().unwrap_or(0) as f64 / 1024.0,
         cpu_per_cycle: (cpu_b - cpu_a) / cycles,
+        idle: None,
     };
+    if !direct {
+        figures.idle = Some(idle(cluster, &ns.name, &operator, n / 10).await?);
+    }
     drop(operator);
     // Delete the SLOs before the namespace so the next size starts clean.
     let _ = api
@@ -149,13 +173,66 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
     Ok(figures)
 }
 
+/// Add `count` experiments whose schedule is not due (1 January, 00:00),
+/// let them settle, then read the operator's CPU over a minute and its RSS.
+async fn idle(cluster: &Cluster, ns: &str, operator: &Operator, count: usize) -> Result<Idle> {
+    let exps = Api::<ChaosExperiment>::namespaced(cluster.client.clone(), ns);
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let exps = exps.clone();
+            async move {
+                let e = experiment(
+                    &format!("idle-{i:04}"),
+                    "slo-00000",
+                    json!({ "schedule": "0 0 1 1 *" }),
+                )?;
+                exps.create(&PostParams::default(), &e).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    eventually(
+        &format!("{count} experiments with a status"),
+        Duration::from_secs(300),
+        Duration::from_secs(2),
+        || async {
+            let done = exps
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|e| e.status.as_ref().is_some_and(|s| s.phase.is_some()))
+                .count();
+            Ok((done == count).then_some(()))
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let cpu_a = operator.cpu_seconds().unwrap_or(0.0);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let cpu_b = operator.cpu_seconds().unwrap_or(0.0);
+    let result = Idle {
+        experiments: count,
+        cpu_per_minute: cpu_b - cpu_a,
+        rss_mib: operator.rss_kib().unwrap_or(0) as f64 / 1024.0,
+    };
+    let _ = exps
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await;
+    Ok(result)
+}
+
 #[tokio::test]
 #[ignore = "a benchmark: make bench"]
 async fn bench_slo_evaluation() -> Result<()> {
     let cluster = Cluster::connect().await?;
     cluster.install_crds()?;
     let sizes: Vec<usize> = std::env::var("BENCH_SLOS")
-        .unwrap_or_else(|_| "100,1000".into())
+        .unwrap_or_else(|_| "100,1000,10000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -170,16 +247,21 @@ async fn bench_slo_evaluation() -> Result<()> {
         std::env::var("HEADROOM_BIN").unwrap_or_else(|_| "target/debug/headroom".into())
     );
     println!(
-        "{:>7}  {:<15}  {:>17}  {:>19}  {:>18}  {:>13}  {:>14}  {:>9}",
+        "Prometheus of its own, rule evaluation every {}; cycle ≈ Prometheus read + operator CPU",
+        rule_interval()
+    );
+    println!(
+        "{:>7}  {:<15}  {:>13}  {:>13}  {:>12}  {:>11}  {:>13}  {:>9}",
         "SLOs",
         "reads",
         "queries/cycle",
-        "status writes/cycle",
-        "eval time/cycle s",
-        "CPU/cycle s",
+        "writes/cycle",
+        "read s/cycle",
+        "CPU s/cycle",
         "all ready in s",
         "RSS MiB"
     );
+    let mut idle_rows = Vec::new();
     for &n in &sizes {
         for direct in [false, true] {
             if direct && n > direct_max {
@@ -187,7 +269,7 @@ async fn bench_slo_evaluation() -> Result<()> {
             }
             let f = measure(&cluster, n, direct).await?;
             println!(
-                "{:>7}  {:<15}  {:>17.1}  {:>19.1}  {:>18.3}  {:>13.3}  {:>14.1}  {:>9.1}",
+                "{:>7}  {:<15}  {:>13.1}  {:>13.1}  {:>12.3}  {:>11.3}  {:>13.1}  {:>9.1}",
                 n,
                 if direct {
                     "direct queries"
@@ -196,12 +278,28 @@ async fn bench_slo_evaluation() -> Result<()> {
                 },
                 f.queries_per_cycle,
                 f.writes_per_cycle,
-                f.eval_seconds_per_cycle,
+                f.read_seconds_per_cycle,
                 f.cpu_per_cycle,
                 f.ready_after.as_secs_f64(),
                 f.rss_mib
             );
+            if let Some(idle) = f.idle {
+                idle_rows.push((n, idle));
+            }
         }
+    }
+    println!(
+        "\nIdle: SLOs evaluated every {INTERVAL_SECS}s, experiments scheduled but not due, nothing running"
+    );
+    println!(
+        "{:>7}  {:>11}  {:>16}  {:>9}",
+        "SLOs", "experiments", "CPU s/minute", "RSS MiB"
+    );
+    for (n, idle) in idle_rows {
+        println!(
+            "{:>7}  {:>11}  {:>16.2}  {:>9.1}",
+            n, idle.experiments, idle.cpu_per_minute, idle.rss_mib
+        );
     }
     Ok(())
 }

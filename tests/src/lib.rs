@@ -490,9 +490,17 @@ impl PrivatePrometheus {
 
     /// Start it and wait until it is ready.
     pub async fn start(cluster: &Cluster) -> Result<Self> {
+        Self::start_with(cluster, "1s").await
+    }
+
+    /// Start one that evaluates the rule files in [`Self::rules_dir`] every
+    /// `evaluation_interval` (benchmarks with thousands of SLOs need a
+    /// longer one than the shared Prometheus's 1s).
+    pub async fn start_with(cluster: &Cluster, evaluation_interval: &str) -> Result<Self> {
         let port = free_port()?;
         let dir = std::env::temp_dir().join(format!("headroom-prometheus-{port}"));
         std::fs::create_dir_all(dir.join("data"))?;
+        std::fs::create_dir_all(dir.join("rules"))?;
         let checkout = cluster
             .var("CHECKOUT_URL")?
             .trim_start_matches("http://")
@@ -501,8 +509,10 @@ impl PrivatePrometheus {
         std::fs::write(
             dir.join("prometheus.yml"),
             format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: checkout\n    static_configs: [{{ targets: [\"{checkout}\"] }}]\n"
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: {evaluation_interval}\n\
+                 rule_files: [\"{}/*.yml\"]\n\
+                 scrape_configs:\n  - job_name: checkout\n    static_configs: [{{ targets: [\"{checkout}\"] }}]\n",
+                dir.join("rules").display()
             ),
         )?;
         let mut p = Self {
@@ -576,6 +586,11 @@ impl PrivatePrometheus {
     /// Its log so far, for assertion messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// The directory of rule files it loads (on `/-/reload`).
+    pub fn rules_dir(&self) -> PathBuf {
+        self.dir.join("rules")
     }
 }
 

@@ -15,11 +15,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use maud::Markup;
 use serde_json::json;
 
@@ -42,36 +40,14 @@ pub struct Dashboard {
     runs: Store<ExperimentRun>,
 }
 
-/// The dashboard and the future that keeps its caches filled.
-pub fn start(ctx: Arc<Context>) -> (Arc<Dashboard>, impl Future<Output = ()>) {
-    let (slos, slo_writer) = reflector::store();
-    let (experiments, exp_writer) = reflector::store();
-    let (runs, run_writer) = reflector::store();
-    let cfg = watcher::Config::default;
-    let s = reflector::reflector(slo_writer, watcher(ctx.watched(), cfg()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(|_| async {});
-    let e = reflector::reflector(exp_writer, watcher(ctx.watched(), cfg()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(|_| async {});
-    let r = reflector::reflector(run_writer, watcher(ctx.watched(), cfg()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(|_| async {});
-    let fill = async move {
-        futures::join!(s, e, r);
-    };
-    (
-        Arc::new(Dashboard {
-            ctx,
-            slos,
-            experiments,
-            runs,
-        }),
-        fill,
-    )
+/// The dashboard over the process's watch caches.
+pub fn start(ctx: Arc<Context>, caches: &crate::caches::Caches) -> Arc<Dashboard> {
+    Arc::new(Dashboard {
+        ctx,
+        slos: caches.slos.clone(),
+        experiments: caches.experiments.clone(),
+        runs: caches.runs.clone(),
+    })
 }
 
 /// Routes: pages, JSON API and actions.

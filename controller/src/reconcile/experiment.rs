@@ -13,7 +13,6 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -36,36 +35,13 @@ pub const FINALIZER: &str = "headroom.dev/restore";
 /// Label on each ExperimentRun naming its experiment.
 pub const EXPERIMENT_LABEL: &str = "headroom.dev/experiment";
 
-/// Run the controller until the stream ends.
-pub async fn run(ctx: Arc<Context>) {
-    let experiments = ctx.watched::<ChaosExperiment>();
-    let runs = ctx.watched::<ExperimentRun>();
-    // Our own status writes must not trigger a reconcile (the gate message
-    // carries live figures, so that would loop); spec, deletion, finalizers
-    // and a "run now" request must.
-    let (reader, writer) = kube::runtime::reflector::store();
-    let trigger =
-        kube::runtime::reflector(writer, watcher(experiments, watcher::Config::default()))
-            .default_backoff()
-            .applied_objects()
-            .predicate_filter(
-                |e: &ChaosExperiment| {
-                    use std::hash::{Hash, Hasher};
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    e.metadata.generation.hash(&mut h);
-                    e.metadata
-                        .deletion_timestamp
-                        .as_ref()
-                        .map(|t| t.0.as_second())
-                        .hash(&mut h);
-                    e.metadata.finalizers.hash(&mut h);
-                    e.annotations().get(crate::dashboard::RUN_NOW).hash(&mut h);
-                    Some(h.finish())
-                },
-                Default::default(),
-            );
-    Controller::for_stream(trigger, reader)
-        .owns(runs, watcher::Config::default())
+/// Run the controller until the stream ends. Our own status writes do not
+/// trigger a reconcile (see `caches`); spec, deletion, finalizers, a "run
+/// now" request and any change to an owned run do.
+pub async fn run(ctx: Arc<Context>, caches: Arc<crate::caches::Caches>) {
+    let trigger = caches.experiment_tap.subscribe(&caches.experiments);
+    Controller::for_shared_stream(trigger, caches.experiments.clone())
+        .owns_shared_stream(caches.run_tap.subscribe(&caches.runs))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

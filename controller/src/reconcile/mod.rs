@@ -27,6 +27,8 @@ pub struct Context {
     pub runs: crate::engine::Registry,
     /// Publishes Kubernetes Events.
     pub recorder: kube::runtime::events::Recorder,
+    /// SLO indicators already parsed, per generation.
+    pub indicator_checks: crate::indicator::CheckCache,
 }
 
 impl Context {

@@ -9,7 +9,6 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -20,17 +19,12 @@ use crate::metrics::{ControllerLabels, SloLabels, WindowLabels};
 use crate::resources::slo::{ServiceLevelObjective, ServiceLevelObjectiveStatus};
 use crate::slo_eval::{self, Figures, TierPlan, Unreadable};
 
-/// Run the controller until the stream ends.
-pub async fn run(ctx: Arc<Context>) {
-    let api = ctx.watched::<ServiceLevelObjective>();
-    // Only spec changes trigger a reconcile; the requeue paces evaluation.
-    // Reacting to our own status writes would evaluate in a tight loop.
-    let (reader, writer) = kube::runtime::reflector::store();
-    let trigger = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(kube::runtime::predicates::generation, Default::default());
-    Controller::for_stream(trigger, reader)
+/// Run the controller until the stream ends. Only spec changes trigger a
+/// reconcile (see `caches`); the requeue paces evaluation. Reacting to our
+/// own status writes would evaluate in a tight loop.
+pub async fn run(ctx: Arc<Context>, caches: Arc<crate::caches::Caches>) {
+    let trigger = caches.slo_tap.subscribe(&caches.slos);
+    Controller::for_shared_stream(trigger, caches.slos.clone())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -128,10 +122,14 @@ async fn gather(
         reason: "InvalidSpec",
         message,
     })?;
-    indicator::validate(&slo.spec.indicator).map_err(|e| Unreadable::InvalidSpec {
-        reason: "InvalidQuery",
-        message: e.to_string(),
-    })?;
+    let key = (slo.namespace().unwrap_or_default(), slo.name_any());
+    let has_total = ctx
+        .indicator_checks
+        .check(key, slo.meta().generation, &slo.spec.indicator)
+        .map_err(|message| Unreadable::InvalidSpec {
+            reason: "InvalidQuery",
+            message,
+        })?;
     let mut windows: BTreeSet<Duration> = tiers.iter().flat_map(|t| [t.long, t.short]).collect();
     windows.insert(period);
     let shortest = windows.iter().next().copied().unwrap_or(period);
@@ -140,7 +138,7 @@ async fn gather(
         .as_ref()
         .filter(|_| freshness == Freshness::Cached);
     let source = match cache {
-        Some(cache) => match from_recorded(slo, ctx, cache, &windows, shortest).await? {
+        Some(cache) => match from_recorded(slo, ctx, cache, &windows, shortest, has_total).await? {
             Some(figures) => return Ok(figures),
             None => "DirectQuery (recording rules not loaded yet)",
         },
@@ -177,6 +175,7 @@ async fn from_recorded(
     cache: &crate::recorded::RecordedCache,
     windows: &BTreeSet<Duration>,
     shortest: Duration,
+    has_total: bool,
 ) -> Result<Option<Figures>, Unreadable> {
     let key = (slo.namespace().unwrap_or_default(), slo.name_any());
     let unavailable = |e: crate::prometheus::PrometheusError| {
@@ -199,9 +198,6 @@ async fn from_recorded(
         };
         figures.error_ratios.insert(w, *value);
     }
-    let has_total = indicator::window_queries(&slo.spec.indicator, "5m")
-        .map(|q| q.total_rate.is_some())
-        .unwrap_or(false);
     if has_total {
         let w = crate::duration::format_duration(shortest);
         let snapshot = cache

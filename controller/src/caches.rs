@@ -1,0 +1,252 @@
+//! One watch and one in-memory copy per kind for the whole process.
+//!
+//! The dashboard reads these stores on every replica; the controllers, which
+//! run only on the leader, take their triggers from the same watches through
+//! a [`Tap`], and the rule writers read the stores instead of listing every
+//! SLO each cycle. A second copy per controller would double the operator's
+//! memory at ten thousand SLOs. Objects are stored without `managedFields`,
+//! which nothing here reads and which is often the largest part of them.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use tokio::sync::mpsc;
+
+use crate::reconcile::Context;
+use crate::resources::experiment::ChaosExperiment;
+use crate::resources::run::ExperimentRun;
+use crate::resources::slo::ServiceLevelObjective;
+
+/// What a change must touch to trigger a reconcile: a hash of the fields
+/// that matter, so that the operator's own status writes do not.
+type Predicate<K> = fn(&K) -> u64;
+
+/// Forwards changed objects to a controller, once one listens.
+pub struct Tap<K: Resource> {
+    inner: Arc<Mutex<TapState<K>>>,
+    predicate: Predicate<K>,
+}
+
+struct TapState<K: Resource> {
+    sender: Option<mpsc::UnboundedSender<Arc<K>>>,
+    seen: HashMap<ObjectRef<K>, u64>,
+}
+
+impl<K: Resource> Clone for Tap<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            predicate: self.predicate,
+        }
+    }
+}
+
+impl<K> Tap<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    fn new(predicate: Predicate<K>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(TapState {
+                sender: None,
+                seen: HashMap::new(),
+            })),
+            predicate,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, TapState<K>> {
+        // A panic while holding the lock leaves a map that is still valid.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called for every object the watch applies.
+    fn offer(&self, obj: &Arc<K>) {
+        let mut state = self.state();
+        let Some(sender) = state.sender.clone() else {
+            return;
+        };
+        let hash = (self.predicate)(obj);
+        if state.seen.insert(ObjectRef::from_obj(obj.as_ref()), hash) != Some(hash)
+            && sender.send(obj.clone()).is_err()
+        {
+            state.sender = None;
+        }
+    }
+
+    /// The trigger stream of a controller: every object in `store` now,
+    /// then each change that passes the predicate. Objects a controller
+    /// schedules twice are reconciled once.
+    pub fn subscribe(&self, store: &Store<K>) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let snapshot = {
+            let mut state = self.state();
+            // Listen first, then snapshot: a change in between is sent
+            // twice rather than lost.
+            state.sender = Some(tx);
+            let snapshot = store.state();
+            state.seen = snapshot
+                .iter()
+                .map(|o| (ObjectRef::from_obj(o.as_ref()), (self.predicate)(o)))
+                .collect();
+            snapshot
+        };
+        futures::stream::iter(snapshot).chain(tokio_stream_from(rx))
+    }
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn hash_of(f: impl FnOnce(&mut std::collections::hash_map::DefaultHasher)) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    f(&mut h);
+    h.finish()
+}
+
+/// SLOs: a spec change (new generation) or a deletion.
+fn slo_trigger(s: &ServiceLevelObjective) -> u64 {
+    hash_of(|h| {
+        s.metadata.generation.hash(h);
+        s.metadata.deletion_timestamp.is_some().hash(h);
+    })
+}
+
+/// Experiments: spec, deletion, finalizers and a "run now" request; never
+/// the operator's own status writes (the gate message carries live figures,
+/// so reacting to them would loop).
+fn experiment_trigger(e: &ChaosExperiment) -> u64 {
+    hash_of(|h| {
+        e.metadata.generation.hash(h);
+        e.metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .hash(h);
+        e.metadata.finalizers.hash(h);
+        e.annotations().get(crate::dashboard::RUN_NOW).hash(h);
+    })
+}
+
+/// Runs: any change (their owner's reconcile reads their phase).
+fn run_trigger(r: &ExperimentRun) -> u64 {
+    hash_of(|h| r.metadata.resource_version.hash(h))
+}
+
+/// The process's watch caches.
+pub struct Caches {
+    pub slos: Store<ServiceLevelObjective>,
+    pub experiments: Store<ChaosExperiment>,
+    pub runs: Store<ExperimentRun>,
+    pub slo_tap: Tap<ServiceLevelObjective>,
+    pub experiment_tap: Tap<ChaosExperiment>,
+    pub run_tap: Tap<ExperimentRun>,
+}
+
+/// The caches and the future that keeps them filled (run it for the life
+/// of the process, on every replica).
+pub fn start(ctx: &Context) -> (Arc<Caches>, impl Future<Output = ()> + Send + 'static) {
+    let (slos, slo_writer) = reflector::store();
+    let (experiments, exp_writer) = reflector::store();
+    let (runs, run_writer) = reflector::store();
+    let caches = Arc::new(Caches {
+        slos,
+        experiments,
+        runs,
+        slo_tap: Tap::new(slo_trigger),
+        experiment_tap: Tap::new(experiment_trigger),
+        run_tap: Tap::new(run_trigger),
+    });
+    let s = fill(slo_writer, ctx.watched(), caches.slo_tap.clone());
+    let e = fill(exp_writer, ctx.watched(), caches.experiment_tap.clone());
+    let r = fill(run_writer, ctx.watched(), caches.run_tap.clone());
+    (caches, async move {
+        futures::join!(s, e, r);
+    })
+}
+
+async fn fill<K>(writer: reflector::store::Writer<K>, api: kube::Api<K>, tap: Tap<K>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None);
+    reflector::reflector(writer, stream)
+        .applied_objects()
+        .for_each(|res| {
+            // The watcher's own copy: during the initial list the store
+            // takes the objects only once the list is complete.
+            if let Ok(obj) = res {
+                tap.offer(&Arc::new(obj));
+            }
+            async {}
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use kube::runtime::watcher::Event;
+
+    fn slo(name: &str, generation: i64, budget: f64) -> ServiceLevelObjective {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "headroom.dev/v1alpha1",
+            "kind": "ServiceLevelObjective",
+            "metadata": { "name": name, "namespace": "shop", "generation": generation },
+            "spec": {
+                "service": "checkout", "objective": 99.9, "window": "30d",
+                "indicator": { "ratio": { "errors": "e[$window]", "total": "t[$window]" } }
+            },
+            "status": { "budgetRemaining": budget }
+        }))
+        .expect("valid SLO")
+    }
+
+    fn next_name<S: Stream<Item = Arc<ServiceLevelObjective>> + Unpin>(
+        s: &mut S,
+    ) -> Option<String> {
+        s.next().now_or_never().flatten().map(|o| o.name_any())
+    }
+
+    #[test]
+    fn a_controller_gets_the_cache_then_spec_changes_only() {
+        let (store, mut writer) = reflector::store();
+        let tap = Tap::new(slo_trigger);
+        // Nobody listens yet (a follower): nothing queues up.
+        tap.offer(&Arc::new(slo("early", 1, 1.0)));
+        writer.apply_watcher_event(&Event::Apply(slo("a", 1, 1.0)));
+        let mut trigger = Box::pin(tap.subscribe(&store));
+        assert_eq!(
+            next_name(&mut trigger).as_deref(),
+            Some("a"),
+            "the cache first"
+        );
+        assert_eq!(next_name(&mut trigger), None);
+        // Our own status write: same generation, no trigger.
+        tap.offer(&Arc::new(slo("a", 1, 0.5)));
+        assert_eq!(next_name(&mut trigger), None);
+        // A spec change and a new SLO trigger.
+        tap.offer(&Arc::new(slo("a", 2, 0.5)));
+        tap.offer(&Arc::new(slo("b", 1, 1.0)));
+        assert_eq!(next_name(&mut trigger).as_deref(), Some("a"));
+        assert_eq!(next_name(&mut trigger).as_deref(), Some("b"));
+        assert_eq!(next_name(&mut trigger), None);
+    }
+}
