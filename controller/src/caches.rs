@@ -17,7 +17,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use crate::reconcile::Context;
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::ExperimentRun;
 use crate::resources::slo::ServiceLevelObjective;
@@ -153,7 +152,19 @@ pub struct Caches {
 
 /// The caches and the future that keeps them filled (run it for the life
 /// of the process, on every replica).
-pub fn start(ctx: &Context) -> (Arc<Caches>, impl Future<Output = ()> + Send + 'static) {
+pub fn start(
+    client: &kube::Client,
+    watch_namespace: Option<&str>,
+) -> (Arc<Caches>, impl Future<Output = ()> + Send + 'static) {
+    fn api<K>(client: &kube::Client, ns: Option<&str>) -> kube::Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        match ns {
+            Some(ns) => kube::Api::namespaced(client.clone(), ns),
+            None => kube::Api::all(client.clone()),
+        }
+    }
     let (slos, slo_writer) = reflector::store();
     let (experiments, exp_writer) = reflector::store();
     let (runs, run_writer) = reflector::store();
@@ -165,9 +176,21 @@ pub fn start(ctx: &Context) -> (Arc<Caches>, impl Future<Output = ()> + Send + '
         experiment_tap: Tap::new(experiment_trigger),
         run_tap: Tap::new(run_trigger),
     });
-    let s = fill(slo_writer, ctx.watched(), caches.slo_tap.clone());
-    let e = fill(exp_writer, ctx.watched(), caches.experiment_tap.clone());
-    let r = fill(run_writer, ctx.watched(), caches.run_tap.clone());
+    let s = fill(
+        slo_writer,
+        api(client, watch_namespace),
+        caches.slo_tap.clone(),
+    );
+    let e = fill(
+        exp_writer,
+        api(client, watch_namespace),
+        caches.experiment_tap.clone(),
+    );
+    let r = fill(
+        run_writer,
+        api(client, watch_namespace),
+        caches.run_tap.clone(),
+    );
     (caches, async move {
         futures::join!(s, e, r);
     })

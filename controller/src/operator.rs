@@ -33,6 +33,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance: std::env::var("POD_NAME").ok(),
         },
     );
+    let (caches, fill) = crate::caches::start(&client, args.watch_namespace.as_deref());
     let ctx = Arc::new(Context {
         client,
         recorder,
@@ -48,9 +49,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         watch_namespace: args.watch_namespace.clone(),
         indicator_checks: Default::default(),
+        run_cache: Some(caches.runs.clone()),
     });
 
-    let (caches, fill) = crate::caches::start(&ctx);
     let dashboard = crate::dashboard::start(ctx.clone(), &caches);
     let app = Router::new()
         .route("/metrics", get(render_metrics))

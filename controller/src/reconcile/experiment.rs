@@ -224,13 +224,14 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
     let ns = exp.namespace().unwrap_or_default();
     let name = exp.name_any();
     let exp_key = key(&ns, &name);
-    let runs_api: Api<ExperimentRun> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut runs = runs_api
-        .list(&ListParams::default().labels(&format!("{EXPERIMENT_LABEL}={name}")))
-        .await?
-        .items;
-    runs.sort_by_key(|r| (created(r), r.name_any()));
-    adopt_orphans(&ctx, &runs);
+    // From the watch cache: an idle experiment costs the API server
+    // nothing. Before anything is acted on (an orphan adopted, a run
+    // started), the runs are read again from the API server.
+    let mut runs = load_runs(&ctx, &ns, &name, false).await?;
+    if runs.iter().any(|r| is_orphan(&ctx, r)) {
+        runs = load_runs(&ctx, &ns, &name, true).await?;
+        adopt_orphans(&ctx, &runs);
+    }
 
     let previous = exp.status.clone().unwrap_or_default();
     let generation = exp.meta().generation;
@@ -315,38 +316,13 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
 
     let now_utc = Utc::now();
     // "Run now" from the dashboard: due once, if asked after the last run.
-    let requested = exp
-        .annotations()
-        .get(crate::dashboard::RUN_NOW)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
-    // Creation times are whole seconds: a request within the second of the
-    // last run's creation counts as served, so one request never starts two.
-    let manual = requested.is_some_and(|t| {
-        runs.last()
-            .and_then(created)
-            .is_none_or(|c| t > c + chrono::Duration::seconds(1))
-    });
-    let (due, trigger) = match &exp.spec.schedule {
-        _ if manual => (true, "Manual"),
-        // A run without a status yet counts as an attempt: if status writes
-        // fail, better no retry than a loop of new runs.
-        None => (
-            !runs
-                .iter()
-                .any(|r| r.status.as_ref().is_none_or(|s| s.phase != RunPhase::Gated)),
-            "Once",
-        ),
-        Some(schedule) => {
-            let since = runs
-                .last()
-                .and_then(created)
-                .or_else(|| created(exp.as_ref()))
-                .unwrap_or(now_utc);
-            let fire = next_fire(schedule, since).map_err(|(_, m)| Error::Invalid(m))?;
-            (fire <= now_utc, "Schedule")
-        }
-    };
+    let (mut due, mut trigger) = due_now(&exp, &runs, now_utc)?;
+    if due && ctx.run_cache.is_some() {
+        // The cache may not hold a run created a moment ago: decide again
+        // from the API server before starting or recording anything.
+        runs = load_runs(&ctx, &ns, &name, true).await?;
+        (due, trigger) = due_now(&exp, &runs, now_utc)?;
+    }
     let outcome = evaluate_gate(
         &ctx,
         &exp,
@@ -407,6 +383,85 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
     }
     write_status(&ctx, &exp, &previous, &status).await?;
     Ok(Action::requeue(Duration::from_secs(5)))
+}
+
+/// Whether a run is due now, and what triggers it.
+fn due_now(
+    exp: &ChaosExperiment,
+    runs: &[ExperimentRun],
+    now_utc: DateTime<Utc>,
+) -> Result<(bool, &'static str), Error> {
+    let requested = exp
+        .annotations()
+        .get(crate::dashboard::RUN_NOW)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    // Creation times are whole seconds: a request within the second of the
+    // last run's creation counts as served, so one request never starts two.
+    let manual = requested.is_some_and(|t| {
+        runs.last()
+            .and_then(created)
+            .is_none_or(|c| t > c + chrono::Duration::seconds(1))
+    });
+    Ok(match &exp.spec.schedule {
+        _ if manual => (true, "Manual"),
+        // A run without a status yet counts as an attempt: if status writes
+        // fail, better no retry than a loop of new runs.
+        None => (
+            !runs
+                .iter()
+                .any(|r| r.status.as_ref().is_none_or(|s| s.phase != RunPhase::Gated)),
+            "Once",
+        ),
+        Some(schedule) => {
+            let since = runs
+                .last()
+                .and_then(created)
+                .or_else(|| created(exp))
+                .unwrap_or(now_utc);
+            let fire = next_fire(schedule, since).map_err(|(_, m)| Error::Invalid(m))?;
+            (fire <= now_utc, "Schedule")
+        }
+    })
+}
+
+/// The experiment's runs, oldest first: from the watch cache, or `fresh`
+/// from the API server (also when there is no cache).
+async fn load_runs(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    fresh: bool,
+) -> Result<Vec<ExperimentRun>, Error> {
+    let mut runs: Vec<ExperimentRun> = match (&ctx.run_cache, fresh) {
+        (Some(cache), false) => cache
+            .state()
+            .iter()
+            .filter(|r| {
+                r.namespace().as_deref() == Some(ns)
+                    && r.labels().get(EXPERIMENT_LABEL).map(String::as_str) == Some(name)
+            })
+            .map(|r| (**r).clone())
+            .collect(),
+        _ => {
+            Api::<ExperimentRun>::namespaced(ctx.client.clone(), ns)
+                .list(&ListParams::default().labels(&format!("{EXPERIMENT_LABEL}={name}")))
+                .await?
+                .items
+        }
+    };
+    runs.sort_by_key(|r| (created(r), r.name_any()));
+    Ok(runs)
+}
+
+/// A run that holds (or may be about to hold) a fault with no task in this
+/// process driving it.
+fn is_orphan(ctx: &Context, run: &ExperimentRun) -> bool {
+    let phase = run.status.as_ref().map_or(RunPhase::Pending, |s| s.phase);
+    (phase.holds_fault() || phase == RunPhase::Pending)
+        && !ctx
+            .runs
+            .contains(&key(&run.namespace().unwrap_or_default(), &run.name_any()))
 }
 
 /// Runs left in a fault-holding phase (or never started) with no task in

@@ -29,6 +29,8 @@ pub struct Context {
     pub recorder: kube::runtime::events::Recorder,
     /// SLO indicators already parsed, per generation.
     pub indicator_checks: crate::indicator::CheckCache,
+    /// The process's watch cache of runs; `None` in one-shot commands.
+    pub run_cache: Option<kube::runtime::reflector::Store<crate::resources::ExperimentRun>>,
 }
 
 impl Context {
