@@ -5,8 +5,9 @@
 #                           rules, and with direct queries up to
 #                           BENCH_DIRECT_MAX=100), and the idle cost with
 #                           N/10 experiments scheduled but not due
-#   BENCH_RULE_INTERVAL=30s rule evaluation interval of the benchmark's own
+#   BENCH_RULE_INTERVAL=60s rule evaluation interval of the benchmark's own
 #                           Prometheus
+#   BENCH_PROMETHEUS_TIMEOUT=30s  the operator's --prometheus-timeout
 #   BENCH_ABORT_RUNS=20     runs for the abort-reaction distribution
 # Runs alone: thousands of SLOs load the API server and the machine.
 set -euo pipefail

@@ -7,7 +7,7 @@
 //!   writes per cycle when nothing changed, time spent reading Prometheus
 //!   and operator CPU per cycle, operator RSS. Each size gets a Prometheus
 //!   of its own that loads the operator's rule file and evaluates it every
-//!   BENCH_RULE_INTERVAL (default 30s).
+//!   BENCH_RULE_INTERVAL (default 60s).
 //! - Idle cost at each size: N/10 experiments scheduled but not due.
 //! - Abort reaction over BENCH_ABORT_RUNS runs (default 20): from the first
 //!   instant Prometheus shows the burn rate over the abort threshold to
@@ -86,7 +86,7 @@ struct Idle {
 /// Rule evaluation interval of the benchmark's own Prometheus: thousands of
 /// SLOs make tens of thousands of rules, more than a 1s interval allows.
 fn rule_interval() -> String {
-    std::env::var("BENCH_RULE_INTERVAL").unwrap_or_else(|_| "30s".into())
+    std::env::var("BENCH_RULE_INTERVAL").unwrap_or_else(|_| "60s".into())
 }
 
 async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
@@ -94,9 +94,14 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
     let prom = PrivatePrometheus::start_with(cluster, &rule_interval()).await?;
     let rules_dir = prom.rules_dir().display().to_string();
     let interval = format!("{INTERVAL_SECS}s");
+    // A Prometheus evaluating tens of thousands of rules on two cores
+    // answers slowly; the default timeout would read that as unavailable.
+    let timeout = std::env::var("BENCH_PROMETHEUS_TIMEOUT").unwrap_or_else(|_| "30s".into());
     let mut args = vec![
         "--evaluation-interval",
         interval.as_str(),
+        "--prometheus-timeout",
+        timeout.as_str(),
         "--prometheus-url",
         prom.url.as_str(),
         "--rules-dir",

@@ -554,6 +554,8 @@ impl PrivatePrometheus {
                 self.dir.join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            // POST /-/reload, which `headroom run --prometheus-reload` sends.
+            .arg("--web.enable-lifecycle")
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
