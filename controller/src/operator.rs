@@ -49,6 +49,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         watch_namespace: args.watch_namespace.clone(),
         indicator_checks: Default::default(),
+        direct_reads: tokio::sync::Semaphore::new(crate::reconcile::DIRECT_READS),
         run_cache: Some(caches.runs.clone()),
     });
 

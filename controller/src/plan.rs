@@ -43,6 +43,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
         recorded: None,
         watch_namespace: args.namespace.clone(),
         indicator_checks: Default::default(),
+        direct_reads: tokio::sync::Semaphore::new(crate::reconcile::DIRECT_READS),
         run_cache: None,
         operator_namespace: args.operator_namespace.clone(),
         runs: engine::Registry::default(),

@@ -29,6 +29,11 @@ pub struct Context {
     pub recorder: kube::runtime::events::Recorder,
     /// SLO indicators already parsed, per generation.
     pub indicator_checks: crate::indicator::CheckCache,
+    /// SLO evaluations reading Prometheus directly at once (recording rules
+    /// not loaded yet, or `--direct-queries`): thousands of SLOs falling
+    /// back together would flood Prometheus and delay the very rules they
+    /// wait for. Gate and run reads do not queue here.
+    pub direct_reads: tokio::sync::Semaphore,
     /// The process's watch cache of runs; `None` in one-shot commands.
     pub run_cache: Option<kube::runtime::reflector::Store<crate::resources::ExperimentRun>>,
 }
@@ -46,6 +51,9 @@ impl Context {
         }
     }
 }
+
+/// Permits of [`Context::direct_reads`].
+pub const DIRECT_READS: usize = 8;
 
 /// The one error type of the reconcilers.
 #[derive(Debug, thiserror::Error)]

@@ -145,6 +145,13 @@ async fn gather(
         None if freshness == Freshness::Fresh => "DirectQuery (fresh read)",
         None => "DirectQuery",
     };
+    let _permit =
+        match freshness {
+            Freshness::Cached => Some(ctx.direct_reads.acquire().await.map_err(|e| {
+                Unreadable::PrometheusUnavailable(format!("direct reads closed: {e}"))
+            })?),
+            Freshness::Fresh => None,
+        };
     let mut figures = Figures {
         error_ratios: BTreeMap::new(),
         traffic_per_second: None,
