@@ -1,7 +1,8 @@
 //! `make bench`: figures, not assertions. Run alone by scripts/bench.sh,
 //! against the release build of the operator (HEADROOM_BIN). Prints tables.
 //!
-//! - SLO evaluation with N SLOs (BENCH_SLOS, default 100,1000,10000), once
+//! - SLO evaluation with N SLOs (BENCH_SLOS, default 100,1000; 10000 does
+//!   not finish on a 2-core machine, see scripts/bench.sh), once
 //!   with the recording rules and once with direct per-SLO queries (up to
 //!   BENCH_DIRECT_MAX SLOs): PromQL queries per cycle, Kubernetes status
 //!   writes per cycle when nothing changed, time spent reading Prometheus
@@ -237,7 +238,7 @@ async fn bench_slo_evaluation() -> Result<()> {
     let cluster = Cluster::connect().await?;
     cluster.install_crds()?;
     let sizes: Vec<usize> = std::env::var("BENCH_SLOS")
-        .unwrap_or_else(|_| "100,1000,10000".into())
+        .unwrap_or_else(|_| "100,1000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
