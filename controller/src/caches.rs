@@ -78,6 +78,11 @@ where
         }
     }
 
+    /// A deleted object: nothing to compare its next version with.
+    fn forget(&self, obj: &K) {
+        self.state().seen.remove(&ObjectRef::from_obj(obj));
+    }
+
     /// The trigger stream of a controller: every object in `store` now,
     /// then each change that passes the predicate. Objects a controller
     /// schedules twice are reconciled once.
@@ -210,12 +215,15 @@ where
         .default_backoff()
         .modify(|o: &mut K| o.meta_mut().managed_fields = None);
     reflector::reflector(writer, stream)
-        .applied_objects()
-        .for_each(|res| {
+        .for_each(|event| {
             // The watcher's own copy: during the initial list the store
             // takes the objects only once the list is complete.
-            if let Ok(obj) = res {
-                tap.offer(&Arc::new(obj));
+            match event {
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                    tap.offer(&Arc::new(obj));
+                }
+                Ok(watcher::Event::Delete(obj)) => tap.forget(&obj),
+                _ => {}
             }
             async {}
         })

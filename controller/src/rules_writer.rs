@@ -43,6 +43,7 @@ pub async fn run(
         .await
         .context("the SLO cache never filled")?;
     let mut last_specs: Option<u64> = None;
+    let mut reload_pending = false;
     let mut last_file = std::fs::File::open(&path).ok().and_then(|mut f| {
         let mut h = HashingWriter::new(std::io::sink());
         std::io::copy(&mut f, &mut h).ok().map(|_| h.finish())
@@ -75,22 +76,29 @@ pub async fn run(
                         .with_context(|| format!("renaming to {}", path.display()))?;
                     info!(path = %path.display(), slos = state.len(), "rules written");
                     last_file = Some(hash);
-                    if args.prometheus_reload {
-                        let url = format!("{}/-/reload", args.prometheus_url.trim_end_matches('/'));
-                        if let Err(e) = http
-                            .post(&url)
-                            .send()
-                            .await
-                            .and_then(|r| r.error_for_status())
-                        {
-                            warn!(error = %e, "Prometheus reload failed");
-                        }
-                    }
+                    reload_pending = args.prometheus_reload;
                 }
                 Ok(_) => {
                     let _ = std::fs::remove_file(&tmp);
                 }
-                Err(e) => warn!(error = %e, path = %tmp.display(), "writing rules failed"),
+                Err(e) => {
+                    // Try again next cycle.
+                    last_specs = None;
+                    warn!(error = %e, path = %tmp.display(), "writing rules failed");
+                }
+            }
+        }
+        // Retried each cycle until Prometheus takes it.
+        if reload_pending {
+            let url = format!("{}/-/reload", args.prometheus_url.trim_end_matches('/'));
+            match http
+                .post(&url)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+            {
+                Ok(_) => reload_pending = false,
+                Err(e) => warn!(error = %e, "Prometheus reload failed; retrying next cycle"),
             }
         }
         drop(state);
