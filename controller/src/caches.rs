@@ -161,15 +161,6 @@ pub fn start(
     client: &kube::Client,
     watch_namespace: Option<&str>,
 ) -> (Arc<Caches>, impl Future<Output = ()> + Send + 'static) {
-    fn api<K>(client: &kube::Client, ns: Option<&str>) -> kube::Api<K>
-    where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
-    {
-        match ns {
-            Some(ns) => kube::Api::namespaced(client.clone(), ns),
-            None => kube::Api::all(client.clone()),
-        }
-    }
     let (slos, slo_writer) = reflector::store();
     let (experiments, exp_writer) = reflector::store();
     let (runs, run_writer) = reflector::store();
@@ -183,17 +174,17 @@ pub fn start(
     });
     let s = fill(
         slo_writer,
-        api(client, watch_namespace),
+        crate::reconcile::watched(client, watch_namespace),
         caches.slo_tap.clone(),
     );
     let e = fill(
         exp_writer,
-        api(client, watch_namespace),
+        crate::reconcile::watched(client, watch_namespace),
         caches.experiment_tap.clone(),
     );
     let r = fill(
         run_writer,
-        api(client, watch_namespace),
+        crate::reconcile::watched(client, watch_namespace),
         caches.run_tap.clone(),
     );
     (caches, async move {

@@ -115,20 +115,7 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
     let operator = Operator::start_in(cluster, &ns.name, &args)?;
     let api: Api<ServiceLevelObjective> = Api::namespaced(cluster.client.clone(), &ns.name);
     let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let s = steady_slo(&format!("slo-{i:05}"))?;
-                api.create(&PostParams::default(), &s).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
+    create_all(&api, (0..n).map(|i| steady_slo(&format!("slo-{i:05}")))).await?;
     let want = if direct {
         "DirectQuery"
     } else {
@@ -179,28 +166,39 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
     Ok(figures)
 }
 
-/// Add `count` experiments whose schedule is not due (1 January, 00:00),
-/// let them settle, then read the operator's CPU over a minute and its RSS.
-async fn idle(cluster: &Cluster, ns: &str, operator: &Operator, count: usize) -> Result<Idle> {
-    let exps = Api::<ChaosExperiment>::namespaced(cluster.client.clone(), ns);
-    futures::stream::iter(0..count)
-        .map(|i| {
-            let exps = exps.clone();
-            async move {
-                let e = experiment(
-                    &format!("idle-{i:04}"),
-                    "slo-00000",
-                    json!({ "schedule": "0 0 1 1 *" }),
-                )?;
-                exps.create(&PostParams::default(), &e).await?;
-                anyhow::Ok(())
-            }
+/// Create every object, 32 requests at a time; the first error fails all.
+async fn create_all<K>(api: &Api<K>, objects: impl Iterator<Item = Result<K>>) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    futures::stream::iter(objects)
+        .map(|obj| async move {
+            api.create(&PostParams::default(), &obj?).await?;
+            anyhow::Ok(())
         })
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()
+        .map(|_| ())
+}
+
+/// Add `count` experiments whose schedule is not due (1 January, 00:00),
+/// let them settle, then read the operator's CPU over a minute and its RSS.
+async fn idle(cluster: &Cluster, ns: &str, operator: &Operator, count: usize) -> Result<Idle> {
+    let exps = Api::<ChaosExperiment>::namespaced(cluster.client.clone(), ns);
+    create_all(
+        &exps,
+        (0..count).map(|i| {
+            experiment(
+                &format!("idle-{i:04}"),
+                "slo-00000",
+                json!({ "schedule": "0 0 1 1 *" }),
+            )
+        }),
+    )
+    .await?;
     eventually(
         &format!("{count} experiments with a status"),
         Duration::from_secs(300),

@@ -45,10 +45,19 @@ impl Context {
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
         <K as kube::Resource>::DynamicType: Default,
     {
-        match &self.watch_namespace {
-            Some(ns) => kube::Api::namespaced(self.client.clone(), ns),
-            None => kube::Api::all(self.client.clone()),
-        }
+        watched(&self.client, self.watch_namespace.as_deref())
+    }
+}
+
+/// An API over `watch_namespace`, or over all namespaces when it is `None`.
+pub fn watched<K>(client: &kube::Client, watch_namespace: Option<&str>) -> kube::Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match watch_namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
     }
 }
 
