@@ -71,7 +71,7 @@ where
             return;
         };
         let hash = (self.predicate)(obj);
-        if state.seen.insert(ObjectRef::from_obj(obj.as_ref()), hash) != Some(hash)
+        if state.seen.insert(key_of(obj.as_ref()), hash) != Some(hash)
             && sender.send(obj.clone()).is_err()
         {
             state.sender = None;
@@ -80,7 +80,7 @@ where
 
     /// A deleted object: nothing to compare its next version with.
     fn forget(&self, obj: &K) {
-        self.state().seen.remove(&ObjectRef::from_obj(obj));
+        self.state().seen.remove(&key_of(obj));
     }
 
     /// The trigger stream of a controller: every object in `store` now,
@@ -96,11 +96,22 @@ where
             let snapshot = store.state();
             state.seen = snapshot
                 .iter()
-                .map(|o| (ObjectRef::from_obj(o.as_ref()), (self.predicate)(o)))
+                .map(|o| (key_of(o.as_ref()), (self.predicate)(o)))
                 .collect();
             snapshot
         };
         futures::stream::iter(snapshot).chain(tokio_stream_from(rx))
+    }
+}
+
+/// Name and namespace only: `ObjectRef::from_obj` also keeps the uid and
+/// resource version, two more strings per object that the map never
+/// compares.
+fn key_of<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectRef<K> {
+    let key = ObjectRef::new(obj.meta().name.as_deref().unwrap_or_default());
+    match obj.meta().namespace.as_deref() {
+        Some(ns) => key.within(ns),
+        None => key,
     }
 }
 

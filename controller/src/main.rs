@@ -6,6 +6,12 @@ use clap::Parser;
 use headroom::cli::{Cli, Command};
 use headroom::resources;
 
+/// mimalloc rather than the system allocator: with glibc's per-thread
+/// arenas, the memory of a burst (thousands of SLOs read at once) stayed
+/// with the process long after it was freed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -7,19 +7,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SloLabels {
-    pub namespace: String,
-    pub slo: String,
-}
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WindowLabels {
-    pub namespace: String,
-    pub slo: String,
-    pub window: String,
-}
+use crate::resources::slo::ServiceLevelObjective;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -40,9 +35,8 @@ pub struct ReasonLabels {
 
 pub struct Metrics {
     pub registry: Registry,
-    pub budget_remaining: Family<SloLabels, Gauge<f64, AtomicU64>>,
-    pub burn_rate: Family<WindowLabels, Gauge<f64, AtomicU64>>,
-    pub slo_data_present: Family<SloLabels, Gauge>,
+    /// Budget, burn rates and data presence per SLO.
+    pub slo_gauges: Arc<SloGauges>,
     pub evaluation_seconds: Histogram,
     pub prometheus_errors: Counter,
     pub prometheus_queries: Counter,
@@ -60,24 +54,8 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("headroom");
-        let budget_remaining = Family::<SloLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "slo_budget_remaining_ratio",
-            "Share of the error budget left over the SLO window (1 untouched, negative overspent)",
-            budget_remaining.clone(),
-        );
-        let burn_rate = Family::<WindowLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "slo_burn_rate",
-            "Burn rate of the SLO over a window",
-            burn_rate.clone(),
-        );
-        let slo_data_present = Family::<SloLabels, Gauge>::default();
-        registry.register(
-            "slo_data_present",
-            "1 when Prometheus returned data for every window of the SLO",
-            slo_data_present.clone(),
-        );
+        let slo_gauges = Arc::new(SloGauges::default());
+        registry.register_collector(Box::new(slo_gauges.clone()));
         let evaluation_seconds =
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
         registry.register(
@@ -158,9 +136,7 @@ impl Default for Metrics {
             abort_latency,
             active_runs,
             pods_killed,
-            budget_remaining,
-            burn_rate,
-            slo_data_present,
+            slo_gauges,
             evaluation_seconds,
             prometheus_errors,
             prometheus_queries,
@@ -179,5 +155,162 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The per-SLO gauges (`slo_budget_remaining_ratio`, `slo_burn_rate`,
+/// `slo_data_present`), rendered at scrape time from the SLOs' status in
+/// the watch cache. The status holds exactly the figures of the last
+/// evaluation (it is written whenever one changes), so a gauge family
+/// beside it would only be a second copy: ten labelled series per SLO, the
+/// largest part of the operator's memory at ten thousand SLOs.
+#[derive(Debug, Default)]
+pub struct SloGauges {
+    /// Set when this process starts evaluating SLOs (the leader), so that
+    /// followers, which evaluate nothing, export nothing.
+    slos: OnceLock<Store<ServiceLevelObjective>>,
+}
+
+impl SloGauges {
+    /// Export the figures of the SLOs in `store` from now on.
+    pub fn serve(&self, store: Store<ServiceLevelObjective>) {
+        // A second call (a new leadership term in the same process) would
+        // pass the same store.
+        let _ = self.slos.set(store);
+    }
+}
+
+impl Collector for SloGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(store) = self.slos.get() else {
+            return Ok(());
+        };
+        let mut slos = store.state();
+        // A stable order, so that consecutive scrapes diff cleanly.
+        slos.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        let evaluated = || {
+            slos.iter().filter_map(|slo| {
+                let status = slo.status.as_ref()?;
+                let ns = slo.metadata.namespace.as_deref().unwrap_or_default();
+                let name = slo.metadata.name.as_deref().unwrap_or_default();
+                Some((ns, name, status))
+            })
+        };
+        let mut family = encoder.encode_descriptor(
+            "slo_budget_remaining_ratio",
+            "Share of the error budget left over the SLO window (1 untouched, negative overspent)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (ns, name, status) in evaluated() {
+            if let Some(r) = status.budget_remaining {
+                family
+                    .encode_family(&[("namespace", ns), ("slo", name)])?
+                    .encode_gauge(&r)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "slo_burn_rate",
+            "Burn rate of the SLO over a window",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (ns, name, status) in evaluated() {
+            for w in &status.burn_rates {
+                if let Some(br) = w.burn_rate {
+                    family
+                        .encode_family(&[
+                            ("namespace", ns),
+                            ("slo", name),
+                            ("window", w.window.as_str()),
+                        ])?
+                        .encode_gauge(&br)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "slo_data_present",
+            "1 when Prometheus returned data for every window of the SLO",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (ns, name, status) in evaluated() {
+            family
+                .encode_family(&[("namespace", ns), ("slo", name)])?
+                .encode_gauge(&i64::from(status.data_present))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    fn slo(name: &str, status: Option<serde_json::Value>) -> ServiceLevelObjective {
+        let mut obj = serde_json::json!({
+            "apiVersion": "headroom.dev/v1alpha1",
+            "kind": "ServiceLevelObjective",
+            "metadata": { "name": name, "namespace": "shop" },
+            "spec": {
+                "service": "checkout", "objective": 99.9, "window": "30d",
+                "indicator": { "ratio": { "errors": "e[$window]", "total": "t[$window]" } }
+            }
+        });
+        if let Some(status) = status {
+            obj["status"] = status;
+        }
+        serde_json::from_value(obj).expect("valid SLO")
+    }
+
+    #[test]
+    fn slo_gauges_show_the_cached_status_once_this_process_evaluates() {
+        let m = Metrics::default();
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&Event::Apply(slo(
+            "b",
+            Some(serde_json::json!({
+                "budgetRemaining": -0.25,
+                "dataPresent": true,
+                "burnRates": [{ "window": "5m", "burnRate": 2.5 }, { "window": "1h" }]
+            })),
+        )));
+        writer.apply_watcher_event(&Event::Apply(slo("a", None)));
+        // A follower evaluates nothing, so it exports no SLO figures.
+        assert!(!m.render().contains("headroom_slo_budget_remaining_ratio{"));
+        m.slo_gauges.serve(store);
+        let text = m.render();
+        for line in [
+            r#"headroom_slo_budget_remaining_ratio{namespace="shop",slo="b"} -0.25"#,
+            r#"headroom_slo_burn_rate{namespace="shop",slo="b",window="5m"} 2.5"#,
+            r#"headroom_slo_data_present{namespace="shop",slo="b"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // A window without a figure has no series, and neither has an SLO
+        // not evaluated yet.
+        assert!(!text.contains(r#"window="1h""#), "{text}");
+        assert!(!text.contains(r#"slo="a""#), "{text}");
+
+        // The next status written is the next scrape's figures.
+        writer.apply_watcher_event(&Event::Apply(slo(
+            "b",
+            Some(serde_json::json!({ "budgetRemaining": 0.5, "dataPresent": false })),
+        )));
+        let text = m.render();
+        assert!(
+            text.contains(r#"headroom_slo_budget_remaining_ratio{namespace="shop",slo="b"} 0.5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"headroom_slo_data_present{namespace="shop",slo="b"} 0"#),
+            "{text}"
+        );
+        assert!(!text.contains("headroom_slo_burn_rate{"), "{text}");
     }
 }

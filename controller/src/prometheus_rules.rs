@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams,
 };
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -161,8 +162,15 @@ pub async fn run(
             tokio::time::sleep(ctx.evaluation_interval).await;
             continue;
         }
-        let result = sync(&ctx, &state, &dashboard_url).await;
+        // Names only: holding the snapshot through a pass that applies
+        // thousands of objects would keep a second copy of every SLO whose
+        // status changed meanwhile.
+        let keys: Vec<ObjectRef<ServiceLevelObjective>> = state
+            .iter()
+            .map(|s| ObjectRef::from_obj(s.as_ref()))
+            .collect();
         drop(state);
+        let result = sync(&ctx, &slos, keys, &dashboard_url).await;
         if result.is_ok() {
             synced = Some(specs);
         }
@@ -189,60 +197,101 @@ fn rules_api(ctx: &Context, namespace: Option<&str>) -> Api<DynamicObject> {
     }
 }
 
+/// name → content hash of every object this writer owns, read a page at a
+/// time: metadata only (the hash is an annotation), and each page dropped
+/// once read, since thousands of objects' managedFields are megabytes.
+async fn applied_hashes(
+    ctx: &Context,
+) -> Result<BTreeMap<(String, String), Option<String>>, kube::Error> {
+    let api = rules_api(ctx, None);
+    let mut params = ListParams::default()
+        .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"))
+        .limit(500);
+    let mut applied = BTreeMap::new();
+    loop {
+        let page = api.list_metadata(&params).await?;
+        for o in &page.items {
+            applied.insert(
+                (o.namespace().unwrap_or_default(), o.name_any()),
+                o.annotations().get(CONTENT_HASH_ANNOTATION).cloned(),
+            );
+        }
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(applied),
+        }
+    }
+}
+
+/// Objects applied at once in a pass: thousands of SLOs at one request at
+/// a time took minutes.
+const CONCURRENT_APPLIES: usize = 8;
+
 /// One pass: apply what is missing or changed, empty objects whose SLO no
 /// longer yields rules (a deleted SLO's object goes with the garbage
 /// collector; this covers an SLO whose spec became untranslatable).
 async fn sync(
     ctx: &Context,
-    slos: &[Arc<ServiceLevelObjective>],
+    store: &Store<ServiceLevelObjective>,
+    keys: Vec<ObjectRef<ServiceLevelObjective>>,
     dashboard_url: &str,
 ) -> Result<(), kube::Error> {
-    // Metadata only: the content hash is an annotation, and the rule
-    // groups of thousands of objects are not worth reading.
-    let existing = rules_api(ctx, None)
-        .list_metadata(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")))
-        .await?;
-    let applied: BTreeMap<(String, String), Option<String>> = existing
-        .items
-        .iter()
-        .map(|o| {
-            (
-                (o.namespace().unwrap_or_default(), o.name_any()),
-                o.annotations().get(CONTENT_HASH_ANNOTATION).cloned(),
-            )
-        })
-        .collect();
+    let applied = applied_hashes(ctx).await?;
     let mut wanted = BTreeSet::new();
-    for slo in slos {
-        let obj = match build(slo, dashboard_url) {
+    let mut todo = Vec::new();
+    for slo_key in keys {
+        // The cache's current version; one SLO at a time.
+        let Some(slo) = store.get(&slo_key) else {
+            continue;
+        };
+        let obj = match build(&slo, dashboard_url) {
             Ok(obj) => obj,
             Err(reason) => {
                 warn!(namespace = ?slo.namespace(), slo = %slo.name_any(), %reason, "no {KIND} for SLO");
                 continue;
             }
         };
-        let ns = obj.namespace().unwrap_or_default();
-        let name = obj.name_any();
-        wanted.insert((ns.clone(), name.clone()));
-        let key = (ns.clone(), name.clone());
-        if applied.get(&key).and_then(Option::as_deref) == applied_hash(&obj) {
-            continue;
-        }
-        match rules_api(ctx, Some(&ns))
-            .patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&obj),
-            )
-            .await
-        {
-            Ok(_) => info!(namespace = %ns, name = %name, "{KIND} applied"),
-            // Not found: the CRD is gone; the caller discovers again.
-            Err(kube::Error::Api(s)) if s.is_not_found() => return Err(kube::Error::Api(s)),
-            // One refused object (e.g. a name too long) must not stop the rest.
-            Err(e) => warn!(namespace = %ns, name = %name, error = %e, "applying {KIND} failed"),
+        let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+        wanted.insert(key.clone());
+        if applied.get(&key).and_then(Option::as_deref) != applied_hash(&obj) {
+            todo.push((slo_key, key));
         }
     }
+    let results: Vec<Result<(), kube::Error>> = futures::stream::iter(todo)
+        .map(|(slo_key, (ns, name))| async move {
+            // Built again rather than kept: thousands of rule groups held
+            // for the whole pass would be the pass's largest cost.
+            let Some(obj) = store
+                .get(&slo_key)
+                .and_then(|s| build(&s, dashboard_url).ok())
+            else {
+                return Ok(());
+            };
+            match rules_api(ctx, Some(&ns))
+                .patch(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&obj),
+                )
+                .await
+            {
+                Ok(_) => {
+                    info!(namespace = %ns, name = %name, "{KIND} applied");
+                    Ok(())
+                }
+                // Not found: the CRD is gone; the caller discovers again.
+                Err(kube::Error::Api(s)) if s.is_not_found() => Err(kube::Error::Api(s)),
+                // One refused object (e.g. a name too long) must not stop the rest.
+                Err(e) => {
+                    warn!(namespace = %ns, name = %name, error = %e, "applying {KIND} failed");
+                    Ok(())
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENT_APPLIES)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<(), _>>()?;
     // An SLO whose spec no longer yields rules: empty its object rather
     // than delete it, so the operator needs no delete verb beyond pods (the
     // garbage collector removes the object with its SLO).

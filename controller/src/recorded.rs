@@ -3,15 +3,15 @@
 //! Once the rules are loaded, `headroom:slo_error_ratio:rate<w>` holds every
 //! SLO's error ratio for window w, so one query per window serves all SLOs:
 //! the number of queries per cycle does not grow with the number of SLOs.
-//! Reads are grouped in rounds of one evaluation interval: the first SLO
-//! evaluated in a round reads each window once, the rest of that round's SLOs
-//! share the answer. A round starts only when the previous one is at least
-//! an interval old, so each window costs at most one query per interval
+//! Each window's answer serves every SLO for one evaluation interval (a
+//! round): the first SLO that needs it after that reads it again, the rest
+//! share the answer. So each window costs at most one query per interval
 //! however many SLOs there are and however their evaluations spread over the
 //! interval. An SLO whose series are missing (rules not loaded yet) falls
 //! back to direct queries, and its status says which source was used.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -22,25 +22,82 @@ use tokio::sync::Mutex;
 use crate::prometheus::{Prometheus, PrometheusError};
 use crate::rules::{recorded_metric, recorded_traffic_metric};
 
-/// (namespace, slo) → value, for one window.
-pub type Snapshot = Arc<HashMap<(String, String), Option<f64>>>;
+/// Every SLO's value of one recorded metric, read in one query.
+///
+/// Keyed by a hash of (namespace, name) rather than the names: at ten
+/// thousand SLOs and nine windows, two owned strings per entry were the
+/// largest thing the operator held between reads. Two SLOs whose keys
+/// collide are both left out, so they read nothing from the snapshot and
+/// fall back to direct queries: never the other's figure.
+#[derive(Debug)]
+pub struct Values {
+    hasher: RandomState,
+    values: HashMap<u64, Option<f64>>,
+    ambiguous: HashSet<u64>,
+}
 
-/// The recorded series read in the current round.
+impl Values {
+    fn with_capacity(hasher: RandomState, capacity: usize) -> Self {
+        Self {
+            hasher,
+            values: HashMap::with_capacity(capacity),
+            ambiguous: HashSet::new(),
+        }
+    }
+
+    fn key(&self, namespace: &str, slo: &str) -> u64 {
+        self.hasher.hash_one((namespace, slo))
+    }
+
+    fn insert(&mut self, namespace: &str, slo: &str, value: Option<f64>) {
+        let key = self.key(namespace, slo);
+        if self.values.insert(key, value).is_some() {
+            self.ambiguous.insert(key);
+        }
+    }
+
+    /// The SLO's value: `None` when the metric has no series for it,
+    /// `Some(None)` when its series has no finite value (NaN is no figure,
+    /// not zero).
+    pub fn get(&self, namespace: &str, slo: &str) -> Option<Option<f64>> {
+        let key = self.key(namespace, slo);
+        if self.ambiguous.contains(&key) {
+            return None;
+        }
+        self.values.get(&key).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// One recorded metric's values, shared by every SLO of a round.
+pub type Snapshot = Arc<Values>;
+
+/// The recorded series, each read at most once per round.
 pub struct RecordedCache {
     round: Duration,
-    state: Mutex<Round>,
+    hasher: RandomState,
+    /// metric name → its last read. One lock per metric: the readers of
+    /// one window wait for one query while those of another go on.
+    reads: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Read>>>>>,
+    /// When the current round of reads began (for the `rounds` counter).
+    round_started: std::sync::Mutex<Option<Instant>>,
     /// Rounds started: with the query counter, gives queries per cycle.
     rounds: Counter,
     /// Time spent in reads: the part of a cycle that waits on Prometheus.
     read_seconds: Counter<f64, AtomicU64>,
 }
 
-#[derive(Default)]
-struct Round {
-    started: Option<Instant>,
-    /// metric name → every SLO's value, or why Prometheus gave none; read
-    /// at most once per round.
-    snapshots: HashMap<String, Result<Snapshot, PrometheusError>>,
+/// Every SLO's value of one metric, or why Prometheus gave none.
+struct Read {
+    done: Instant,
+    answer: Result<Snapshot, PrometheusError>,
 }
 
 impl RecordedCache {
@@ -50,7 +107,9 @@ impl RecordedCache {
     pub fn new(round: Duration, rounds: Counter) -> Self {
         Self {
             round,
-            state: Mutex::new(Round::default()),
+            hasher: RandomState::new(),
+            reads: std::sync::Mutex::new(HashMap::new()),
+            round_started: std::sync::Mutex::new(None),
             rounds,
             read_seconds: Counter::default(),
         }
@@ -82,38 +141,55 @@ impl RecordedCache {
     }
 
     async fn get(&self, prom: &Prometheus, metric: &str) -> Result<Snapshot, PrometheusError> {
-        // Held across the query: concurrent reconciles wait for one read
-        // instead of each sending the same query.
-        let mut state = self.state.lock().await;
-        // One clock for all windows: a round's reads are not split between
-        // two rounds by a few milliseconds, as per-window ages would.
-        if state.started.is_none_or(|at| at.elapsed() >= self.round) {
-            state.started = Some(Instant::now());
-            state.snapshots.clear();
-            self.rounds.inc();
+        let slot = {
+            let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+            reads.entry(metric.to_owned()).or_default().clone()
+        };
+        // Held across the query: the SLOs waiting for this window wait for
+        // one read instead of each sending the same query.
+        let mut read = slot.lock().await;
+        // Aged from when the answer arrived, so a slow Prometheus gets
+        // fewer queries, not back-to-back ones. Nothing clears an answer
+        // before its replacement is in: with thousands of SLOs, a reset in
+        // the middle of their reads would have each window read again and
+        // again while they queue.
+        if let Some(r) = read.as_ref()
+            && r.done.elapsed() < self.round
+        {
+            return r.answer.clone();
         }
-        if let Some(answer) = state.snapshots.get(metric) {
-            return answer.clone();
-        }
+        self.count_round();
         // A failure is kept for the round too: every SLO fails closed with
         // it, and a struggling Prometheus gets one query per window, not one
         // per SLO.
         let reading = Instant::now();
-        let answer = prom.instant(metric).await.map(|series| {
-            Arc::new(
-                series
-                    .into_iter()
-                    .filter_map(|s| {
-                        let ns = s.labels.get("namespace")?.clone();
-                        let slo = s.labels.get("slo")?.clone();
-                        Some(((ns, slo), s.value))
-                    })
-                    .collect(),
-            )
+        // Boxed: every SLO's evaluation waits in this function, and the
+        // HTTP request's state inline would make each waiting future
+        // kilobytes larger (tens of MB at ten thousand SLOs).
+        let answer = Box::pin(prom.instant(metric)).await.map(|series| {
+            let mut values = Values::with_capacity(self.hasher.clone(), series.len());
+            for s in series {
+                if let (Some(ns), Some(slo)) = (s.labels.get("namespace"), s.labels.get("slo")) {
+                    values.insert(ns, slo, s.value);
+                }
+            }
+            Arc::new(values)
         });
         self.read_seconds.inc_by(reading.elapsed().as_secs_f64());
-        state.snapshots.insert(metric.to_owned(), answer.clone());
+        *read = Some(Read {
+            done: Instant::now(),
+            answer: answer.clone(),
+        });
         answer
+    }
+
+    /// A read after a round's time has passed starts the next round.
+    fn count_round(&self) {
+        let mut started = self.round_started.lock().unwrap_or_else(|e| e.into_inner());
+        if started.is_none_or(|at| at.elapsed() >= self.round) {
+            *started = Some(Instant::now());
+            self.rounds.inc();
+        }
     }
 }
 
@@ -158,9 +234,10 @@ mod tests {
         for _slo in 0..50 {
             for w in ["30s", "2m", "1h"] {
                 let snap = cache.error_ratios(&prom, w).await.expect("answer");
-                assert_eq!(snap.get(&("shop".into(), "a".into())), Some(&Some(0.01)));
+                assert_eq!(snap.get("shop", "a"), Some(Some(0.01)));
                 // NaN is no figure, not zero.
-                assert_eq!(snap.get(&("shop".into(), "b".into())), Some(&None));
+                assert_eq!(snap.get("shop", "b"), Some(None));
+                assert_eq!(snap.get("shop", "c"), None);
             }
             cache.traffic(&prom, "30s").await.expect("answer");
         }
@@ -172,6 +249,20 @@ mod tests {
         }
         assert_eq!(hits.load(Ordering::SeqCst), 5);
         assert_eq!(rounds.get(), 2);
+    }
+
+    #[test]
+    fn two_series_for_one_key_give_neither_figure() {
+        let mut values = Values::with_capacity(RandomState::new(), 2);
+        values.insert("shop", "a", Some(0.1));
+        values.insert("shop", "b", Some(0.2));
+        // Two rule files recording the same SLO (or a hash collision):
+        // which is right is unknown, so the SLO reads nothing here.
+        values.insert("shop", "a", Some(0.3));
+        assert_eq!(values.get("shop", "a"), None);
+        assert_eq!(values.get("shop", "b"), Some(Some(0.2)));
+        // The pair is hashed as a pair: no "sh"+"opa" against "shop"+"a".
+        assert_eq!(values.get("sh", "opa"), None);
     }
 
     #[tokio::test]

@@ -59,13 +59,18 @@ pub async fn run(
             let refs: Vec<&ServiceLevelObjective> = state.iter().map(AsRef::as_ref).collect();
             // Streamed to a temporary file: Prometheus may read the rule
             // file at any moment, so it is replaced whole by a rename.
-            let written = std::fs::File::create(&tmp)
-                .map_err(rules::RuleFileError::from)
-                .and_then(|f| {
-                    let mut out = HashingWriter::new(std::io::BufWriter::new(f));
-                    let skipped = rules::write_rule_file(&mut out, &refs, &args.dashboard_url)?;
-                    Ok((skipped, out.finish()))
-                });
+            // Seconds of blocking file I/O at ten thousand SLOs: tell the
+            // runtime, so that run observations and aborts scheduled on
+            // this worker move to another thread meanwhile.
+            let written = tokio::task::block_in_place(|| {
+                std::fs::File::create(&tmp)
+                    .map_err(rules::RuleFileError::from)
+                    .and_then(|f| {
+                        let mut out = HashingWriter::new(std::io::BufWriter::new(f));
+                        let skipped = rules::write_rule_file(&mut out, &refs, &args.dashboard_url)?;
+                        Ok((skipped, out.finish()))
+                    })
+            });
             drop(refs);
             match written {
                 Ok((skipped, hash)) if last_file != Some(hash) => {

@@ -6,9 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use headroom::metrics::{
-    ControllerLabels, Metrics, ReasonLabels, RunLabels, SloLabels, WindowLabels,
-};
+use headroom::metrics::{ControllerLabels, Metrics, ReasonLabels, RunLabels};
 use headroom::resources::slo::ServiceLevelObjective;
 use headroom::rules;
 use promql_parser::label::{MatchOp, Matcher};
@@ -108,22 +106,31 @@ impl Known {
 /// leaves out families without series.
 fn populated_metrics() -> Metrics {
     let m = Metrics::default();
-    let slo = SloLabels {
-        namespace: "shop".into(),
-        slo: "checkout-availability".into(),
-    };
     let controller = ControllerLabels {
         controller: "experiment".into(),
     };
-    m.budget_remaining.get_or_create(&slo).set(0.5);
-    m.slo_data_present.get_or_create(&slo).set(1);
-    m.burn_rate
-        .get_or_create(&WindowLabels {
-            namespace: slo.namespace.clone(),
-            slo: slo.slo.clone(),
-            window: "5m".into(),
-        })
-        .set(1.0);
+    // The per-SLO gauges come from the SLOs' status in the watch cache.
+    let (store, mut writer) = kube::runtime::reflector::store();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(
+        serde_json::from_value::<headroom::resources::slo::ServiceLevelObjective>(
+            serde_json::json!({
+                "apiVersion": "headroom.dev/v1alpha1",
+                "kind": "ServiceLevelObjective",
+                "metadata": { "name": "checkout-availability", "namespace": "shop" },
+                "spec": {
+                    "service": "checkout", "objective": 99.9, "window": "30d",
+                    "indicator": { "ratio": { "errors": "e[$window]", "total": "t[$window]" } }
+                },
+                "status": {
+                    "budgetRemaining": 0.5,
+                    "dataPresent": true,
+                    "burnRates": [{ "window": "5m", "errorRatio": 0.001, "burnRate": 1.0 }]
+                }
+            }),
+        )
+        .expect("valid SLO"),
+    ));
+    m.slo_gauges.serve(store);
     m.status_writes.get_or_create(&controller).inc();
     m.reconcile_errors.get_or_create(&controller).inc();
     m.runs

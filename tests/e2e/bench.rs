@@ -34,7 +34,11 @@ use crate::experiment::{
 const INTERVAL_SECS: u64 = 10;
 
 /// An SLO whose figures never change (error ratio 0, traffic 100/s), so a
-/// cycle with nothing new must write nothing.
+/// cycle with nothing new must write nothing. Its queries select no series
+/// (`absent_over_time` of a name nothing exports gives 1), so Prometheus's
+/// cost per rule stays constant: a range over a real series would cost
+/// samples × window × SLOs and grow with Prometheus's uptime, measuring
+/// Prometheus's range scans instead of the operator.
 fn steady_slo(name: &str) -> Result<ServiceLevelObjective> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "headroom.dev/v1alpha1",
@@ -45,8 +49,8 @@ fn steady_slo(name: &str) -> Result<ServiceLevelObjective> {
             "objective": 99.9,
             "window": "30d",
             "indicator": { "ratio": {
-                "errors": "vector(0) + 0 * sum(count_over_time(up[$window]))",
-                "total": "vector(100) + 0 * sum(count_over_time(up[$window]))"
+                "errors": "0 * absent_over_time(headroom_bench_nothing[$window])",
+                "total": "100 * absent_over_time(headroom_bench_nothing[$window])"
             }}
         }
     }))?)
@@ -224,9 +228,24 @@ async fn idle(cluster: &Cluster, ns: &str, operator: &Operator, count: usize) ->
         cpu_per_minute: cpu_b - cpu_a,
         rss_mib: operator.rss_kib().unwrap_or(0) as f64 / 1024.0,
     };
-    let _ = exps
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await;
+    // Deleted while the operator runs, so it lifts their finalizers: the
+    // namespace's clean-up would otherwise patch them one kubectl at a time.
+    exps.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    eventually(
+        "the idle experiments deleted",
+        Duration::from_secs(300),
+        Duration::from_secs(2),
+        || async {
+            Ok(exps
+                .list(&ListParams::default())
+                .await?
+                .items
+                .is_empty()
+                .then_some(()))
+        },
+    )
+    .await?;
     Ok(result)
 }
 

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::{Context, Error, MANAGER};
 use crate::indicator;
-use crate::metrics::{ControllerLabels, SloLabels, WindowLabels};
+use crate::metrics::ControllerLabels;
 use crate::resources::slo::{ServiceLevelObjective, ServiceLevelObjectiveStatus};
 use crate::slo_eval::{self, Figures, TierPlan, Unreadable};
 
@@ -24,6 +24,7 @@ use crate::slo_eval::{self, Figures, TierPlan, Unreadable};
 /// own status writes would evaluate in a tight loop.
 pub async fn run(ctx: Arc<Context>, caches: Arc<crate::caches::Caches>) {
     let trigger = caches.slo_tap.subscribe(&caches.slos);
+    ctx.metrics.slo_gauges.serve(caches.slos.clone());
     Controller::for_shared_stream(trigger, caches.slos.clone())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -66,9 +67,11 @@ async fn reconcile(slo: Arc<ServiceLevelObjective>, ctx: Arc<Context>) -> Result
     ctx.metrics
         .evaluation_seconds
         .observe(started.elapsed().as_secs_f64());
-    export(&ctx, &ns, &name, &status);
     if !slo_eval::same_figures(&previous, &status) {
-        write_status(&ctx, &ns, &name, &status).await?;
+        // Boxed, like the Prometheus reads: thousands of evaluations wait at
+        // once for the same read of a window, and an inline API request
+        // would make each of their futures kilobytes larger.
+        Box::pin(write_status(&ctx, &ns, &name, &status)).await?;
     }
     Ok(Action::requeue(ctx.evaluation_interval))
 }
@@ -152,6 +155,15 @@ async fn gather(
             })?),
             Freshness::Fresh => None,
         };
+    // Thousands of new SLOs queue here while Prometheus loads their rules;
+    // by the time this one's turn comes, a later round may hold its series,
+    // and reading them costs nothing where direct queries cost one per
+    // window.
+    if let Some(cache) = cache
+        && let Some(figures) = from_recorded(slo, ctx, cache, &windows, shortest, has_total).await?
+    {
+        return Ok(figures);
+    }
     let mut figures = Figures {
         error_ratios: BTreeMap::new(),
         traffic_per_second: None,
@@ -184,43 +196,50 @@ async fn from_recorded(
     shortest: Duration,
     has_total: bool,
 ) -> Result<Option<Figures>, Unreadable> {
-    let key = (slo.namespace().unwrap_or_default(), slo.name_any());
+    let (ns, name) = (slo.namespace().unwrap_or_default(), slo.name_any());
     let unavailable = |e: crate::prometheus::PrometheusError| {
         ctx.metrics.prometheus_errors.inc();
         Unreadable::PrometheusUnavailable(e.to_string())
     };
+    // Every window at once: a window another SLO is reading now is waited
+    // for beside the others, not after them.
+    let ratios = futures::future::join_all(windows.iter().map(|window| async move {
+        let w = crate::duration::format_duration(*window);
+        let snapshot = cache.error_ratios(&ctx.prometheus, &w).await;
+        (w, snapshot)
+    }));
+    let traffic = async {
+        match has_total {
+            true => {
+                let w = crate::duration::format_duration(shortest);
+                Some(cache.traffic(&ctx.prometheus, &w).await)
+            }
+            false => None,
+        }
+    };
+    let (ratios, traffic) = futures::join!(ratios, traffic);
     let mut figures = Figures {
         error_ratios: BTreeMap::new(),
         traffic_per_second: None,
         source: "RecordingRules".into(),
     };
-    for window in windows {
-        let w = crate::duration::format_duration(*window);
-        let snapshot = cache
-            .error_ratios(&ctx.prometheus, &w)
-            .await
-            .map_err(unavailable)?;
-        let Some(value) = snapshot.get(&key) else {
+    for (w, snapshot) in ratios {
+        let Some(value) = snapshot.map_err(unavailable)?.get(&ns, &name) else {
             return Ok(None);
         };
-        figures.error_ratios.insert(w, *value);
+        figures.error_ratios.insert(w, value);
     }
-    if has_total {
-        let w = crate::duration::format_duration(shortest);
-        let snapshot = cache
-            .traffic(&ctx.prometheus, &w)
-            .await
-            .map_err(unavailable)?;
-        let Some(value) = snapshot.get(&key) else {
+    if let Some(snapshot) = traffic {
+        let Some(value) = snapshot.map_err(unavailable)?.get(&ns, &name) else {
             return Ok(None);
         };
-        figures.traffic_per_second = *value;
+        figures.traffic_per_second = value;
     }
     Ok(Some(figures))
 }
 
 pub(crate) async fn query(ctx: &Context, q: &str) -> Result<Option<f64>, Unreadable> {
-    ctx.prometheus.scalar(q).await.map_err(|e| {
+    Box::pin(ctx.prometheus.scalar(q)).await.map_err(|e| {
         ctx.metrics.prometheus_errors.inc();
         match e {
             crate::prometheus::PrometheusError::BadQuery { message, .. } => {
@@ -232,40 +251,6 @@ pub(crate) async fn query(ctx: &Context, q: &str) -> Result<Option<f64>, Unreada
             other => Unreadable::PrometheusUnavailable(other.to_string()),
         }
     })
-}
-
-fn export(ctx: &Context, ns: &str, name: &str, status: &ServiceLevelObjectiveStatus) {
-    let labels = SloLabels {
-        namespace: ns.into(),
-        slo: name.into(),
-    };
-    match status.budget_remaining {
-        Some(r) => {
-            ctx.metrics.budget_remaining.get_or_create(&labels).set(r);
-        }
-        None => {
-            ctx.metrics.budget_remaining.remove(&labels);
-        }
-    }
-    ctx.metrics
-        .slo_data_present
-        .get_or_create(&labels)
-        .set(i64::from(status.data_present));
-    for w in &status.burn_rates {
-        let labels = WindowLabels {
-            namespace: ns.into(),
-            slo: name.into(),
-            window: w.window.clone(),
-        };
-        match w.burn_rate {
-            Some(br) => {
-                ctx.metrics.burn_rate.get_or_create(&labels).set(br);
-            }
-            None => {
-                ctx.metrics.burn_rate.remove(&labels);
-            }
-        }
-    }
 }
 
 async fn write_status(
