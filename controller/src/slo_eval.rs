@@ -40,6 +40,10 @@ pub enum Unreadable {
     },
     /// Prometheus did not answer.
     PrometheusUnavailable(String),
+    /// Not read this time: the recorded series are missing and every
+    /// direct read is taken. The reconciler leaves the status as it is and
+    /// tries again shortly; evaluated anyway, it reads as unavailable.
+    Deferred,
 }
 
 /// The status for `spec` given figures (or why there are none). `previous`
@@ -86,6 +90,19 @@ pub fn evaluate(
                 "the SLO cannot be evaluated: fix the spec".into(),
             );
             return status;
+        }
+        Err(Unreadable::Deferred) => {
+            return evaluate(
+                spec,
+                tiers,
+                period_window,
+                Err(&Unreadable::PrometheusUnavailable(
+                    "recording rules not loaded yet and direct reads busy".into(),
+                )),
+                previous,
+                generation,
+                now,
+            );
         }
         Err(Unreadable::PrometheusUnavailable(message)) => {
             set(
@@ -374,6 +391,17 @@ mod tests {
             (
                 spec(None),
                 Err(&unavailable),
+                [
+                    ("Ready", "False", "PrometheusUnavailable"),
+                    ("BudgetAvailable", "Unknown", "PrometheusUnavailable"),
+                    ("Burning", "Unknown", "PrometheusUnavailable"),
+                ],
+            ),
+            // Deferred figures are never evaluated by the reconciler; if
+            // they were, they would read as no figures.
+            (
+                spec(None),
+                Err(&Unreadable::Deferred),
                 [
                     ("Ready", "False", "PrometheusUnavailable"),
                     ("BudgetAvailable", "Unknown", "PrometheusUnavailable"),

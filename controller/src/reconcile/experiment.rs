@@ -42,6 +42,9 @@ pub async fn run(ctx: Arc<Context>, caches: Arc<crate::caches::Caches>) {
     let trigger = caches.experiment_tap.subscribe(&caches.experiments);
     Controller::for_shared_stream(trigger, caches.experiments.clone())
         .owns_shared_stream(caches.run_tap.subscribe(&caches.runs))
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(super::RECONCILES_IN_FLIGHT),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

@@ -64,6 +64,14 @@ where
 /// Permits of [`Context::direct_reads`].
 pub const DIRECT_READS: usize = 8;
 
+/// Reconciles of one controller in flight at once. Unbounded, ten thousand
+/// SLOs evaluated in the same second each held an API connection for their
+/// status write: hyper opened a connection per request in flight and kept
+/// them idle afterwards, tens of kilobytes each, the largest part of the
+/// operator's memory. A cycle's evaluations are short (the reads are
+/// shared), so this bounds memory without slowing a cycle.
+pub const RECONCILES_IN_FLIGHT: u16 = 64;
+
 /// The one error type of the reconcilers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -26,6 +26,9 @@ pub async fn run(ctx: Arc<Context>, caches: Arc<crate::caches::Caches>) {
     let trigger = caches.slo_tap.subscribe(&caches.slos);
     ctx.metrics.slo_gauges.serve(caches.slos.clone());
     Controller::for_shared_stream(trigger, caches.slos.clone())
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(super::RECONCILES_IN_FLIGHT),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -63,7 +66,13 @@ async fn reconcile(slo: Arc<ServiceLevelObjective>, ctx: Arc<Context>) -> Result
     let ns = slo.namespace().unwrap_or_default();
     let name = slo.name_any();
     let previous = slo.status.clone().unwrap_or_default();
-    let status = assess(&slo, &ctx, Freshness::Cached).await;
+    let plans = tier_plans(&slo);
+    let figures = gather(&slo, &ctx, &plans, Freshness::Cached).await;
+    if let Err(Unreadable::Deferred) = figures {
+        // Frees this reconcile's slot for an SLO whose rules are loaded.
+        return Ok(Action::requeue(DEFERRED_RETRY));
+    }
+    let status = status_from(&slo, plans, figures);
     ctx.metrics
         .evaluation_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -93,6 +102,17 @@ pub async fn assess(
 ) -> ServiceLevelObjectiveStatus {
     let plans = tier_plans(slo);
     let figures = gather(slo, ctx, &plans, freshness).await;
+    status_from(slo, plans, figures)
+}
+
+/// How soon an SLO whose evaluation was deferred tries again.
+const DEFERRED_RETRY: Duration = Duration::from_secs(2);
+
+fn status_from(
+    slo: &ServiceLevelObjective,
+    plans: Result<(Duration, Vec<TierPlan>), String>,
+    figures: Result<Figures, Unreadable>,
+) -> ServiceLevelObjectiveStatus {
     let (period_window, tiers) = match plans {
         Ok((period, tiers)) => (crate::duration::format_duration(period), tiers),
         Err(_) => (slo.spec.window.clone(), Vec::new()),
@@ -148,22 +168,20 @@ async fn gather(
         None if freshness == Freshness::Fresh => "DirectQuery (fresh read)",
         None => "DirectQuery",
     };
-    let _permit =
-        match freshness {
-            Freshness::Cached => Some(ctx.direct_reads.acquire().await.map_err(|e| {
-                Unreadable::PrometheusUnavailable(format!("direct reads closed: {e}"))
-            })?),
-            Freshness::Fresh => None,
-        };
-    // Thousands of new SLOs queue here while Prometheus loads their rules;
-    // by the time this one's turn comes, a later round may hold its series,
-    // and reading them costs nothing where direct queries cost one per
-    // window.
-    if let Some(cache) = cache
-        && let Some(figures) = from_recorded(slo, ctx, cache, &windows, shortest, has_total).await?
-    {
-        return Ok(figures);
-    }
+    // Not waited for: with thousands of new SLOs, those queued here would
+    // hold every reconcile slot while SLOs whose rules are loaded wait.
+    let _permit = match freshness {
+        Freshness::Cached => match ctx.direct_reads.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(Unreadable::Deferred),
+            Err(e) => {
+                return Err(Unreadable::PrometheusUnavailable(format!(
+                    "direct reads closed: {e}"
+                )));
+            }
+        },
+        Freshness::Fresh => None,
+    };
     let mut figures = Figures {
         error_ratios: BTreeMap::new(),
         traffic_per_second: None,
