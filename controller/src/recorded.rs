@@ -166,21 +166,24 @@ impl RecordedCache {
         // Boxed: every SLO's evaluation waits in this function, and the
         // HTTP request's state inline would make each waiting future
         // kilobytes larger (tens of MB at ten thousand SLOs).
-        let answer = Box::pin(prom.instant(metric)).await.map(|series| {
-            let mut values = Values::with_capacity(self.hasher.clone(), series.len());
-            for s in series {
-                if let (Some(ns), Some(slo)) = (s.labels.get("namespace"), s.labels.get("slo")) {
-                    values.insert(ns, slo, s.value);
-                }
-            }
-            Arc::new(values)
-        });
+        let mut values = Values::with_capacity(self.hasher.clone(), self.expected(&read));
+        let answer =
+            Box::pin(prom.instant_per_slo(metric, |ns, slo, value| values.insert(ns, slo, value)))
+                .await
+                .map(|()| Arc::new(values));
         self.read_seconds.inc_by(reading.elapsed().as_secs_f64());
         *read = Some(Read {
             done: Instant::now(),
             answer: answer.clone(),
         });
         answer
+    }
+
+    /// Room for as many SLOs as the last read had.
+    fn expected(&self, read: &Option<Read>) -> usize {
+        read.as_ref()
+            .and_then(|r| r.answer.as_ref().ok())
+            .map_or(0, |values| values.len())
     }
 
     /// A read after a round's time has passed starts the next round.
