@@ -143,7 +143,12 @@ impl RecordedCache {
     async fn get(&self, prom: &Prometheus, metric: &str) -> Result<Snapshot, PrometheusError> {
         let slot = {
             let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
-            reads.entry(metric.to_owned()).or_default().clone()
+            // Looked up before inserting: every SLO asks for every window
+            // each cycle, and the key is allocated only the first time.
+            match reads.get(metric) {
+                Some(slot) => slot.clone(),
+                None => reads.entry(metric.to_owned()).or_default().clone(),
+            }
         };
         // Held across the query: the SLOs waiting for this window wait for
         // one read instead of each sending the same query.
