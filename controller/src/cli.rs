@@ -114,6 +114,11 @@ pub struct RunArgs {
     /// A leader that has not renewed for this long is replaced.
     #[arg(long, default_value = "15s", value_parser = crate::operator::parse_flag_duration)]
     pub lease_duration: std::time::Duration,
+    /// How long a run's heartbeat holds (`status.driver`). The instance
+    /// driving a run renews it every third of this; another instance
+    /// adopts and restores the run only when it is older than this plus 2s.
+    #[arg(long, default_value = "10s", value_parser = crate::operator::parse_flag_duration)]
+    pub run_lease_duration: std::time::Duration,
 }
 
 #[derive(Clone, Debug, clap::Args)]

@@ -24,6 +24,7 @@ pub mod recorded;
 pub mod resources;
 pub mod rules;
 pub mod rules_writer;
+pub mod run_owner;
 pub mod slo_eval;
 pub mod status;
 pub mod verdict;

@@ -29,6 +29,11 @@ pub struct RunLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
 }
@@ -49,6 +54,12 @@ pub struct Metrics {
     pub abort_latency: Histogram,
     pub active_runs: Gauge,
     pub pods_killed: Counter,
+    /// 1, labelled with this process's instance identity (`status.driver`).
+    pub instance_info: Family<InstanceLabels, Gauge>,
+    /// Other instances seen driving runs with a live heartbeat.
+    pub other_instances: Gauge,
+    /// Runs adopted after their driver's heartbeat ran out.
+    pub run_adoptions: Counter,
 }
 
 impl Default for Metrics {
@@ -129,7 +140,28 @@ impl Default for Metrics {
             "Pods deleted by podKill",
             pods_killed.clone(),
         );
+        let instance_info = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "instance_info",
+            "This operator process; its instance label is what runs it drives record in status.driver",
+            instance_info.clone(),
+        );
+        let other_instances = Gauge::default();
+        registry.register(
+            "other_instances",
+            "Other operator instances this process sees driving runs with a live heartbeat",
+            other_instances.clone(),
+        );
+        let run_adoptions = Counter::default();
+        registry.register(
+            "run_adoptions",
+            "Runs this process adopted and restored after their driver's heartbeat ran out",
+            run_adoptions.clone(),
+        );
         Self {
+            instance_info,
+            other_instances,
+            run_adoptions,
             registry,
             runs,
             gate_decisions,

@@ -34,7 +34,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     );
     let (caches, fill) = crate::caches::start(&client, args.watch_namespace.as_deref());
+    let instance = crate::run_owner::Instance::new(args.run_lease_duration);
+    metrics
+        .instance_info
+        .get_or_create(&crate::metrics::InstanceLabels {
+            instance: instance.id.clone(),
+        })
+        .set(1);
+    info!(instance = %instance.id, run_lease = ?instance.lease, "this process's instance identity (status.driver of the runs it drives)");
     let ctx = Arc::new(Context {
+        instance,
+        peers_seen: Default::default(),
         client,
         recorder,
         operator_namespace: args.operator_namespace.clone(),
@@ -66,6 +76,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Metrics, health and the dashboard answer on every replica, leader or not.
     let mut server = tokio::spawn(async move { axum::serve(listener, app).await });
     let mut fill = tokio::spawn(fill);
+    // Every replica, leader or not, says which instances drive runs.
+    let peers = tokio::spawn(crate::engine::heartbeat::watch_peers(
+        ctx.clone(),
+        caches.runs.clone(),
+    ));
 
     let mut elector = args.leader_elect.then(|| {
         let identity = std::env::var("POD_NAME")
@@ -115,6 +130,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     while !engine.runs.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    peers.abort();
     if let Some(e) = elector.as_mut()
         && outcome.is_ok()
     {

@@ -45,6 +45,8 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
         indicator_checks: Default::default(),
         direct_reads: tokio::sync::Semaphore::new(crate::reconcile::DIRECT_READS),
         run_cache: None,
+        instance: crate::run_owner::Instance::new(crate::run_owner::DEFAULT_LEASE),
+        peers_seen: Default::default(),
         operator_namespace: args.operator_namespace.clone(),
         runs: engine::Registry::default(),
         recorder: kube::runtime::events::Recorder::new(

@@ -49,6 +49,7 @@ pub fn render(
     experiments: &[ChaosExperiment],
     runs: &[ExperimentRun],
 ) -> String {
+    let drivers_table = instances(runs, k8s_openapi::jiff::Timestamp::now());
     let mut out = String::new();
     let mut rows = vec![
         [
@@ -145,7 +146,33 @@ pub fn render(
         ]);
     }
     out.push_str(&table(&rows));
+    out.push('\n');
+    out.push_str(&drivers_table);
     out
+}
+
+/// The operator instances driving unfinished runs, from the runs'
+/// `status.driver`: who drives what, and whether its heartbeat holds.
+pub fn instances(runs: &[ExperimentRun], now: k8s_openapi::jiff::Timestamp) -> String {
+    let mut rows = vec![
+        ["INSTANCE", "STATE", "LAST HEARTBEAT", "RUNS"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let me = crate::run_owner::Instance::observer();
+    for v in crate::run_owner::drivers(runs, &me, now) {
+        let age = now
+            .as_millisecond()
+            .saturating_sub(v.heartbeat.as_millisecond()) as f64
+            / 1000.0;
+        rows.push(vec![
+            v.instance,
+            v.state.as_str().to_owned(),
+            format!("{age:.0}s ago"),
+            v.runs.join(","),
+        ]);
+    }
+    table(&rows)
 }
 
 pub async fn run(namespace: Option<String>) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ mod dashboard;
 mod disruptive;
 mod experiment;
 mod hostile;
+mod instances;
 mod prometheus_outage;
 mod prometheus_rules;
 mod queries;

@@ -39,6 +39,10 @@ async fn a_follower_takes_over_when_the_leader_is_killed_and_restores_its_run() 
         "--leader-elect",
         "--lease-duration",
         "4s",
+        // The run's own heartbeat: the new leader adopts the run once it
+        // has run out, as soon as the leader Lease allows.
+        "--run-lease-duration",
+        "4s",
     ];
     let mut a = Some(Operator::start_in(&cluster, &ns.name, &args)?);
     let mut b = Some(Operator::start_in(&cluster, &ns.name, &args)?);

@@ -142,9 +142,24 @@ async fn overview(State(d): State<Arc<Dashboard>>) -> Response {
     let slo_refs: Vec<&ServiceLevelObjective> = slos.iter().map(AsRef::as_ref).collect();
     let exp_refs: Vec<&ChaosExperiment> = exps.iter().map(AsRef::as_ref).collect();
     let run_refs: Vec<&ExperimentRun> = runs.iter().take(50).map(AsRef::as_ref).collect();
+    let drivers = crate::run_owner::drivers(
+        runs.iter().map(AsRef::as_ref),
+        &d.ctx.instance,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    let instances = views::Instances {
+        me: &d.ctx.instance.id,
+        drivers: &drivers,
+    };
     html_response(
         started,
-        views::overview(&slo_refs, &exp_refs, &run_refs, pause.as_deref()),
+        views::overview(
+            &slo_refs,
+            &exp_refs,
+            &run_refs,
+            &instances,
+            pause.as_deref(),
+        ),
     )
 }
 

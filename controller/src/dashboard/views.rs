@@ -102,6 +102,7 @@ pub fn overview(
     slos: &[&ServiceLevelObjective],
     experiments: &[&ChaosExperiment],
     runs: &[&ExperimentRun],
+    instances: &Instances<'_>,
     paused: Option<&str>,
 ) -> Markup {
     page(
@@ -155,8 +156,33 @@ pub fn overview(
             }
             h2 { "Recent runs" }
             (runs_table(runs))
+            h2 { "Operator instances driving runs" }
+            p.muted { "This instance: " code { (instances.me) } }
+            table id="instances" {
+                tr { th { "Instance" } th { "State" } th { "Last heartbeat" } th { "Runs" } }
+                @for v in instances.drivers {
+                    tr data-instance=(v.instance) {
+                        td { code { (v.instance) } }
+                        td class=(format!("{:?}", v.state)) { (v.state.as_str()) }
+                        td { (v.heartbeat.to_string()) }
+                        td {
+                            @for r in &v.runs {
+                                a href=(format!("/runs/{r}")) { (r) } " "
+                            }
+                        }
+                    }
+                }
+            }
         },
     )
+}
+
+/// The instances section of the overview.
+pub struct Instances<'a> {
+    /// This process's identity.
+    pub me: &'a str,
+    /// Instances driving unfinished runs (`run_owner::drivers`).
+    pub drivers: &'a [crate::run_owner::DriverView],
 }
 
 fn runs_table(runs: &[&ExperimentRun]) -> Markup {
@@ -361,7 +387,18 @@ mod tests {
             }
         }))
         .expect("slo");
-        let html = overview(&[&slo], &[], &[], Some("<b>incident</b>")).into_string();
+        let drivers = [crate::run_owner::DriverView {
+            instance: "<i>pod</i>".into(),
+            state: crate::run_owner::DriverState::Live,
+            heartbeat: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            runs: vec!["ns/r".into()],
+        }];
+        let instances = Instances {
+            me: "me",
+            drivers: &drivers,
+        };
+        let html = overview(&[&slo], &[], &[], &instances, Some("<b>incident</b>")).into_string();
+        assert!(html.contains("&lt;i&gt;pod&lt;/i&gt;"), "{html}");
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("&lt;b&gt;incident&lt;/b&gt;"));

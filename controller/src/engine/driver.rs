@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use headroom_experiments::evidence::PodRecord;
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{abort_rule, key, now, now_micro};
+use super::{abort_rule, heartbeat, key, now, now_micro};
 use crate::duration::{format_duration, parse_duration};
 use crate::gate::{self, GuardReading, Policy};
 use crate::indicator;
@@ -50,8 +51,20 @@ pub async fn drive(ctx: Arc<Context>, job: Job) {
     let run_key = key(&ns, &job.run.name_any());
     ctx.metrics.active_runs.inc();
     let mut rec = Record::new(&ctx, &job.run, job.gate.clone());
+    let beat = tokio::spawn(heartbeat::keep(
+        ctx.clone(),
+        ns.clone(),
+        job.run.name_any(),
+        rec.lost.clone(),
+    ));
     run(&ctx, &mut rec, job).await;
+    beat.abort();
     ctx.metrics.active_runs.dec();
+    if rec.is_lost() {
+        // Another instance finishes this run and counts it.
+        ctx.runs.remove(&run_key);
+        return;
+    }
     ctx.metrics
         .runs
         .get_or_create(&RunLabels {
@@ -73,6 +86,9 @@ pub(super) struct Record {
     reference: ObjectReference,
     pub(super) status: ExperimentRunStatus,
     ctx_recorder: kube::runtime::events::Recorder,
+    /// Set when another instance took the run over: from then on this
+    /// process writes nothing to the run, whose record is the new driver's.
+    lost: Arc<AtomicBool>,
 }
 
 impl Record {
@@ -94,7 +110,12 @@ impl Record {
                 ..Default::default()
             },
             ctx_recorder: ctx.recorder.clone(),
+            lost: Arc::default(),
         }
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
     }
 
     pub(super) fn step(&mut self, step: &str, message: impl Into<String>) {
@@ -108,10 +129,20 @@ impl Record {
     }
 
     pub(super) async fn save(&self) -> Result<(), kube::Error> {
+        if self.is_lost() {
+            info!(run = %self.name, "not writing the run's record: another instance drives it now");
+            return Ok(());
+        }
+        let mut status = serde_json::to_value(&self.status).map_err(kube::Error::SerdeError)?;
+        // `status.driver` belongs to the heartbeat's own field manager; left
+        // out here so this apply neither owns nor removes it.
+        if let Some(fields) = status.as_object_mut() {
+            fields.remove("driver");
+        }
         let patch = json!({
             "apiVersion": "headroom.dev/v1alpha1",
             "kind": "ExperimentRun",
-            "status": self.status,
+            "status": status,
         });
         self.api
             .patch_status(
@@ -823,7 +854,9 @@ async fn kill_round(
 }
 
 /// Finish a run this process did not start (the operator restarted, or
-/// another instance died): restore from the saved plan, record why.
+/// another instance died): restore from the saved plan, record why. The
+/// caller has claimed the run (`heartbeat::claim`); its heartbeat is kept
+/// while the restore runs.
 pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
     let ns = run.namespace().unwrap_or_default();
     let run_key = key(&ns, &run.name_any());
@@ -837,6 +870,25 @@ pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
             .unwrap_or_default(),
     );
     rec.status = run.status.clone().unwrap_or_default();
+    let beat = tokio::spawn(heartbeat::keep(
+        ctx.clone(),
+        ns,
+        run.name_any(),
+        rec.lost.clone(),
+    ));
+    restore_orphan(&ctx, &mut rec, &run).await;
+    beat.abort();
+    ctx.runs.remove(&run_key);
+}
+
+async fn restore_orphan(ctx: &Context, rec: &mut Record, run: &ExperimentRun) {
+    let ns = run.namespace().unwrap_or_default();
+    let previous = rec
+        .status
+        .driver
+        .as_ref()
+        .map(|d| format!("instance {}", d.instance))
+        .unwrap_or_else(|| "an instance that recorded no heartbeat".into());
     let phase = rec.status.phase;
     if phase == RunPhase::Pending {
         rec.status.phase = RunPhase::Aborted;
@@ -846,16 +898,15 @@ pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
         rec.status.completion_time = Some(now());
         rec.step(
             "Abandoned",
-            "the operator restarted before injecting; nothing was touched",
+            format!("{previous} stopped before injecting; nothing was touched"),
         );
         rec.save_final().await;
-        ctx.runs.remove(&run_key);
         return;
     }
     rec.status.phase = RunPhase::Restoring;
     rec.step(
         "RecoveryStarted",
-        format!("this operator instance found the run in phase {phase:?} with no process driving it; restoring from the saved plan"),
+        format!("this operator instance ({}) found the run in phase {phase:?}, driven by {previous} whose heartbeat ran out; restoring from the saved plan", ctx.instance.id),
     );
     rec.save_or_log().await;
     // podKill leaves nothing to undo: the workload's controller replaces the
@@ -908,7 +959,6 @@ pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
                 rec.status.reason = Some(format!("RestoreFailed: {e}"));
                 rec.save_final().await;
                 rec.event(true, "RestoreFailed", e).await;
-                ctx.runs.remove(&run_key);
                 return;
             }
         }
@@ -919,11 +969,15 @@ pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
     }
     rec.status.phase = RunPhase::Aborted;
     rec.status.verdict = Some(Verdict::Inconclusive);
-    rec.status.reason = Some(
-        "OperatorRestarted: the run was interrupted by an operator restart and restored".into(),
-    );
+    rec.status.reason = Some(format!(
+        "OperatorRestarted: the run was interrupted when its driver ({previous}) stopped, and restored by instance {}",
+        ctx.instance.id
+    ));
     rec.status.completion_time = Some(now());
-    rec.step("Restored", "restore finished after an operator restart");
+    rec.step(
+        "Restored",
+        format!("restore finished by instance {}", ctx.instance.id),
+    );
     rec.save_final().await;
     rec.event(
         true,
@@ -931,5 +985,4 @@ pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
         format!("run found in phase {phase:?}; restored"),
     )
     .await;
-    ctx.runs.remove(&run_key);
 }

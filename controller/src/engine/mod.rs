@@ -3,6 +3,7 @@
 
 pub mod connections;
 pub mod driver;
+pub mod heartbeat;
 mod staged;
 pub mod workload;
 
@@ -122,6 +123,19 @@ impl Registry {
         }
     }
 
+    /// Ask one run (`namespace/run`) to abort.
+    pub fn abort(&self, run: &str, why: &str) {
+        if let Some(r) = self.lock().get(run) {
+            r.abort.send_if_modified(|current| {
+                let first = current.is_none();
+                if first {
+                    *current = Some(why.to_owned());
+                }
+                first
+            });
+        }
+    }
+
     /// Ask every run to abort (the operator is stopping).
     pub fn abort_all(&self, why: &str) {
         for run in self.lock().values() {
@@ -146,8 +160,22 @@ impl Registry {
 
 /// What a fault touches; two runs never hold the same target at once.
 pub fn target_key(exp: &ChaosExperiment) -> String {
-    let ns = exp.namespace().unwrap_or_default();
-    let a = &exp.spec.action;
+    target_key_of(
+        &exp.namespace().unwrap_or_default(),
+        &exp.name_any(),
+        &exp.spec,
+    )
+}
+
+/// [`target_key`] of an experiment `name` in `ns` with `spec` (a run's
+/// snapshot, for runs other instances drive).
+pub fn target_key_of(
+    ns: &str,
+    name: &str,
+    spec: &crate::resources::experiment::ChaosExperimentSpec,
+) -> String {
+    let ns = ns.to_owned();
+    let a = &spec.action;
     if let Some(pk) = &a.pod_kill {
         let sel = headroom_experiments::pod_kill::live::selector(pk)
             .map(|s| s.to_string())
@@ -179,8 +207,40 @@ pub fn target_key(exp: &ChaosExperiment) -> String {
             ),
         }
     } else {
-        format!("none/{ns}/{}", exp.name_any())
+        format!("none/{ns}/{name}")
     }
+}
+
+/// The run (`namespace/run`) holding `target`: one this process drives, or
+/// an unfinished one in the watch cache driven by another live instance.
+pub fn target_holder(ctx: &Context, target: &str) -> Option<String> {
+    if let Some(mine) = ctx.runs.holder(target) {
+        return Some(mine);
+    }
+    let cache = ctx.run_cache.as_ref()?;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    cache.state().iter().find_map(|run| {
+        let status = run.status.as_ref();
+        if status.is_some_and(|s| s.phase.is_final()) {
+            return None;
+        }
+        let ns = run.namespace().unwrap_or_default();
+        let run_key = key(&ns, &run.name_any());
+        if ctx.runs.contains(&run_key) {
+            return None;
+        }
+        let live = matches!(
+            crate::run_owner::holder(
+                status.and_then(|s| s.driver.as_ref()),
+                run.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                &ctx.instance,
+                now,
+            ),
+            crate::run_owner::Holder::Live { .. }
+        );
+        (live && target_key_of(&ns, &run.spec.experiment, &run.spec.snapshot) == target)
+            .then_some(run_key)
+    })
 }
 
 /// The namespace the fault lands in: where the experiment's action points,
@@ -284,7 +344,7 @@ pub async fn evaluate_gate(
             slos: &readings,
             policy: Policy::from_spec(&exp.spec.budget_policy),
             paused,
-            target_held_by: ctx.runs.holder(&target),
+            target_held_by: target_holder(ctx, &target),
         }),
     };
     let record = GateRecord {

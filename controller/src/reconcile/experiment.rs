@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -22,6 +23,7 @@ use super::slo::Freshness;
 use super::{Context, Error, MANAGER};
 use crate::conditions::{self, Status};
 use crate::engine::driver::{self, Job};
+use crate::engine::heartbeat::Outcome as Claim;
 use crate::engine::{self, ActiveRun, GateOutcome, evaluate_gate, key, now, now_micro};
 use crate::metrics::{ControllerLabels, ReasonLabels};
 use crate::resources::CHAOS_ENABLED_LABEL;
@@ -29,6 +31,7 @@ use crate::resources::experiment::{ChaosExperiment, ChaosExperimentSpec, ChaosEx
 use crate::resources::run::{
     ExperimentRun, ExperimentRunSpec, ExperimentRunStatus, RunPhase, TimelineEntry,
 };
+use crate::run_owner::{self, Holder};
 
 /// Finalizer that holds an experiment until its runs are restored.
 pub const FINALIZER: &str = "headroom.dev/restore";
@@ -231,10 +234,25 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
     // nothing. Before anything is acted on (an orphan adopted, a run
     // started), the runs are read again from the API server.
     let mut runs = load_runs(&ctx, &ns, &name, false).await?;
-    if runs.iter().any(|r| is_orphan(&ctx, r)) {
+    if runs
+        .iter()
+        .any(|r| matches!(held_by(&ctx, r), Some(Holder::Gone { .. })))
+    {
         runs = load_runs(&ctx, &ns, &name, true).await?;
         adopt_orphans(&ctx, &runs);
     }
+    // Runs another live instance drives: left alone, and looked at again
+    // when their heartbeat would run out.
+    let elsewhere: Vec<(String, Timestamp)> = runs
+        .iter()
+        .filter_map(|r| match held_by(&ctx, r) {
+            Some(Holder::Live { instance, expires }) => {
+                engine::heartbeat::note_peer(&ctx, &instance, &r.name_any());
+                Some((instance, expires))
+            }
+            _ => None,
+        })
+        .collect();
 
     let previous = exp.status.clone().unwrap_or_default();
     let generation = exp.meta().generation;
@@ -310,6 +328,30 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
 
+    if let Some(expires) = elsewhere.iter().map(|(_, e)| *e).min() {
+        let who: Vec<&str> = elsewhere
+            .iter()
+            .map(|(i, _)| {
+                if i.is_empty() {
+                    "an instance starting it"
+                } else {
+                    i.as_str()
+                }
+            })
+            .collect();
+        status.phase = Some("Running".into());
+        status.next_run = previous.next_run.clone();
+        write_status(&ctx, &exp, &previous, &status).await?;
+        tracing::debug!(experiment = %name, drivers = ?who, "a run of this experiment is driven by another operator instance");
+        let wait_ms = expires
+            .as_millisecond()
+            .saturating_sub(Timestamp::now().as_millisecond())
+            .clamp(500, 5000);
+        return Ok(Action::requeue(Duration::from_millis(
+            u64::try_from(wait_ms).unwrap_or(5000),
+        )));
+    }
+
     if !ctx.runs.of_experiment(&exp_key).is_empty() {
         status.phase = Some("Running".into());
         status.next_run = previous.next_run.clone();
@@ -319,12 +361,12 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
 
     let now_utc = Utc::now();
     // "Run now" from the dashboard: due once, if asked after the last run.
-    let (mut due, mut trigger) = due_now(&exp, &runs, now_utc)?;
+    let (mut due, mut trigger, mut slot) = due_now(&exp, &runs, now_utc)?;
     if due && ctx.run_cache.is_some() {
         // The cache may not hold a run created a moment ago: decide again
         // from the API server before starting or recording anything.
         runs = load_runs(&ctx, &ns, &name, true).await?;
-        (due, trigger) = due_now(&exp, &runs, now_utc)?;
+        (due, trigger, slot) = due_now(&exp, &runs, now_utc)?;
     }
     let outcome = evaluate_gate(
         &ctx,
@@ -363,9 +405,10 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
             })
             .inc();
         if d.open {
-            let run = start_run(&ctx, &exp, trigger, outcome).await?;
-            status.last_run = Some(run);
-            status.phase = Some("Running".into());
+            if let Some(run) = start_run(&ctx, &exp, trigger, &slot, outcome).await? {
+                status.last_run = Some(run);
+                status.phase = Some("Running".into());
+            }
         } else {
             let repeat = runs.last().is_some_and(|r| {
                 r.status.as_ref().is_some_and(|s| {
@@ -376,8 +419,12 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
             // A scheduled slot is used up by its Gated record; a one-off
             // experiment records each new reason once and keeps waiting.
             if trigger != "Once" || !repeat {
-                let run = record_gated(&ctx, &exp, trigger, &outcome).await?;
-                status.last_run = Some(run);
+                // A Once experiment may record several reasons; a slot of a
+                // schedule or a manual request is recorded once.
+                let name = (trigger != "Once").then_some(slot.as_str());
+                if let Some(run) = record_gated(&ctx, &exp, trigger, name, &outcome).await? {
+                    status.last_run = Some(run);
+                }
             }
         }
     }
@@ -388,12 +435,14 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
     Ok(Action::requeue(Duration::from_secs(5)))
 }
 
-/// Whether a run is due now, and what triggers it.
+/// Whether a run is due now, what triggers it, and the slot it fills (a
+/// suffix of the run's name: two instances deciding the same slot create
+/// the same name, and the API server lets only one of them create it).
 fn due_now(
     exp: &ChaosExperiment,
     runs: &[ExperimentRun],
     now_utc: DateTime<Utc>,
-) -> Result<(bool, &'static str), Error> {
+) -> Result<(bool, &'static str, String), Error> {
     let requested = exp
         .annotations()
         .get(crate::dashboard::RUN_NOW)
@@ -407,7 +456,11 @@ fn due_now(
             .is_none_or(|c| t > c + chrono::Duration::seconds(1))
     });
     Ok(match &exp.spec.schedule {
-        _ if manual => (true, "Manual"),
+        _ if manual => (
+            true,
+            "Manual",
+            format!("m{}", requested.map_or(0, |t| t.timestamp())),
+        ),
         // A run without a status yet counts as an attempt: if status writes
         // fail, better no retry than a loop of new runs.
         None => (
@@ -415,6 +468,7 @@ fn due_now(
                 .iter()
                 .any(|r| r.status.as_ref().is_none_or(|s| s.phase != RunPhase::Gated)),
             "Once",
+            "once".into(),
         ),
         Some(schedule) => {
             let since = runs
@@ -423,7 +477,11 @@ fn due_now(
                 .or_else(|| created(exp))
                 .unwrap_or(now_utc);
             let fire = next_fire(schedule, since).map_err(|(_, m)| Error::Invalid(m))?;
-            (fire <= now_utc, "Schedule")
+            (
+                fire <= now_utc,
+                "Schedule",
+                format!("s{}", fire.timestamp()),
+            )
         }
     })
 }
@@ -457,52 +515,80 @@ async fn load_runs(
     Ok(runs)
 }
 
-/// A run that holds (or may be about to hold) a fault with no task in this
-/// process driving it.
-fn is_orphan(ctx: &Context, run: &ExperimentRun) -> bool {
+/// Who holds a run that holds (or may be about to hold) a fault and that
+/// this process is not driving; `None` for finished runs and our own.
+fn held_by(ctx: &Context, run: &ExperimentRun) -> Option<Holder> {
     let phase = run.status.as_ref().map_or(RunPhase::Pending, |s| s.phase);
-    (phase.holds_fault() || phase == RunPhase::Pending)
-        && !ctx
-            .runs
-            .contains(&key(&run.namespace().unwrap_or_default(), &run.name_any()))
+    if !(phase.holds_fault() || phase == RunPhase::Pending) {
+        return None;
+    }
+    if ctx
+        .runs
+        .contains(&key(&run.namespace().unwrap_or_default(), &run.name_any()))
+    {
+        return None;
+    }
+    Some(run_owner::holder(
+        run.status.as_ref().and_then(|s| s.driver.as_ref()),
+        run.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        &ctx.instance,
+        Timestamp::now(),
+    ))
 }
 
-/// Runs left in a fault-holding phase (or never started) with no task in
-/// this process: a previous instance died. Restore them from their plan.
+/// Runs whose driver is gone (its heartbeat ran out: the instance died, or
+/// hangs): claim each, then restore it from its plan. The claim is a write
+/// conditional on what was read, so of several instances one adopts.
 fn adopt_orphans(ctx: &Arc<Context>, runs: &[ExperimentRun]) {
     for run in runs {
-        let Some(phase) = run
-            .status
-            .as_ref()
-            .map(|s| s.phase)
-            .or(Some(RunPhase::Pending))
-        else {
+        let Some(Holder::Gone { instance, .. }) = held_by(ctx, run) else {
             continue;
         };
-        if !(phase.holds_fault() || phase == RunPhase::Pending) {
-            continue;
-        }
         let ns = run.namespace().unwrap_or_default();
-        let run_key = key(&ns, &run.name_any());
+        let run_name = run.name_any();
+        let run_key = key(&ns, &run_name);
         let (tx, _rx) = watch::channel(None);
         let registered = ctx.runs.insert(
-            run_key,
+            run_key.clone(),
             ActiveRun {
                 experiment: key(&ns, &run.spec.experiment),
-                target: format!("recovering/{}", run.name_any()),
+                target: format!("recovering/{run_name}"),
                 abort: tx,
             },
         );
-        if registered {
-            info!(run = %run.name_any(), ?phase, "recovering a run left by a previous operator instance");
-            tokio::spawn(driver::recover(ctx.clone(), run.clone()));
+        if !registered {
+            continue;
         }
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let api: Api<ExperimentRun> = Api::namespaced(ctx.client.clone(), &ns);
+            match engine::heartbeat::claim(&api, &run_name, &ctx.instance).await {
+                Ok(Claim::Held(run)) => {
+                    ctx.metrics.run_adoptions.inc();
+                    let phase = run.status.as_ref().map(|s| s.phase);
+                    info!(run = %run_name, ?phase, previous = ?instance, "adopting a run whose driver's heartbeat ran out");
+                    driver::recover(ctx.clone(), *run).await;
+                }
+                Ok(Claim::Other(by)) => {
+                    engine::heartbeat::note_peer(&ctx, &by, &run_name);
+                    ctx.runs.remove(&run_key);
+                }
+                Ok(Claim::Finished) => ctx.runs.remove(&run_key),
+                Err(e) => {
+                    warn!(run = %run_name, error = %e, "claiming a run left by another instance failed; trying again later");
+                    ctx.runs.remove(&run_key);
+                }
+            }
+        });
     }
 }
 
+/// A new run of `exp`, named `<experiment>-<slot>` when `slot` is given,
+/// else with a random suffix from the API server.
 fn new_run(
     exp: &ChaosExperiment,
     trigger: &str,
+    slot: Option<&str>,
     outcome: &GateOutcome,
 ) -> Result<ExperimentRun, Error> {
     let name = exp.name_any();
@@ -516,9 +602,15 @@ fn new_run(
         },
     );
     run.metadata.name = None;
-    // Kubernetes appends a random suffix: two attempts in one second never clash.
     let prefix: String = name.chars().take(50).collect();
-    run.metadata.generate_name = Some(format!("{prefix}-"));
+    match slot {
+        Some(slot) => {
+            let prefix = prefix.trim_end_matches(['-', '.']);
+            run.metadata.name = Some(format!("{prefix}-{slot}"));
+        }
+        // Kubernetes appends a random suffix: two attempts in one second never clash.
+        None => run.metadata.generate_name = Some(format!("{prefix}-")),
+    }
     run.metadata.namespace = exp.namespace();
     run.metadata.labels = Some([(EXPERIMENT_LABEL.to_owned(), name)].into());
     run.metadata.owner_references =
@@ -528,17 +620,37 @@ fn new_run(
     Ok(run)
 }
 
+/// Create a run, or `None` when another instance created the same slot's
+/// run first (it drives that one).
+async fn create_run(
+    ctx: &Context,
+    exp: &ChaosExperiment,
+    run: &ExperimentRun,
+) -> Result<Option<ExperimentRun>, Error> {
+    let api: Api<ExperimentRun> =
+        Api::namespaced(ctx.client.clone(), &exp.namespace().unwrap_or_default());
+    match api.create(&PostParams::default(), run).await {
+        Ok(run) => Ok(Some(run)),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            info!(experiment = %exp.name_any(), run = ?run.metadata.name, "the run of this slot exists already: another operator instance created it");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn start_run(
     ctx: &Arc<Context>,
     exp: &ChaosExperiment,
     trigger: &str,
+    slot: &str,
     outcome: GateOutcome,
-) -> Result<String, Error> {
+) -> Result<Option<String>, Error> {
     let ns = exp.namespace().unwrap_or_default();
-    let api: Api<ExperimentRun> = Api::namespaced(ctx.client.clone(), &ns);
-    let run = api
-        .create(&PostParams::default(), &new_run(exp, trigger, &outcome)?)
-        .await?;
+    let Some(run) = create_run(ctx, exp, &new_run(exp, trigger, Some(slot), &outcome)?).await?
+    else {
+        return Ok(None);
+    };
     let run_name = run.name_any();
     let (tx, rx) = watch::channel(None);
     ctx.runs.insert(
@@ -567,20 +679,21 @@ async fn start_run(
             abort: rx,
         },
     ));
-    Ok(run_name)
+    Ok(Some(run_name))
 }
 
 async fn record_gated(
     ctx: &Context,
     exp: &ChaosExperiment,
     trigger: &str,
+    slot: Option<&str>,
     outcome: &GateOutcome,
-) -> Result<String, Error> {
+) -> Result<Option<String>, Error> {
     let ns = exp.namespace().unwrap_or_default();
     let api: Api<ExperimentRun> = Api::namespaced(ctx.client.clone(), &ns);
-    let run = api
-        .create(&PostParams::default(), &new_run(exp, trigger, outcome)?)
-        .await?;
+    let Some(run) = create_run(ctx, exp, &new_run(exp, trigger, slot, outcome)?).await? else {
+        return Ok(None);
+    };
     let status = ExperimentRunStatus {
         phase: RunPhase::Gated,
         gate: Some(outcome.record.clone()),
@@ -617,7 +730,7 @@ async fn record_gated(
         format!("{}: {}", outcome.decision.reason, outcome.decision.message),
     )
     .await;
-    Ok(run.name_any())
+    Ok(Some(run.name_any()))
 }
 
 async fn publish(ctx: &Context, exp: &ChaosExperiment, warning: bool, reason: &str, note: String) {

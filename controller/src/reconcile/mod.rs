@@ -34,6 +34,10 @@ pub struct Context {
     /// back together would flood Prometheus and delay the very rules they
     /// wait for. Gate and run reads do not queue here.
     pub direct_reads: tokio::sync::Semaphore,
+    /// This process as a driver of runs (`status.driver`).
+    pub instance: crate::run_owner::Instance,
+    /// Other instances already reported in the log, each once.
+    pub peers_seen: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The process's watch cache of runs; `None` in one-shot commands.
     pub run_cache: Option<kube::runtime::reflector::Store<crate::resources::ExperimentRun>>,
 }

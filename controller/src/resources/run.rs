@@ -152,6 +152,25 @@ pub struct ExperimentRunStatus {
     /// Conditions of the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The operator instance driving the run and its last heartbeat.
+    /// Another instance adopts (restores) the run only once the heartbeat
+    /// is older than `leaseDurationSeconds` plus a margin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<RunDriver>,
+}
+
+/// Which operator instance drives a run, renewed while it does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunDriver {
+    /// The instance's identity: its pod name (or host name) with its
+    /// process id and a random suffix, unique per process.
+    pub instance: String,
+    /// The instance's last renewal.
+    pub heartbeat_time: MicroTime,
+    /// How long the heartbeat holds: past it (plus a margin for clock
+    /// skew), the driver is taken to be gone.
+    pub lease_duration_seconds: i64,
 }
 
 /// The result of one expectation.
