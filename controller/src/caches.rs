@@ -151,9 +151,25 @@ fn experiment_trigger(e: &ChaosExperiment) -> u64 {
     })
 }
 
-/// Runs: any change (their owner's reconcile reads their phase).
+/// Runs: any change their owner's reconcile reads (phase, verdict, steps,
+/// driver, deletion), but not a driver's heartbeat renewal alone: that
+/// would reconcile the experiment every few seconds in every instance. An
+/// instance waiting for a heartbeat to run out requeues itself for then.
 fn run_trigger(r: &ExperimentRun) -> u64 {
-    hash_of(|h| r.metadata.resource_version.hash(h))
+    hash_of(|h| {
+        r.metadata.generation.hash(h);
+        r.metadata.deletion_timestamp.is_some().hash(h);
+        let Some(st) = r.status.as_ref() else {
+            return;
+        };
+        let mut status = st.clone();
+        if let Some(d) = status.driver.as_mut() {
+            d.heartbeat_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            );
+        }
+        serde_json::to_string(&status).unwrap_or_default().hash(h);
+    })
 }
 
 /// The process's watch caches.
@@ -256,6 +272,34 @@ mod tests {
         s: &mut S,
     ) -> Option<String> {
         s.next().now_or_never().flatten().map(|o| o.name_any())
+    }
+
+    #[test]
+    fn a_heartbeat_alone_does_not_trigger_the_experiment() {
+        let run = |phase: &str, instance: &str, beat: &str| -> ExperimentRun {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "headroom.dev/v1alpha1",
+                "kind": "ExperimentRun",
+                "metadata": { "name": "r", "namespace": "shop", "resourceVersion": beat },
+                "spec": { "experiment": "e", "snapshot": {
+                    "hypothesis": {"description": "h"}, "slos": ["s"], "duration": "1m",
+                    "action": {"podKill": {"count": 1, "selector": {"matchLabels": {"a": "b"}}}}
+                }},
+                "status": { "phase": phase, "driver": {
+                    "instance": instance, "heartbeatTime": format!("2026-11-30T08:00:{beat}.000000Z"),
+                    "leaseDurationSeconds": 10
+                }}
+            }))
+            .expect("valid run")
+        };
+        let base = run_trigger(&run("Observing", "a", "01"));
+        assert_eq!(base, run_trigger(&run("Observing", "a", "04")), "renewal");
+        assert_ne!(base, run_trigger(&run("Restoring", "a", "04")), "phase");
+        assert_ne!(
+            base,
+            run_trigger(&run("Observing", "b", "04")),
+            "new driver"
+        );
     }
 
     #[test]

@@ -274,7 +274,9 @@ mod tests {
     #[test]
     fn holder_table() {
         let other = |beat, lease| Some(driver("other", beat, lease));
-        let cases: Vec<(&str, Option<RunDriver>, Option<i64>, i64, Holder)> = vec![
+        // (what, recorded driver, created at, now, who holds it)
+        type Case = (&'static str, Option<RunDriver>, Option<i64>, i64, Holder);
+        let cases: Vec<Case> = vec![
             (
                 "fresh heartbeat of another instance",
                 other(0, 10),

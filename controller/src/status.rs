@@ -204,6 +204,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn instances_lists_each_driver_with_its_runs_and_heartbeat_age() {
+        let run = |name: &str, phase: &str, instance: &str, beat_s: i64| -> ExperimentRun {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "headroom.dev/v1alpha1",
+                "kind": "ExperimentRun",
+                "metadata": { "name": name, "namespace": "shop" },
+                "spec": { "experiment": "e", "snapshot": {
+                    "hypothesis": {"description": "h"}, "slos": ["s"], "duration": "1m",
+                    "action": {"podKill": {"count": 1, "selector": {"matchLabels": {"a": "b"}}}}
+                }},
+                "status": { "phase": phase, "driver": {
+                    "instance": instance,
+                    "heartbeatTime": k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + beat_s)
+                        .expect("time").to_string(),
+                    "leaseDurationSeconds": 10
+                }}
+            }))
+            .expect("valid run")
+        };
+        let runs = [
+            run("a", "Observing", "pod-a-1-abc", 0),
+            run("b", "Completed", "pod-a-1-abc", 0),
+            run("c", "Restoring", "laptop-9-def", -60),
+        ];
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_003).expect("time");
+        let out = instances(&runs, now);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].starts_with("INSTANCE"), "{out}");
+        assert!(
+            lines[1].starts_with("pod-a-1-abc")
+                && lines[1].contains("live")
+                && lines[1].contains("3s ago")
+                && lines[1].ends_with("shop/a"),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains("heartbeat expired") && lines[2].contains("63s ago"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn columns_line_up() {
         let rows = vec![
             vec!["A".to_owned(), "LONG HEADER".to_owned(), "X".to_owned()],

@@ -10,8 +10,7 @@ use anyhow::{Context, Result, bail, ensure};
 use headroom::resources::experiment::ChaosExperiment;
 use headroom::resources::run::RunPhase;
 use headroom::resources::slo::ServiceLevelObjective;
-use headroom_e2e::{CHECKOUT, Cluster, Operator, TestNamespace};
-use kube::ResourceExt;
+use headroom_e2e::{CHECKOUT, Cluster, Operator, TestNamespace, eventually};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -25,16 +24,27 @@ use crate::experiment::{
 const LEASE_S: f64 = 4.0;
 const MARGIN_S: f64 = 2.0;
 
-/// The identity an operator reports in `headroom_instance_info`.
+/// The identity an operator reports in `headroom_instance_info`, once it
+/// answers.
 async fn instance_id(op: &Operator) -> Result<String> {
-    let text = reqwest::get(&op.metrics_url).await?.text().await?;
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("headroom_instance_info{instance=\"")
-                .and_then(|rest| rest.split_once('"'))
-                .map(|(id, _)| id.to_owned())
-        })
-        .context("headroom_instance_info missing from /metrics")
+    eventually(
+        "the operator's /metrics with headroom_instance_info",
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || async {
+            let Ok(res) = reqwest::get(&op.metrics_url).await else {
+                return Ok(None);
+            };
+            let text = res.text().await?;
+            Ok(text.lines().find_map(|l| {
+                l.strip_prefix("headroom_instance_info{instance=\"")
+                    .and_then(|rest| rest.split_once('"'))
+                    .map(|(id, _)| id.to_owned())
+            }))
+        },
+    )
+    .await
+    .with_context(|| op.log())
 }
 
 /// Both instances run; the one named in the run's `status.driver` drives

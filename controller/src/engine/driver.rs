@@ -857,7 +857,7 @@ async fn kill_round(
 /// another instance died): restore from the saved plan, record why. The
 /// caller has claimed the run (`heartbeat::claim`); its heartbeat is kept
 /// while the restore runs.
-pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
+pub async fn recover(ctx: Arc<Context>, run: ExperimentRun, previous: Option<String>) {
     let ns = run.namespace().unwrap_or_default();
     let run_key = key(&ns, &run.name_any());
     let mut rec = Record::new(
@@ -876,19 +876,17 @@ pub async fn recover(ctx: Arc<Context>, run: ExperimentRun) {
         run.name_any(),
         rec.lost.clone(),
     ));
-    restore_orphan(&ctx, &mut rec, &run).await;
+    let previous = previous
+        .filter(|p| !p.is_empty())
+        .map(|p| format!("instance {p}"))
+        .unwrap_or_else(|| "an instance that recorded no heartbeat".into());
+    restore_orphan(&ctx, &mut rec, &run, &previous).await;
     beat.abort();
     ctx.runs.remove(&run_key);
 }
 
-async fn restore_orphan(ctx: &Context, rec: &mut Record, run: &ExperimentRun) {
+async fn restore_orphan(ctx: &Context, rec: &mut Record, run: &ExperimentRun, previous: &str) {
     let ns = run.namespace().unwrap_or_default();
-    let previous = rec
-        .status
-        .driver
-        .as_ref()
-        .map(|d| format!("instance {}", d.instance))
-        .unwrap_or_else(|| "an instance that recorded no heartbeat".into());
     let phase = rec.status.phase;
     if phase == RunPhase::Pending {
         rec.status.phase = RunPhase::Aborted;

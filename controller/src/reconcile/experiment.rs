@@ -567,7 +567,7 @@ fn adopt_orphans(ctx: &Arc<Context>, runs: &[ExperimentRun]) {
                     ctx.metrics.run_adoptions.inc();
                     let phase = run.status.as_ref().map(|s| s.phase);
                     info!(run = %run_name, ?phase, previous = ?instance, "adopting a run whose driver's heartbeat ran out");
-                    driver::recover(ctx.clone(), *run).await;
+                    driver::recover(ctx.clone(), *run, instance).await;
                 }
                 Ok(Claim::Other(by)) => {
                     engine::heartbeat::note_peer(&ctx, &by, &run_name);
@@ -803,8 +803,31 @@ async fn cleanup(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action,
         .items;
     for run in runs {
         let phase = run.status.as_ref().map(|s| s.phase).unwrap_or_default();
-        if phase.holds_fault() {
-            driver::recover(ctx.clone(), run).await;
+        if !phase.holds_fault() {
+            continue;
+        }
+        // Another live instance drives it: that instance sees the deletion
+        // too, aborts and restores; the finalizer waits for it.
+        let previous = match held_by(&ctx, &run) {
+            Some(Holder::Live { instance, .. }) => {
+                return Err(Error::Invalid(format!(
+                    "run {} is driven by instance {instance}, which restores it; the finalizer stays until then",
+                    run.name_any()
+                )));
+            }
+            Some(Holder::Gone { instance, .. }) => instance,
+            None => None,
+        };
+        let api: Api<ExperimentRun> = Api::namespaced(ctx.client.clone(), &ns);
+        match engine::heartbeat::claim(&api, &run.name_any(), &ctx.instance).await? {
+            Claim::Held(run) => driver::recover(ctx.clone(), *run, previous).await,
+            Claim::Finished => {}
+            Claim::Other(by) => {
+                return Err(Error::Invalid(format!(
+                    "run {} was taken over by instance {by}, which restores it; the finalizer stays until then",
+                    run.name_any()
+                )));
+            }
         }
     }
     publish(
