@@ -57,6 +57,14 @@ pub enum Command {
         format: ImportFormat,
         /// The file to translate (`-` for standard input).
         file: PathBuf,
+        /// Sloth only: the SLO period, as Sloth's `--default-slo-period`
+        /// (default 30d). Pyrra and OpenSLO files state their own.
+        #[arg(long, value_name = "DURATION")]
+        period: Option<String>,
+        /// Sloth only: an `AlertWindows` catalogue (Sloth's
+        /// `--slo-period-windows-path` files); repeat for several periods.
+        #[arg(long = "windows", value_name = "FILE")]
+        windows: Vec<PathBuf>,
     },
 }
 

@@ -47,6 +47,9 @@ pub struct Rule {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert: Option<String>,
     pub expr: String,
+    /// How long the condition must hold before the alert fires.
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_duration: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -104,6 +107,7 @@ pub fn slo_rules(
             record: Some(recorded_metric(&w)),
             alert: None,
             expr: q.error_ratio,
+            for_duration: None,
             labels: ids.clone(),
             annotations: BTreeMap::new(),
         });
@@ -117,6 +121,7 @@ pub fn slo_rules(
                 record: Some(recorded_traffic_metric(&w)),
                 alert: None,
                 expr: total,
+                for_duration: None,
                 labels: ids.clone(),
                 annotations: BTreeMap::new(),
             });
@@ -124,13 +129,13 @@ pub fn slo_rules(
     }
 
     let runbook = runbook_url(slo, dashboard_url);
-    let user_labels = slo
-        .spec
-        .alerting
-        .as_ref()
-        .map(|a| a.labels.clone())
-        .unwrap_or_default();
+    let alerting = slo.spec.alerting.clone().unwrap_or_default();
+    let alert_name = alerting.alert_name.as_deref().unwrap_or(ALERT_NAME);
     for tier in tiers.iter().filter(|t| !t.disabled) {
+        let spec = alerting
+            .tiers
+            .as_deref()
+            .and_then(|specs| specs.iter().find(|s| s.name == tier.name));
         let (long, short) = (format_duration(tier.long), format_duration(tier.short));
         // Compare error ratios with threshold × budget: the same as burn rate
         // against the threshold, without a division per sample.
@@ -141,19 +146,27 @@ pub fn slo_rules(
             long_m = recorded_metric(&long),
             short_m = recorded_metric(&short),
         );
-        let mut labels = user_labels.clone();
+        // Precedence, lowest first: Headroom's defaults, the SLO's labels,
+        // the tier's labels, then the identity labels, which the alert
+        // must keep to name its SLO.
+        let mut labels = BTreeMap::from([
+            ("service".to_owned(), slo.spec.service.clone()),
+            ("tier".to_owned(), tier.name.clone()),
+            (
+                "severity".to_owned(),
+                match tier.severity {
+                    Severity::Page => "page",
+                    Severity::Ticket => "ticket",
+                }
+                .to_owned(),
+            ),
+        ]);
+        labels.extend(alerting.labels.clone());
+        if let Some(spec) = spec {
+            labels.extend(spec.labels.clone());
+        }
         labels.extend(ids.clone());
-        labels.insert("service".into(), slo.spec.service.clone());
-        labels.insert("tier".into(), tier.name.clone());
-        labels.insert(
-            "severity".into(),
-            match tier.severity {
-                Severity::Page => "page",
-                Severity::Ticket => "ticket",
-            }
-            .into(),
-        );
-        let annotations = BTreeMap::from([
+        let mut annotations = BTreeMap::from([
             (
                 "summary".to_owned(),
                 format!(
@@ -173,10 +186,16 @@ pub fn slo_rules(
             ),
             ("runbook_url".to_owned(), runbook.clone()),
         ]);
+        // The SLO's annotations, then the tier's, win over Headroom's.
+        annotations.extend(alerting.annotations.clone());
+        if let Some(spec) = spec {
+            annotations.extend(spec.annotations.clone());
+        }
         rules.push(Rule {
             record: None,
-            alert: Some(ALERT_NAME.into()),
+            alert: Some(alert_name.to_owned()),
             expr,
+            for_duration: spec.and_then(|s| s.for_duration.clone()),
             labels,
             annotations,
         });
