@@ -191,14 +191,35 @@ pub fn slo_rules(
         if let Some(spec) = spec {
             annotations.extend(spec.annotations.clone());
         }
-        rules.push(Rule {
+        let rule = Rule {
             record: None,
             alert: Some(alert_name.to_owned()),
             expr,
             for_duration: spec.and_then(|s| s.for_duration.clone()),
             labels,
             annotations,
-        });
+        };
+        // Tiers whose alerts end with the same name, labels and `for:`
+        // (a user label overriding `tier`, as Sloth's page and ticket
+        // alerts do) become one rule joined with `or`: two rules of a group
+        // writing the same ALERTS series would collide in Prometheus.
+        match rules.iter_mut().find(|r| {
+            r.alert == rule.alert && r.labels == rule.labels && r.for_duration == rule.for_duration
+        }) {
+            Some(same) => {
+                same.expr = format!("({}) or ({})", same.expr, rule.expr);
+                if let (Some(a), Some(b)) = (
+                    same.annotations.get_mut("description"),
+                    rule.annotations.get("description"),
+                ) {
+                    if a != b {
+                        a.push_str(" Or: ");
+                        a.push_str(b);
+                    }
+                }
+            }
+            None => rules.push(rule),
+        }
     }
     Ok(RuleGroup {
         name: format!("headroom-slo-{ns}-{name}"),

@@ -31,6 +31,9 @@ use super::node::At;
 /// Pyrra's rules (`PropagationLabelsPrefix`).
 const PROPAGATION_PREFIX: &str = "pyrra.dev/";
 
+/// Pyrra's burn-rate alert name when `alerting.name` is unset.
+const DEFAULT_ALERT_NAME: &str = "ErrorBudgetBurn";
+
 /// One of Pyrra's burn-rate windows for an SLO window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PyrraWindow {
@@ -326,7 +329,8 @@ pub fn translate(doc: Value) -> Result<(Vec<ServiceLevelObjective>, Vec<String>)
                 runbook_url: None,
                 labels,
                 annotations,
-                alert_name: alert_name.map(str::to_owned),
+                // Pyrra's default name, so routes on it keep matching.
+                alert_name: Some(alert_name.unwrap_or(DEFAULT_ALERT_NAME).to_owned()),
                 tiers: Some(tiers),
             }),
             min_traffic_per_second: None,
