@@ -431,6 +431,65 @@ spec:
     }
 
     #[test]
+    fn tier_fields_name_labels_and_precedence() {
+        let text = CHECKOUT.replace(
+            "labels: { team: payments }",
+            r#"alertName: CheckoutBurn
+    labels: { team: payments, severity: critical, slo: not-this }
+    annotations: { summary: own summary, runbook_url: https://rb }
+    tiers:
+      - { name: fast, severity: page, budgetPercent: 2, longWindow: 1h, shortWindow: 5m, burnRate: 14, for: 2m, labels: { severity: pager } }
+      - { name: slow, severity: ticket, budgetPercent: 10, longWindow: 1d, shortWindow: 2h, annotations: { summary: slow one } }
+      - { name: off, severity: ticket, budgetPercent: 10, longWindow: 3d, shortWindow: 6h, disabled: true }"#,
+        );
+        let (file, skipped) = rule_file(&[slo(&text)], "http://x");
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let alerts: Vec<&Rule> = file.groups[0]
+            .rules
+            .iter()
+            .filter(|r| r.alert.is_some())
+            .collect();
+        // (alert, for, severity, slo, summary, runbook)
+        let got: Vec<_> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a.alert.as_deref(),
+                    a.for_duration.as_deref(),
+                    a.labels.get("severity").map(String::as_str),
+                    a.labels.get("slo").map(String::as_str),
+                    a.annotations.get("summary").map(String::as_str),
+                    a.annotations.get("runbook_url").map(String::as_str),
+                )
+            })
+            .collect();
+        let (name, slo_label) = (Some("CheckoutBurn"), Some("checkout-availability"));
+        assert_eq!(
+            got,
+            vec![
+                (
+                    name,
+                    Some("2m"),
+                    Some("pager"),
+                    slo_label,
+                    Some("own summary"),
+                    Some("https://rb")
+                ),
+                (
+                    name,
+                    None,
+                    Some("critical"),
+                    slo_label,
+                    Some("slow one"),
+                    Some("https://rb")
+                ),
+            ]
+        );
+        // burnRate is the threshold itself: 14 × 0.001.
+        assert!(alerts[0].expr.contains("> 0.014 and"), "{}", alerts[0].expr);
+    }
+
+    #[test]
     fn spec_runbook_wins_and_bad_slos_are_reported_not_dropped_silently() {
         let own = CHECKOUT.replace(
             "labels: { team: payments }",

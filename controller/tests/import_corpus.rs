@@ -66,16 +66,31 @@ struct Case {
 }
 
 const HTTP_MYSERVICE: &[(&str, Role)] = &[
-    (r#"http_request_duration_seconds_count{job="myservice",code="500"}"#, Role::Bad),
-    (r#"http_request_duration_seconds_count{job="myservice",code="200"}"#, Role::Good),
+    (
+        r#"http_request_duration_seconds_count{job="myservice",code="500"}"#,
+        Role::Bad,
+    ),
+    (
+        r#"http_request_duration_seconds_count{job="myservice",code="200"}"#,
+        Role::Good,
+    ),
 ];
 
 const APISERVER: &[(&str, Role)] = &[
     (r#"apiserver_request_total{code="500"}"#, Role::Bad),
     (r#"apiserver_request_total{code="200"}"#, Role::Good),
-    (r#"apiserver_request_duration_seconds_count{verb="GET"}"#, Role::Total),
-    (r#"apiserver_request_duration_seconds_bucket{le="0.4",verb="GET"}"#, Role::Good),
-    (r#"apiserver_request_duration_seconds_bucket{le="5",verb="GET"}"#, Role::Good),
+    (
+        r#"apiserver_request_duration_seconds_count{verb="GET"}"#,
+        Role::Total,
+    ),
+    (
+        r#"apiserver_request_duration_seconds_bucket{le="0.4",verb="GET"}"#,
+        Role::Good,
+    ),
+    (
+        r#"apiserver_request_duration_seconds_bucket{le="5",verb="GET"}"#,
+        Role::Good,
+    ),
 ];
 
 fn case(format: Format, file: &'static str, expect: Expect) -> Case {
@@ -120,8 +135,14 @@ fn cases() -> Vec<Case> {
         "sloth/_gen/no-alerts.yml",
         SlothAlerts,
         &[
-            (r#"http_request_duration_seconds_count{job="myapp",code="500"}"#, Role::Bad),
-            (r#"http_request_duration_seconds_count{job="myapp",code="200"}"#, Role::Good),
+            (
+                r#"http_request_duration_seconds_count{job="myapp",code="500"}"#,
+                Role::Bad,
+            ),
+            (
+                r#"http_request_duration_seconds_count{job="myapp",code="200"}"#,
+                Role::Good,
+            ),
         ],
     );
     if let Some(r) = no_alerts.reference.as_mut() {
@@ -129,89 +150,362 @@ fn cases() -> Vec<Case> {
     }
     vec![
         // Sloth, prometheus/v1 and sloth.slok.dev/v1.
-        compared(Sloth, "sloth/getting-started.yml", Imports(1), "sloth/_gen/getting-started.yml", SlothAlerts, HTTP_MYSERVICE),
-        compared(Sloth, "sloth/k8s-getting-started.yml", Imports(1), "sloth/_gen/k8s-getting-started.yml", SlothAlerts, HTTP_MYSERVICE),
-        compared(Sloth, "sloth/multifile.yml", Imports(2), "sloth/_gen/multifile.yml", SlothAlerts, HTTP_MYSERVICE),
-        compared(Sloth, "sloth/k8s-multifile.yml", Imports(2), "sloth/_gen/k8s-multifile.yml", SlothAlerts, HTTP_MYSERVICE),
-        compared(Sloth, "sloth/kubernetes-apiserver.yml", Imports(2), "sloth/_gen/kubernetes-apiserver.yml", SlothAlerts, APISERVER),
+        compared(
+            Sloth,
+            "sloth/getting-started.yml",
+            Imports(1),
+            "sloth/_gen/getting-started.yml",
+            SlothAlerts,
+            HTTP_MYSERVICE,
+        ),
+        compared(
+            Sloth,
+            "sloth/k8s-getting-started.yml",
+            Imports(1),
+            "sloth/_gen/k8s-getting-started.yml",
+            SlothAlerts,
+            HTTP_MYSERVICE,
+        ),
+        compared(
+            Sloth,
+            "sloth/multifile.yml",
+            Imports(2),
+            "sloth/_gen/multifile.yml",
+            SlothAlerts,
+            HTTP_MYSERVICE,
+        ),
+        compared(
+            Sloth,
+            "sloth/k8s-multifile.yml",
+            Imports(2),
+            "sloth/_gen/k8s-multifile.yml",
+            SlothAlerts,
+            HTTP_MYSERVICE,
+        ),
+        compared(
+            Sloth,
+            "sloth/kubernetes-apiserver.yml",
+            Imports(2),
+            "sloth/_gen/kubernetes-apiserver.yml",
+            SlothAlerts,
+            APISERVER,
+        ),
         no_alerts,
         // Counts gauges below a threshold: imports, but no synthetic
         // series here reproduces Ubiquiti's client gauges.
         case(Sloth, "sloth/home-wifi.yml", Imports(2)),
         case(Sloth, "sloth/k8s-home-wifi.yml", Imports(2)),
-        case(Sloth, "sloth/raw-home-wifi.yml", Refused("slos[0].sli.raw.error_ratio_query")),
-        case(Sloth, "sloth/plugin-getting-started.yml", Refused("slos[0].sli.plugin")),
-        case(Sloth, "sloth/plugin-k8s-getting-started.yml", Refused("spec.slos[0].sli.plugin")),
-        case(Sloth, "sloth/slo-plugin-getting-started.yml", Refused("slo_plugins")),
-        case(Sloth, "sloth/slo-plugin-k8s-getting-started.yml", Refused("spec.sloPlugins")),
-        case(Sloth, "sloth/contrib-slo-plugins.yml", Refused("slos[0].plugins")),
-        case(Sloth, "sloth/contrib-denominator-corrected.yaml", Refused("spec.sloPlugins")),
+        case(
+            Sloth,
+            "sloth/raw-home-wifi.yml",
+            Refused("slos[0].sli.raw.error_ratio_query"),
+        ),
+        case(
+            Sloth,
+            "sloth/plugin-getting-started.yml",
+            Refused("slos[0].sli.plugin"),
+        ),
+        case(
+            Sloth,
+            "sloth/plugin-k8s-getting-started.yml",
+            Refused("spec.slos[0].sli.plugin"),
+        ),
+        case(
+            Sloth,
+            "sloth/slo-plugin-getting-started.yml",
+            Refused("slo_plugins"),
+        ),
+        case(
+            Sloth,
+            "sloth/slo-plugin-k8s-getting-started.yml",
+            Refused("spec.sloPlugins"),
+        ),
+        case(
+            Sloth,
+            "sloth/contrib-slo-plugins.yml",
+            Refused("slos[0].plugins"),
+        ),
+        case(
+            Sloth,
+            "sloth/contrib-denominator-corrected.yaml",
+            Refused("spec.sloPlugins"),
+        ),
         case(Sloth, "sloth/victoria-metrics.yml", Refused("slo_plugins")),
         case(Sloth, "sloth/windows/7d.yaml", Refused("kind")),
         case(Sloth, "sloth/windows/custom-30d.yaml", Refused("kind")),
         // Sloth's OpenSLO examples (openslo/v1alpha), read as OpenSLO.
-        compared(OpenSlo, "sloth/openslo-getting-started.yml", Imports(1), "sloth/_gen/openslo-getting-started.yml", SlothRatios, HTTP_MYSERVICE),
-        compared(OpenSlo, "sloth/openslo-kubernetes-apiserver.yml", Imports(3), "sloth/_gen/openslo-kubernetes-apiserver.yml", SlothRatios, APISERVER),
+        compared(
+            OpenSlo,
+            "sloth/openslo-getting-started.yml",
+            Imports(1),
+            "sloth/_gen/openslo-getting-started.yml",
+            SlothRatios,
+            HTTP_MYSERVICE,
+        ),
+        compared(
+            OpenSlo,
+            "sloth/openslo-kubernetes-apiserver.yml",
+            Imports(3),
+            "sloth/_gen/openslo-kubernetes-apiserver.yml",
+            SlothRatios,
+            APISERVER,
+        ),
         // Pyrra.
-        compared(Pyrra, "pyrra/nginx.yaml", Imports(2), "pyrra/_gen/nginx.yaml", PyrraAlerts, &[
-            (r#"nginx_ingress_controller_requests{namespace="lastfm",ingress="lastfm",service="lastfm",status="500"}"#, Role::Bad),
-            (r#"nginx_ingress_controller_requests{namespace="lastfm",ingress="lastfm",service="lastfm",status="200"}"#, Role::Good),
-            (r#"nginx_ingress_controller_request_duration_seconds_bucket{namespace="lastfm",ingress="lastfm",service="lastfm",status="500",le="1"}"#, Role::Good),
-            (r#"nginx_ingress_controller_request_duration_seconds_count{namespace="lastfm",ingress="lastfm",service="lastfm",status="500"}"#, Role::Total),
-        ]),
-        compared(Pyrra, "pyrra/parca-grpc-queryrange-errors.yaml", Imports(1), "pyrra/_gen/parca-grpc-queryrange-errors.yaml", PyrraAlerts, &[
-            (r#"grpc_server_handled_total{grpc_service="parca.query.v1alpha1.QueryService",grpc_method="QueryRange",grpc_code="Internal"}"#, Role::Bad),
-            (r#"grpc_server_handled_total{grpc_service="parca.query.v1alpha1.QueryService",grpc_method="QueryRange",grpc_code="OK"}"#, Role::Good),
-        ]),
-        compared(Pyrra, "pyrra/prometheus-operator.yaml", Imports(1), "pyrra/_gen/prometheus-operator.yaml", PyrraAlerts, &[
-            (r#"prometheus_operator_kubernetes_client_http_requests_total{status_code="500"}"#, Role::Bad),
-            (r#"prometheus_operator_kubernetes_client_http_requests_total{status_code="200"}"#, Role::Good),
-        ]),
-        compared(Pyrra, "pyrra/pyrra-filesystem-errors.yaml", Imports(1), "pyrra/_gen/pyrra-filesystem-errors.yaml", PyrraAlerts, &[
-            ("pyrra_filesystem_reconciles_errors_total", Role::Bad),
-            ("pyrra_filesystem_reconciles_total", Role::Total),
-        ]),
-        compared(Pyrra, "pyrra/pyrra-kubernetes-errors.yaml", Imports(1), "pyrra/_gen/pyrra-kubernetes-errors.yaml", PyrraAlerts, &[
-            (r#"controller_runtime_reconcile_total{controller="servicelevelobjective",result="error"}"#, Role::Bad),
-            (r#"controller_runtime_reconcile_total{controller="servicelevelobjective",result="success"}"#, Role::Good),
-        ]),
-        compared(Pyrra, "pyrra/thanos-grpc.yaml", Imports(1), "pyrra/_gen/thanos-grpc.yaml", PyrraAlerts, &[
-            (r#"grpc_server_handled_total{grpc_service="thanos.Store",grpc_method="Series",namespace="monitoring",job="thanos-store",grpc_code="Unavailable"}"#, Role::Bad),
-            (r#"grpc_server_handled_total{grpc_service="thanos.Store",grpc_method="Series",namespace="monitoring",job="thanos-store",grpc_code="OK"}"#, Role::Good),
-        ]),
-        compared(Pyrra, "pyrra/thanos-http.yaml", Imports(1), "pyrra/_gen/thanos-http.yaml", PyrraAlerts, &[
-            (r#"http_requests_total{job="thanos-query",handler="query",code="500"}"#, Role::Bad),
-            (r#"http_requests_total{job="thanos-query",handler="query",code="200"}"#, Role::Good),
-        ]),
-        compared(Pyrra, "pyrra/caddy-response-latency.yaml", Imports(1), "pyrra/_gen/caddy-response-latency.yaml", PyrraAlerts, &[
-            (r#"caddy_http_response_duration_seconds_bucket{job="caddy",handler="subroute",code="200",le="0.05"}"#, Role::Good),
-            (r#"caddy_http_response_duration_seconds_count{job="caddy",handler="subroute",code="200"}"#, Role::Total),
-        ]),
-        case(Pyrra, "pyrra/prometheus-http.yaml", Refused("spec.indicator.ratio.grouping")),
-        case(Pyrra, "pyrra/prometheus-probe-success.yaml", Refused("spec.indicator.bool_gauge.grouping")),
-        case(Pyrra, "pyrra/pyrra-connect-errors.yaml", Refused("spec.indicator.ratio.grouping")),
-        case(Pyrra, "pyrra/pyrra-connect-latency.yaml", Refused("spec.indicator.latencyNative")),
+        compared(
+            Pyrra,
+            "pyrra/nginx.yaml",
+            Imports(2),
+            "pyrra/_gen/nginx.yaml",
+            PyrraAlerts,
+            &[
+                (
+                    r#"nginx_ingress_controller_requests{namespace="lastfm",ingress="lastfm",service="lastfm",status="500"}"#,
+                    Role::Bad,
+                ),
+                (
+                    r#"nginx_ingress_controller_requests{namespace="lastfm",ingress="lastfm",service="lastfm",status="200"}"#,
+                    Role::Good,
+                ),
+                (
+                    r#"nginx_ingress_controller_request_duration_seconds_bucket{namespace="lastfm",ingress="lastfm",service="lastfm",status="500",le="1"}"#,
+                    Role::Good,
+                ),
+                (
+                    r#"nginx_ingress_controller_request_duration_seconds_count{namespace="lastfm",ingress="lastfm",service="lastfm",status="500"}"#,
+                    Role::Total,
+                ),
+            ],
+        ),
+        compared(
+            Pyrra,
+            "pyrra/parca-grpc-queryrange-errors.yaml",
+            Imports(1),
+            "pyrra/_gen/parca-grpc-queryrange-errors.yaml",
+            PyrraAlerts,
+            &[
+                (
+                    r#"grpc_server_handled_total{grpc_service="parca.query.v1alpha1.QueryService",grpc_method="QueryRange",grpc_code="Internal"}"#,
+                    Role::Bad,
+                ),
+                (
+                    r#"grpc_server_handled_total{grpc_service="parca.query.v1alpha1.QueryService",grpc_method="QueryRange",grpc_code="OK"}"#,
+                    Role::Good,
+                ),
+            ],
+        ),
+        compared(
+            Pyrra,
+            "pyrra/prometheus-operator.yaml",
+            Imports(1),
+            "pyrra/_gen/prometheus-operator.yaml",
+            PyrraAlerts,
+            &[
+                (
+                    r#"prometheus_operator_kubernetes_client_http_requests_total{status_code="500"}"#,
+                    Role::Bad,
+                ),
+                (
+                    r#"prometheus_operator_kubernetes_client_http_requests_total{status_code="200"}"#,
+                    Role::Good,
+                ),
+            ],
+        ),
+        compared(
+            Pyrra,
+            "pyrra/pyrra-filesystem-errors.yaml",
+            Imports(1),
+            "pyrra/_gen/pyrra-filesystem-errors.yaml",
+            PyrraAlerts,
+            &[
+                ("pyrra_filesystem_reconciles_errors_total", Role::Bad),
+                ("pyrra_filesystem_reconciles_total", Role::Total),
+            ],
+        ),
+        compared(
+            Pyrra,
+            "pyrra/pyrra-kubernetes-errors.yaml",
+            Imports(1),
+            "pyrra/_gen/pyrra-kubernetes-errors.yaml",
+            PyrraAlerts,
+            &[
+                (
+                    r#"controller_runtime_reconcile_total{controller="servicelevelobjective",result="error"}"#,
+                    Role::Bad,
+                ),
+                (
+                    r#"controller_runtime_reconcile_total{controller="servicelevelobjective",result="success"}"#,
+                    Role::Good,
+                ),
+            ],
+        ),
+        compared(
+            Pyrra,
+            "pyrra/thanos-grpc.yaml",
+            Imports(1),
+            "pyrra/_gen/thanos-grpc.yaml",
+            PyrraAlerts,
+            &[
+                (
+                    r#"grpc_server_handled_total{grpc_service="thanos.Store",grpc_method="Series",namespace="monitoring",job="thanos-store",grpc_code="Unavailable"}"#,
+                    Role::Bad,
+                ),
+                (
+                    r#"grpc_server_handled_total{grpc_service="thanos.Store",grpc_method="Series",namespace="monitoring",job="thanos-store",grpc_code="OK"}"#,
+                    Role::Good,
+                ),
+            ],
+        ),
+        compared(
+            Pyrra,
+            "pyrra/thanos-http.yaml",
+            Imports(1),
+            "pyrra/_gen/thanos-http.yaml",
+            PyrraAlerts,
+            &[
+                (
+                    r#"http_requests_total{job="thanos-query",handler="query",code="500"}"#,
+                    Role::Bad,
+                ),
+                (
+                    r#"http_requests_total{job="thanos-query",handler="query",code="200"}"#,
+                    Role::Good,
+                ),
+            ],
+        ),
+        compared(
+            Pyrra,
+            "pyrra/caddy-response-latency.yaml",
+            Imports(1),
+            "pyrra/_gen/caddy-response-latency.yaml",
+            PyrraAlerts,
+            &[
+                (
+                    r#"caddy_http_response_duration_seconds_bucket{job="caddy",handler="subroute",code="200",le="0.05"}"#,
+                    Role::Good,
+                ),
+                (
+                    r#"caddy_http_response_duration_seconds_count{job="caddy",handler="subroute",code="200"}"#,
+                    Role::Total,
+                ),
+            ],
+        ),
+        case(
+            Pyrra,
+            "pyrra/prometheus-http.yaml",
+            Refused("spec.indicator.ratio.grouping"),
+        ),
+        case(
+            Pyrra,
+            "pyrra/prometheus-probe-success.yaml",
+            Refused("spec.indicator.bool_gauge.grouping"),
+        ),
+        case(
+            Pyrra,
+            "pyrra/pyrra-connect-errors.yaml",
+            Refused("spec.indicator.ratio.grouping"),
+        ),
+        case(
+            Pyrra,
+            "pyrra/pyrra-connect-latency.yaml",
+            Refused("spec.indicator.latencyNative"),
+        ),
         case(Pyrra, "pyrra/mimir/example-slo.yaml", Imports(1)),
-        case(Pyrra, "pyrra/docker-compose/pyrra/prometheus-http.yaml", Imports(1)),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-apiserver-read-cluster-latency.yaml", Imports(1)),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-apiserver-read-namespace-latency.yaml", Imports(1)),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-apiserver-read-resource-latency.yaml", Imports(1)),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-apiserver-read-response-errors.yaml", Imports(1)),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-apiserver-write-response-errors.yaml", Imports(1)),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-coredns-response-errors.yaml", Imports(1)),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-kubelet-request-errors.yaml", Imports(1)),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-kubelet-runtime-errors.yaml", Imports(1)),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-prometheus-notification-errors.yaml", Imports(1)),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-prometheus-operator-http-errors.yaml", Imports(1)),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-prometheus-operator-reconcile-errors.yaml", Refused("spec.indicator.ratio.grouping")),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-prometheus-query-errors.yaml", Refused("spec.indicator.ratio.grouping")),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-prometheus-rule-evaluation-failures.yaml", Imports(1)),
-        case(Pyrra, "pyrra/kubernetes/manifests/slos/slo-prometheus-sd-kubernetes-errors.yaml", Imports(1)),
+        case(
+            Pyrra,
+            "pyrra/docker-compose/pyrra/prometheus-http.yaml",
+            Imports(1),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-apiserver-read-cluster-latency.yaml",
+            Imports(1),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-apiserver-read-namespace-latency.yaml",
+            Imports(1),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-apiserver-read-resource-latency.yaml",
+            Imports(1),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-apiserver-read-response-errors.yaml",
+            Imports(1),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-apiserver-write-response-errors.yaml",
+            Imports(1),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-coredns-response-errors.yaml",
+            Imports(1),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-kubelet-request-errors.yaml",
+            Imports(1),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-kubelet-runtime-errors.yaml",
+            Imports(1),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-prometheus-notification-errors.yaml",
+            Imports(1),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-prometheus-operator-http-errors.yaml",
+            Imports(1),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-prometheus-operator-reconcile-errors.yaml",
+            Refused("spec.indicator.ratio.grouping"),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-prometheus-query-errors.yaml",
+            Refused("spec.indicator.ratio.grouping"),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-prometheus-rule-evaluation-failures.yaml",
+            Imports(1),
+        ),
+        case(
+            Pyrra,
+            "pyrra/kubernetes/manifests/slos/slo-prometheus-sd-kubernetes-errors.yaml",
+            Imports(1),
+        ),
         // OpenSLO.
-        case(OpenSlo, "openslo/budgeting-method/occurences-slo.yaml", Refused("spec.indicator.spec.thresholdMetric")),
-        case(OpenSlo, "openslo/budgeting-method/ratio-timeslices.yaml", Refused("spec.budgetingMethod")),
-        case(OpenSlo, "openslo/budgeting-method/timeslices-slo.yaml", Refused("spec.budgetingMethod")),
-        case(OpenSlo, "openslo/treat-low-traffic-as-equally-important/timeslices-slo.yaml", Refused("spec.budgetingMethod")),
+        case(
+            OpenSlo,
+            "openslo/budgeting-method/occurences-slo.yaml",
+            Refused("spec.indicator.spec.thresholdMetric"),
+        ),
+        case(
+            OpenSlo,
+            "openslo/budgeting-method/ratio-timeslices.yaml",
+            Refused("spec.budgetingMethod"),
+        ),
+        case(
+            OpenSlo,
+            "openslo/budgeting-method/timeslices-slo.yaml",
+            Refused("spec.budgetingMethod"),
+        ),
+        case(
+            OpenSlo,
+            "openslo/treat-low-traffic-as-equally-important/timeslices-slo.yaml",
+            Refused("spec.budgetingMethod"),
+        ),
     ]
 }
 
@@ -256,7 +550,11 @@ fn every_corpus_file_imports_or_is_refused_naming_its_field() {
     let table = cases();
     let listed: BTreeSet<String> = table.iter().map(|c| c.file.to_owned()).collect();
     assert_eq!(listed.len(), table.len(), "a file is listed twice");
-    assert_eq!(listed, corpus_files(), "the table and tests/import-corpus differ");
+    assert_eq!(
+        listed,
+        corpus_files(),
+        "the table and tests/import-corpus differ"
+    );
     let mut wrong = Vec::new();
     let (mut imported, mut refused) = (0, 0);
     for c in &table {
@@ -305,12 +603,33 @@ struct Scenario {
 
 const SCENARIOS: [Scenario; 3] = [
     // 2% of a 30-day budget goes in an hour at 14.4x: 20x pages.
-    Scenario { name: "fast-burn", burn: 20.0, start: 10, end: 70, length: 150, clears: false },
+    Scenario {
+        name: "fast-burn",
+        burn: 20.0,
+        start: 10,
+        end: 70,
+        length: 150,
+        clears: false,
+    },
     // Below the fast tiers, above the 6h/30m tier (6x, Pyrra's 7x) for
     // long enough to reach it.
-    Scenario { name: "slow-burn", burn: 10.0, start: 10, end: 300, length: 300, clears: false },
+    Scenario {
+        name: "slow-burn",
+        burn: 10.0,
+        start: 10,
+        end: 300,
+        length: 300,
+        clears: false,
+    },
     // A short fast burn that stops: what fired resolves.
-    Scenario { name: "clears", burn: 20.0, start: 10, end: 40, length: 240, clears: true },
+    Scenario {
+        name: "clears",
+        burn: 20.0,
+        start: 10,
+        end: 40,
+        length: 240,
+        clears: true,
+    },
 ];
 
 /// The counter values of one series through a scenario, one per step.
@@ -321,7 +640,11 @@ fn values(role: Role, s: &Scenario, budget: f64) -> String {
     let mut out = String::new();
     for i in 0..=steps {
         let minute = i * SAMPLE_SECS / 60;
-        let r = if minute >= s.start && minute < s.end { r_burn } else { 0.0 };
+        let r = if minute >= s.start && minute < s.end {
+            r_burn
+        } else {
+            0.0
+        };
         let _ = write!(out, "{} ", v.round());
         v += match role {
             Role::Good => TRAFFIC * (1.0 - r),
@@ -384,7 +707,9 @@ fn alert_pairs(compare: Compare, slos: &[ServiceLevelObjective]) -> Vec<(String,
                 for sev in ["page", "ticket"] {
                     out.push((
                         format!(r#"alertname="{alert}",sloth_id="{name}",sloth_severity="{sev}""#),
-                        format!(r#"alertname="{alert}",slo="{name}",sloth_id="",sloth_severity="{sev}""#),
+                        format!(
+                            r#"alertname="{alert}",slo="{name}",sloth_id="",sloth_severity="{sev}""#
+                        ),
                         sev == "page",
                     ));
                 }
@@ -406,7 +731,9 @@ fn alert_pairs(compare: Compare, slos: &[ServiceLevelObjective]) -> Vec<(String,
 }
 
 fn firing(selector: &str, range: &str) -> String {
-    format!(r#"(max(max_over_time(ALERTS{{{selector},alertstate="firing"}}[{range}])) or vector(0))"#)
+    format!(
+        r#"(max(max_over_time(ALERTS{{{selector},alertstate="firing"}}[{range}])) or vector(0))"#
+    )
 }
 
 fn firing_at_previous_step(selector: &str) -> String {
@@ -427,7 +754,11 @@ fn promtool_file(
 ) -> String {
     let budget = 1.0 - slos[0].spec.objective / 100.0;
     let mut y = String::new();
-    let _ = writeln!(y, "# {}: the source's rules and Headroom's on the same series", c.file);
+    let _ = writeln!(
+        y,
+        "# {}: the source's rules and Headroom's on the same series",
+        c.file
+    );
     let _ = writeln!(y, "rule_files: [{source_rules}, {headroom_rules}]");
     let _ = writeln!(y, "evaluation_interval: {STEP_SECS}s");
     let _ = writeln!(y, "tests:");
@@ -436,9 +767,17 @@ fn promtool_file(
     let around = format!("{}s", STEP_SECS * 2 + STEP_SECS / 2);
     for s in &SCENARIOS {
         let end = format!("{}m", s.length);
-        let _ = writeln!(y, "  - name: {}\n    interval: {SAMPLE_SECS}s\n    input_series:", s.name);
+        let _ = writeln!(
+            y,
+            "  - name: {}\n    interval: {SAMPLE_SECS}s\n    input_series:",
+            s.name
+        );
         for (series, role) in r.series {
-            let _ = writeln!(y, "      - series: '{series}'\n        values: '{}'", values(*role, s, budget));
+            let _ = writeln!(
+                y,
+                "      - series: '{series}'\n        values: '{}'",
+                values(*role, s, budget)
+            );
         }
         let _ = writeln!(y, "    promql_expr_test:");
         let mut expr = |e: String, value: u32| {
@@ -462,10 +801,19 @@ fn promtool_file(
                         c = firing_at_previous_step(hr),
                         d = firing(src, &around),
                     );
-                    expr(format!("sum_over_time(({mismatch})[{end}:{STEP_SECS}s])"), 0);
+                    expr(
+                        format!("sum_over_time(({mismatch})[{end}:{STEP_SECS}s])"),
+                        0,
+                    );
                     if s.clears && *fastest {
-                        expr(format!(r#"max(ALERTS{{{src},alertstate="firing"}}) or vector(0)"#), 0);
-                        expr(format!(r#"max(ALERTS{{{hr},alertstate="firing"}}) or vector(0)"#), 0);
+                        expr(
+                            format!(r#"max(ALERTS{{{src},alertstate="firing"}}) or vector(0)"#),
+                            0,
+                        );
+                        expr(
+                            format!(r#"max(ALERTS{{{hr},alertstate="firing"}}) or vector(0)"#),
+                            0,
+                        );
                     }
                 }
                 // Not vacuous: the source alerted in this scenario (or,
@@ -476,7 +824,9 @@ fn promtool_file(
                     .collect::<Vec<_>>()
                     .join(" or ");
                 expr(
-                    format!("(sum_over_time((max({any}) or vector(0))[{end}:{STEP_SECS}s]) > bool 0)"),
+                    format!(
+                        "(sum_over_time((max({any}) or vector(0))[{end}:{STEP_SECS}s]) > bool 0)"
+                    ),
                     u32::from(r.fires),
                 );
             }
@@ -484,14 +834,21 @@ fn promtool_file(
                 for slo in slos {
                     let name = slo.metadata.name.clone().unwrap_or_default();
                     for w in ["5m", "30m", "1h", "2h", "6h"] {
-                        let src = format!(r#"max(slo:sli_error:ratio_rate{w}{{sloth_slo=~"{name}(-0)?"}})"#);
-                        let hr = format!(r#"max(headroom:slo_error_ratio:rate{w}{{slo="{name}"}})"#);
+                        let src = format!(
+                            r#"max(slo:sli_error:ratio_rate{w}{{sloth_slo=~"{name}(-0)?"}})"#
+                        );
+                        let hr =
+                            format!(r#"max(headroom:slo_error_ratio:rate{w}{{slo="{name}"}})"#);
                         expr(
-                            format!("sum_over_time((abs({src} - {hr}) > bool 1e-9)[{end}:{STEP_SECS}s])"),
+                            format!(
+                                "sum_over_time((abs({src} - {hr}) > bool 1e-9)[{end}:{STEP_SECS}s])"
+                            ),
                             0,
                         );
                         expr(
-                            format!("(count_over_time(({src} - {hr})[{end}:{STEP_SECS}s]) > bool 0)"),
+                            format!(
+                                "(count_over_time(({src} - {hr})[{end}:{STEP_SECS}s]) > bool 0)"
+                            ),
                             1,
                         );
                     }
@@ -504,7 +861,9 @@ fn promtool_file(
 
 #[test]
 fn imported_rules_alert_as_the_source_does_under_promtool() {
-    let promtool = std::process::Command::new("promtool").arg("--version").output();
+    let promtool = std::process::Command::new("promtool")
+        .arg("--version")
+        .output();
     assert!(
         promtool.is_ok_and(|o| o.status.success()),
         "promtool is missing: install Debian's `prometheus` package (scripts/test.sh does when it is absent); this test compares alert timing with `promtool test rules` and does not skip"

@@ -72,7 +72,8 @@ pub fn check(slo: &ServiceLevelObjective, blame: &Blame) -> Result<(), ImportErr
     }
     crate::indicator::validate(&slo.spec.indicator).map_err(|e| {
         let field = match &e {
-            IndicatorError::MissingWindow { field } | IndicatorError::InvalidPromql { field, .. } => {
+            IndicatorError::MissingWindow { field }
+            | IndicatorError::InvalidPromql { field, .. } => {
                 if field.ends_with("errors") {
                     &blame.errors
                 } else {
@@ -89,7 +90,11 @@ pub fn check(slo: &ServiceLevelObjective, blame: &Blame) -> Result<(), ImportErr
     let alerting = slo.spec.alerting.clone().unwrap_or_default();
     crate::budget::tiers_for(period, alerting.tiers.as_deref())
         .map_err(|why| ImportError::new(&blame.tiers, format!("translated into {why}")))?;
-    let tier_labels = alerting.tiers.iter().flatten().flat_map(|t| t.labels.keys());
+    let tier_labels = alerting
+        .tiers
+        .iter()
+        .flatten()
+        .flat_map(|t| t.labels.keys());
     for key in alerting.labels.keys().chain(tier_labels) {
         if !label_name(key) {
             return Err(ImportError::new(
@@ -109,7 +114,10 @@ pub fn check(slo: &ServiceLevelObjective, blame: &Blame) -> Result<(), ImportErr
     // Last, what `headroom rules` itself would say of the whole SLO.
     let (_, skipped) = crate::rules::rule_file(std::slice::from_ref(slo), "http://127.0.0.1:9464");
     if let Some((_, why)) = skipped.first() {
-        return Err(ImportError::new(&blame.name, format!("translated into {why}")));
+        return Err(ImportError::new(
+            &blame.name,
+            format!("translated into {why}"),
+        ));
     }
     Ok(())
 }
@@ -130,7 +138,12 @@ mod tests {
         ] {
             assert_eq!(object_name(name).is_ok(), ok, "{name}");
         }
-        for (name, ok) in [("severity", true), ("_x1", true), ("1x", false), ("a-b", false)] {
+        for (name, ok) in [
+            ("severity", true),
+            ("_x1", true),
+            ("1x", false),
+            ("a-b", false),
+        ] {
             assert_eq!(label_name(name), ok, "{name}");
         }
     }

@@ -93,8 +93,8 @@ pub fn import(format: Format, text: &str, options: &Options) -> Result<Imported,
     match format {
         Format::Sloth => {
             for (document, doc) in docs {
-                let (slos, notes) =
-                    sloth::translate(doc, options).map_err(|error| DocumentError { document, error })?;
+                let (slos, notes) = sloth::translate(doc, options)
+                    .map_err(|error| DocumentError { document, error })?;
                 out.slos.extend(slos);
                 out.notes.extend(notes);
             }

@@ -66,7 +66,11 @@ pub fn translate(
                 notes.extend(n);
             }
             // Read past: they describe, but do not change, what is measured.
-            "Service" | "SLI" | "DataSource" | "AlertNotificationTarget" | "AlertPolicy"
+            "Service"
+            | "SLI"
+            | "DataSource"
+            | "AlertNotificationTarget"
+            | "AlertPolicy"
             | "AlertCondition" => {}
             other => {
                 return Err(at(*document)(ImportError::new(
@@ -93,7 +97,9 @@ fn windowed(query: &At, counter: bool) -> Result<(String, bool), ImportError> {
         return Ok((text, true));
     }
     match parser::parse(&text) {
-        Ok(Expr::VectorSelector(_)) if counter => Ok((format!("sum(rate({text}[$window]))"), false)),
+        Ok(Expr::VectorSelector(_)) if counter => {
+            Ok((format!("sum(rate({text}[$window]))"), false))
+        }
         Ok(Expr::VectorSelector(_)) => Err(ImportError::new(
             query.path(),
             "a gauge (counter: false) holds no events to count over a window; Headroom needs counters (counter: true) or a query with {{.window}}",
@@ -115,9 +121,9 @@ fn side<'a>(ratio: &At<'a>, key: &str, v: Version) -> Result<Option<At<'a>>, Imp
     };
     match v {
         Version::V1 => {
-            let ms = s.get("metricSource").ok_or_else(|| {
-                ImportError::new(s.field("metricSource"), "missing")
-            })?;
+            let ms = s
+                .get("metricSource")
+                .ok_or_else(|| ImportError::new(s.field("metricSource"), "missing"))?;
             ms.refuse_if_set(
                 "metricSourceRef",
                 "data sources defined elsewhere are not read: write the Prometheus query inline",
@@ -141,7 +147,10 @@ fn side<'a>(ratio: &At<'a>, key: &str, v: Version) -> Result<Option<At<'a>>, Imp
             }
             if let Some(qt) = s.get("queryType") {
                 if !qt.str()?.eq_ignore_ascii_case("promql") {
-                    return Err(ImportError::new(qt.path(), "only promql queries can be imported"));
+                    return Err(ImportError::new(
+                        qt.path(),
+                        "only promql queries can be imported",
+                    ));
                 }
             }
             s.req("query").map(Some)
@@ -170,7 +179,8 @@ fn ratio(r: &At, v: Version) -> Result<Ratio, ImportError> {
         // v1alpha has no such field in practice; its queries carry the window.
         Version::V1Alpha => r.opt_bool("counter")?.unwrap_or(true),
     };
-    let total_q = side(r, "total", v)?.ok_or_else(|| ImportError::new(r.field("total"), "missing"))?;
+    let total_q =
+        side(r, "total", v)?.ok_or_else(|| ImportError::new(r.field("total"), "missing"))?;
     let (total, total_tpl) = windowed(&total_q, counter)?;
     if let Some(bad_q) = side(r, "bad", v)? {
         let (bad, _) = windowed(&bad_q, counter)?;
@@ -223,7 +233,10 @@ fn v1_ratio(spec: &At, slis: &BTreeMap<String, &Value>) -> Result<Ratio, ImportE
         ));
     }
     let r = s.get("ratioMetric").ok_or_else(|| {
-        ImportError::new(s.field("ratioMetric"), "missing: only ratio metrics can be imported")
+        ImportError::new(
+            s.field("ratioMetric"),
+            "missing: only ratio metrics can be imported",
+        )
     })?;
     ratio(&r, Version::V1)
 }
@@ -236,7 +249,10 @@ fn period(spec: &At, v: Version) -> Result<(String, String), ImportError> {
     };
     let list = spec.req(key)?.seq()?;
     let [tw] = list.as_slice() else {
-        return Err(ImportError::new(spec.field(key), "exactly one time window can be imported"));
+        return Err(ImportError::new(
+            spec.field(key),
+            "exactly one time window can be imported",
+        ));
     };
     tw.refuse_if_set(
         "calendar",
@@ -263,18 +279,23 @@ fn period(spec: &At, v: Version) -> Result<(String, String), ImportError> {
                 other => {
                     return Err(ImportError::new(
                         unit_node.path(),
-                        format!("{other:?}: months, quarters and years vary in length; give the window in days or weeks"),
+                        format!(
+                            "{other:?}: months, quarters and years vary in length; give the window in days or weeks"
+                        ),
                     ));
                 }
             };
             if count.fract() != 0.0 || count < 1.0 {
-                return Err(ImportError::new(tw.field("count"), "must be a whole number above 0"));
+                return Err(ImportError::new(
+                    tw.field("count"),
+                    "must be a whole number above 0",
+                ));
             }
             (format!("{count}{unit}"), tw.field("count"))
         }
     };
-    let d = parse_positive_duration(&text).map_err(|e| ImportError::new(&field, e.to_string()))?;
-    Ok((format_duration(d), field))
+    parse_positive_duration(&text).map_err(|e| ImportError::new(&field, e.to_string()))?;
+    Ok((text, field))
 }
 
 /// Headroom's default tiers for the period, all disabled (see the module
@@ -321,7 +342,9 @@ fn slo(
         Some(other) => {
             return Err(ImportError::new(
                 spec.field("budgetingMethod"),
-                format!("{other:?}: Headroom budgets occurrences (good events over all events), not time slices"),
+                format!(
+                    "{other:?}: Headroom budgets occurrences (good events over all events), not time slices"
+                ),
             ));
         }
         None => return Err(ImportError::new(spec.field("budgetingMethod"), "missing")),
@@ -338,19 +361,40 @@ fn slo(
     let mut out = Vec::new();
     for (i, o) in objectives.iter().enumerate() {
         for (key, why) in [
-            ("op", "a threshold objective compares a metric's value per time slice; Headroom counts events"),
-            ("value", "a threshold objective compares a metric's value per time slice; Headroom counts events"),
-            ("timeSliceTarget", "time-slice objectives are not counted as events"),
-            ("timeSliceWindow", "time-slice objectives are not counted as events"),
-            ("indicator", "per-objective indicators (composite SLOs) are not translated"),
-            ("indicatorRef", "per-objective indicators (composite SLOs) are not translated"),
+            (
+                "op",
+                "a threshold objective compares a metric's value per time slice; Headroom counts events",
+            ),
+            (
+                "value",
+                "a threshold objective compares a metric's value per time slice; Headroom counts events",
+            ),
+            (
+                "timeSliceTarget",
+                "time-slice objectives are not counted as events",
+            ),
+            (
+                "timeSliceWindow",
+                "time-slice objectives are not counted as events",
+            ),
+            (
+                "indicator",
+                "per-objective indicators (composite SLOs) are not translated",
+            ),
+            (
+                "indicatorRef",
+                "per-objective indicators (composite SLOs) are not translated",
+            ),
             ("compositeWeight", "composite SLOs are not translated"),
         ] {
             o.refuse_if_set(key, why)?;
         }
         let objective = match (o.get("target"), o.get("targetPercent")) {
             (Some(_), Some(_)) => {
-                return Err(ImportError::new(o.path(), "set target or targetPercent, not both"));
+                return Err(ImportError::new(
+                    o.path(),
+                    "set target or targetPercent, not both",
+                ));
             }
             (Some(t), None) => (t.number()? * 100.0, t.path().to_owned()),
             (None, Some(t)) => (t.number()?, t.path().to_owned()),

@@ -240,7 +240,11 @@ pub fn translate(doc: Value) -> Result<(Vec<ServiceLevelObjective>, Vec<String>)
 
     let alerting = spec.get("alerting");
     let flag = |key: &str| -> Result<Option<bool>, ImportError> {
-        alerting.as_ref().map(|a| a.opt_bool(key)).transpose().map(Option::flatten)
+        alerting
+            .as_ref()
+            .map(|a| a.opt_bool(key))
+            .transpose()
+            .map(Option::flatten)
     };
     // `disabled` (deprecated) and `burnrates: false` both keep the
     // recording rules and drop the burn-rate alerts.
@@ -250,7 +254,11 @@ pub fn translate(doc: Value) -> Result<(Vec<ServiceLevelObjective>, Vec<String>)
         None => None,
     };
     let severities = match &alerting {
-        Some(a) => a.get("severities").map(|s| s.string_map()).transpose()?.unwrap_or_default(),
+        Some(a) => a
+            .get("severities")
+            .map(|s| s.string_map())
+            .transpose()?
+            .unwrap_or_default(),
         None => BTreeMap::new(),
     };
     let mut notes = Vec::new();
@@ -285,11 +293,14 @@ pub fn translate(doc: Value) -> Result<(Vec<ServiceLevelObjective>, Vec<String>)
                 .filter(|s| !s.is_empty())
                 .cloned()
                 .unwrap_or_else(|| if w.critical { "critical" } else { "warning" }.into());
-            let exhaustion =
-                Duration::from_secs((period.as_secs_f64() / w.factor) as u64);
+            let exhaustion = Duration::from_secs((period.as_secs_f64() / w.factor) as u64);
             BurnRateTierSpec {
                 name: tier_name.into(),
-                severity: if w.critical { Severity::Page } else { Severity::Ticket },
+                severity: if w.critical {
+                    Severity::Page
+                } else {
+                    Severity::Ticket
+                },
                 // Describes the tier; the factor below is what alerts.
                 budget_percent: (w.factor * w.long.as_secs_f64() / period.as_secs_f64() * 100.0)
                     .min(100.0),
@@ -313,10 +324,16 @@ pub fn translate(doc: Value) -> Result<(Vec<ServiceLevelObjective>, Vec<String>)
         name,
         ServiceLevelObjectiveSpec {
             // Pyrra has no service field; a `service` label is the closest.
-            service: meta_labels.get("service").map_or(name, String::as_str).to_owned(),
-            description: spec.opt_str("description")?.filter(|d| !d.is_empty()).map(str::to_owned),
+            service: meta_labels
+                .get("service")
+                .map_or(name, String::as_str)
+                .to_owned(),
+            description: spec
+                .opt_str("description")?
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned),
             objective,
-            window: format_duration(period),
+            window: window_node.str()?.to_owned(),
             indicator: Indicator {
                 ratio: Some(RatioIndicator {
                     errors: t.errors,
@@ -368,7 +385,12 @@ mod tests {
         let table = [
             (
                 28 * day,
-                [(2, 60, 5), (15, 360, 30), (60, day, 120), (180, 4 * day, 360)],
+                [
+                    (2, 60, 5),
+                    (15, 360, 30),
+                    (60, day, 120),
+                    (180, 4 * day, 360),
+                ],
             ),
             (
                 7 * day,
@@ -379,7 +401,11 @@ mod tests {
         for (period, expect) in table {
             let got = windows(m(period));
             for (w, (f, l, s)) in got.iter().zip(expect) {
-                assert_eq!((w.for_duration, w.long, w.short), (m(f), m(l), m(s)), "{period}");
+                assert_eq!(
+                    (w.for_duration, w.long, w.short),
+                    (m(f), m(l), m(s)),
+                    "{period}"
+                );
             }
         }
     }

@@ -82,7 +82,10 @@ impl AlertWindows {
             let b = p.req("errorBudgetPercent")?;
             let budget_percent = b.number()?;
             if !(budget_percent > 0.0 && budget_percent <= 100.0) {
-                return Err(ImportError::new(b.path(), "must be above 0 and at most 100"));
+                return Err(ImportError::new(
+                    b.path(),
+                    "must be above 0 and at most 100",
+                ));
             }
             let w = |k: &str| -> Result<String, ImportError> {
                 let n = p.req(k)?;
@@ -113,8 +116,8 @@ pub fn check_options(options: &Options) -> Result<(), ImportError> {
 
 fn catalogue(options: &Options) -> Result<(String, AlertWindows), ImportError> {
     let text = options.period.as_deref().unwrap_or("30d");
-    let period = parse_positive_duration(text)
-        .map_err(|e| ImportError::new("--period", e.to_string()))?;
+    let period =
+        parse_positive_duration(text).map_err(|e| ImportError::new("--period", e.to_string()))?;
     // Given catalogues first: Sloth lets a custom 30d table replace Google's.
     let found = options
         .windows
@@ -128,7 +131,8 @@ fn catalogue(options: &Options) -> Result<(String, AlertWindows), ImportError> {
                 .find(|w| w.period == period)
         });
     match found {
-        Some(w) => Ok((format_duration(period), w)),
+        // As written: 28d stays 28d, not 4w.
+        Some(w) => Ok((text.to_owned(), w)),
         None => Err(ImportError::new(
             "--period",
             format!(
@@ -228,7 +232,15 @@ pub fn translate(
     let slos = spec.req("slos")?;
     let mut out = Vec::new();
     for s in slos.seq()? {
-        out.push(one(&s, keys, service, &service_labels, namespace, &period, &windows)?);
+        out.push(one(
+            &s,
+            keys,
+            service,
+            &service_labels,
+            namespace,
+            &period,
+            &windows,
+        )?);
     }
     Ok((out, Vec::new()))
 }
@@ -290,9 +302,9 @@ fn one(
             "SLI plugins are Go code that only Sloth runs; rewrite the SLI as `events`",
         ));
     }
-    let events = sli.get("events").ok_or_else(|| {
-        ImportError::new(sli.path(), "needs `events` (error and total queries)")
-    })?;
+    let events = sli
+        .get("events")
+        .ok_or_else(|| ImportError::new(sli.path(), "needs `events` (error and total queries)"))?;
     let errors = window_template(events.req_str(keys.error_query)?.trim());
     let total = window_template(events.req_str(keys.total_query)?.trim());
 
@@ -345,8 +357,18 @@ fn one(
     let tiers = vec![
         tier("page-quick", Severity::Page, &windows.page_quick, &page),
         tier("page-slow", Severity::Page, &windows.page_slow, &page),
-        tier("ticket-quick", Severity::Ticket, &windows.ticket_quick, &ticket),
-        tier("ticket-slow", Severity::Ticket, &windows.ticket_slow, &ticket),
+        tier(
+            "ticket-quick",
+            Severity::Ticket,
+            &windows.ticket_quick,
+            &ticket,
+        ),
+        tier(
+            "ticket-slow",
+            Severity::Ticket,
+            &windows.ticket_slow,
+            &ticket,
+        ),
     ];
     let mut slo = ServiceLevelObjective::new(
         // Sloth's own id for the SLO (`sloth_id`).

@@ -40,7 +40,10 @@ slos:
 fn sloth_keeps_routing_names_and_disabled_alerts() {
     let out = sloth(SLOTH).expect("translates");
     let s = &out.slos[0];
-    assert_eq!(s.metadata.name.as_deref(), Some("myservice-requests-availability"));
+    assert_eq!(
+        s.metadata.name.as_deref(),
+        Some("myservice-requests-availability")
+    );
     let r = s.spec.indicator.ratio.as_ref().expect("ratio");
     assert_eq!(
         r.total,
@@ -50,8 +53,14 @@ fn sloth_keeps_routing_names_and_disabled_alerts() {
     assert_eq!(a.alert_name.as_deref(), Some("MyServiceHighErrorRate"));
     assert_eq!(a.runbook_url.as_deref(), Some("https://rb/x"));
     assert_eq!(a.labels.get("owner").map(String::as_str), Some("myteam"));
-    assert_eq!(a.labels.get("category").map(String::as_str), Some("availability"));
-    assert_eq!(a.annotations.get("summary").map(String::as_str), Some("High error rate"));
+    assert_eq!(
+        a.labels.get("category").map(String::as_str),
+        Some("availability")
+    );
+    assert_eq!(
+        a.annotations.get("summary").map(String::as_str),
+        Some("High error rate")
+    );
     let tiers = a.tiers.as_ref().expect("tiers");
     let summary: Vec<(&str, Severity, bool, &str, &str)> = tiers
         .iter()
@@ -74,18 +83,33 @@ fn sloth_keeps_routing_names_and_disabled_alerts() {
             ("ticket-slow", Severity::Ticket, true, "3d", ""),
         ]
     );
-    // The rules: two page alerts under the source's name with its labels;
-    // the SLO's `tier: "2"` label wins over Headroom's tier name.
+    // The rules: the SLO's `tier: "2"` label wins over Headroom's tier name,
+    // so the two page tiers end with the same labels and become one alert
+    // joined with `or`, as Sloth's page alert is.
     let (file, skipped) = crate::rules::rule_file(&out.slos, "http://x");
     assert!(skipped.is_empty(), "{skipped:?}");
-    let alerts: Vec<_> = file.groups[0].rules.iter().filter(|r| r.alert.is_some()).collect();
-    assert_eq!(alerts.len(), 2);
+    let alerts: Vec<_> = file.groups[0]
+        .rules
+        .iter()
+        .filter(|r| r.alert.is_some())
+        .collect();
+    assert_eq!(alerts.len(), 1);
+    assert!(alerts[0].expr.contains(") or ("), "{}", alerts[0].expr);
     for a in alerts {
         assert_eq!(a.alert.as_deref(), Some("MyServiceHighErrorRate"));
-        assert_eq!(a.labels.get("severity").map(String::as_str), Some("pageteam"));
-        assert_eq!(a.labels.get("sloth_severity").map(String::as_str), Some("page"));
+        assert_eq!(
+            a.labels.get("severity").map(String::as_str),
+            Some("pageteam")
+        );
+        assert_eq!(
+            a.labels.get("sloth_severity").map(String::as_str),
+            Some("page")
+        );
         assert_eq!(a.labels.get("tier").map(String::as_str), Some("2"));
-        assert_eq!(a.annotations.get("runbook_url").map(String::as_str), Some("https://rb/x"));
+        assert_eq!(
+            a.annotations.get("runbook_url").map(String::as_str),
+            Some("https://rb/x")
+        );
     }
 }
 
@@ -120,9 +144,20 @@ spec:
     let s = &out.slos[0];
     assert_eq!(s.metadata.namespace.as_deref(), Some("monitoring"));
     assert_eq!(s.spec.window, "28d");
-    assert!(s.spec.alerting.as_ref().and_then(|a| a.tiers.as_ref()).expect("tiers").iter().all(|t| t.disabled));
+    assert!(
+        s.spec
+            .alerting
+            .as_ref()
+            .and_then(|a| a.tiers.as_ref())
+            .expect("tiers")
+            .iter()
+            .all(|t| t.disabled)
+    );
     let (file, _) = crate::rules::rule_file(&out.slos, "http://x");
-    assert!(file.groups[0].rules.iter().all(|r| r.alert.is_none()), "no alert when Sloth had none");
+    assert!(
+        file.groups[0].rules.iter().all(|r| r.alert.is_none()),
+        "no alert when Sloth had none"
+    );
     // A period without a catalogue is refused, as Sloth refuses it.
     let e = import(
         Format::Sloth,
@@ -160,11 +195,19 @@ spec:
     let out = import(Format::Sloth, SLOTH, &options).expect("translates");
     let plan = crate::budget::tiers_for(
         std::time::Duration::from_secs(7 * 86_400),
-        out.slos[0].spec.alerting.as_ref().and_then(|a| a.tiers.as_deref()),
+        out.slos[0]
+            .spec
+            .alerting
+            .as_ref()
+            .and_then(|a| a.tiers.as_deref()),
     )
     .expect("tiers");
     // Sloth's speed: 8% of 168h within 1h = 13.44.
-    assert!((plan[0].threshold - 13.44).abs() < 1e-9, "{}", plan[0].threshold);
+    assert!(
+        (plan[0].threshold - 13.44).abs() < 1e-9,
+        "{}",
+        plan[0].threshold
+    );
 }
 
 #[test]
@@ -287,7 +330,10 @@ fn pyrra_keeps_windows_factors_for_and_labels() {
     assert_eq!(a.alert_name.as_deref(), Some("ApiBurn"));
     assert_eq!(a.labels.get("team").map(String::as_str), Some("payments"));
     assert_eq!(a.labels.get("job").map(String::as_str), Some("api"));
-    assert!(!a.labels.contains_key("role"), "only pyrra.dev/ labels propagate");
+    assert!(
+        !a.labels.contains_key("role"),
+        "only pyrra.dev/ labels propagate"
+    );
     let tiers = a.tiers.as_ref().expect("tiers");
     let got: Vec<(&str, &str, Option<f64>, Option<&str>, &str)> = tiers
         .iter()
@@ -310,10 +356,18 @@ fn pyrra_keeps_windows_factors_for_and_labels() {
             ("4d", "6h", Some(1.0), Some("3h"), "warning"),
         ]
     );
-    assert_eq!(out.notes.len(), 1, "the absent alert is named as not translated");
+    assert_eq!(
+        out.notes.len(),
+        1,
+        "the absent alert is named as not translated"
+    );
     let (file, skipped) = crate::rules::rule_file(&out.slos, "http://x");
     assert!(skipped.is_empty(), "{skipped:?}");
-    let first = file.groups[0].rules.iter().find(|r| r.alert.is_some()).expect("alert");
+    let first = file.groups[0]
+        .rules
+        .iter()
+        .find(|r| r.alert.is_some())
+        .expect("alert");
     assert_eq!(first.for_duration.as_deref(), Some("2m"));
     assert!(first.expr.contains("> 0.07"), "14 × 0.005: {}", first.expr);
 }
@@ -324,7 +378,10 @@ fn pyrra_disabled_and_burnrates_false_stay_quiet() {
         let text = PYRRA.replace("name: ApiBurn", flag);
         let out = import(Format::Pyrra, &text, &Options::default()).expect("translates");
         let (file, _) = crate::rules::rule_file(&out.slos, "http://x");
-        assert!(file.groups[0].rules.iter().all(|r| r.alert.is_none()), "{flag}");
+        assert!(
+            file.groups[0].rules.iter().all(|r| r.alert.is_none()),
+            "{flag}"
+        );
     }
 }
 
@@ -386,7 +443,10 @@ spec:
         "(sum(rate(t[$window]))) - (sum(rate(g[$window])))"
     );
     let (file, _) = crate::rules::rule_file(&out.slos, "http://x");
-    assert!(file.groups[0].rules.iter().all(|r| r.alert.is_none()), "no alert policy, no alert");
+    assert!(
+        file.groups[0].rules.iter().all(|r| r.alert.is_none()),
+        "no alert policy, no alert"
+    );
 }
 
 #[test]

@@ -211,7 +211,7 @@ pub struct BurnRateTierSpec {
     /// (which then only describes the tier). Tools such as Pyrra state
     /// their tiers this way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true))]
     pub burn_rate: Option<f64>,
     /// How long both windows must burn before the alert fires (the alert
     /// rule's `for:`), e.g. `2m`. Default: at once.
