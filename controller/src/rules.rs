@@ -211,11 +211,10 @@ pub fn slo_rules(
                 if let (Some(a), Some(b)) = (
                     same.annotations.get_mut("description"),
                     rule.annotations.get("description"),
-                ) {
-                    if a != b {
-                        a.push_str(" Or: ");
-                        a.push_str(b);
-                    }
+                ) && a != b
+                {
+                    a.push_str(" Or: ");
+                    a.push_str(b);
                 }
             }
             None => rules.push(rule),

@@ -525,10 +525,10 @@ fn corpus_files() -> BTreeSet<String> {
                 if p.file_name().is_some_and(|n| n != "_gen") {
                     walk(&p, root, out);
                 }
-            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-                if let Ok(rel) = p.strip_prefix(root) {
-                    out.insert(rel.to_string_lossy().into_owned());
-                }
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                && let Ok(rel) = p.strip_prefix(root)
+            {
+                out.insert(rel.to_string_lossy().into_owned());
             }
         }
     }

@@ -103,13 +103,13 @@ pub fn check(slo: &ServiceLevelObjective, blame: &Blame) -> Result<(), ImportErr
             ));
         }
     }
-    if let Some(name) = &alerting.alert_name {
-        if !label_name(name) {
-            return Err(ImportError::new(
-                &blame.alert_name,
-                format!("{name:?} is not a valid alert name"),
-            ));
-        }
+    if let Some(name) = &alerting.alert_name
+        && !label_name(name)
+    {
+        return Err(ImportError::new(
+            &blame.alert_name,
+            format!("{name:?} is not a valid alert name"),
+        ));
     }
     // Last, what `headroom rules` itself would say of the whole SLO.
     let (_, skipped) = crate::rules::rule_file(std::slice::from_ref(slo), "http://127.0.0.1:9464");

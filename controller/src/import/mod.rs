@@ -36,12 +36,21 @@ impl ImportError {
     }
 }
 
-/// A refusal in one document of a file (1-based, as editors count).
+/// A refusal in one document of a file (1-based, as editors count; 0 for
+/// the command line's options).
 #[derive(Debug, Error, PartialEq)]
-#[error("document {document}: cannot translate {error}")]
+#[error("{}cannot translate {error}", where_(*.document))]
 pub struct DocumentError {
     pub document: usize,
     pub error: ImportError,
+}
+
+fn where_(document: usize) -> String {
+    if document == 0 {
+        String::new()
+    } else {
+        format!("document {document}: ")
+    }
 }
 
 /// The formats `headroom import` reads.

@@ -145,13 +145,13 @@ fn side<'a>(ratio: &At<'a>, key: &str, v: Version) -> Result<Option<At<'a>>, Imp
                     format!("{:?}: only Prometheus sources can be imported", src.str()?),
                 ));
             }
-            if let Some(qt) = s.get("queryType") {
-                if !qt.str()?.eq_ignore_ascii_case("promql") {
-                    return Err(ImportError::new(
-                        qt.path(),
-                        "only promql queries can be imported",
-                    ));
-                }
+            if let Some(qt) = s.get("queryType")
+                && !qt.str()?.eq_ignore_ascii_case("promql")
+            {
+                return Err(ImportError::new(
+                    qt.path(),
+                    "only promql queries can be imported",
+                ));
             }
             s.req("query").map(Some)
         }

@@ -228,13 +228,11 @@ pub fn translate(doc: Value) -> Result<(Vec<ServiceLevelObjective>, Vec<String>)
             "Pyrra then reads the window from 5m increases in a separate rule group; Headroom reads its own recording rules: remove it to import",
         ));
     }
-    if let Some(s) = spec.opt_str("partial_response_strategy")? {
-        if s == "warn" {
-            return Err(ImportError::new(
-                spec.field("partial_response_strategy"),
-                "\"warn\" makes Thanos Ruler evaluate rules on partial data; Headroom's rules have no such setting",
-            ));
-        }
+    if spec.opt_str("partial_response_strategy")? == Some("warn") {
+        return Err(ImportError::new(
+            spec.field("partial_response_strategy"),
+            "\"warn\" makes Thanos Ruler evaluate rules on partial data; Headroom's rules have no such setting",
+        ));
     }
     let t = indicator(&spec)?;
 

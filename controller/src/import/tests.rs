@@ -335,7 +335,9 @@ fn pyrra_keeps_windows_factors_for_and_labels() {
         "only pyrra.dev/ labels propagate"
     );
     let tiers = a.tiers.as_ref().expect("tiers");
-    let got: Vec<(&str, &str, Option<f64>, Option<&str>, &str)> = tiers
+    // (long, short, burnRate, for, severity label)
+    type Row<'a> = (&'a str, &'a str, Option<f64>, Option<&'a str>, &'a str);
+    let got: Vec<Row> = tiers
         .iter()
         .map(|t| {
             (
