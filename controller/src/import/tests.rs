@@ -462,3 +462,88 @@ fn window_templates() {
         assert_eq!(window_template(text), want);
     }
 }
+
+#[test]
+fn pyrra_indicators_translate_as_pyrra_computes_them() {
+    let doc = |indicator: &str| {
+        format!(
+            "apiVersion: pyrra.dev/v1alpha1\nkind: ServiceLevelObjective\nmetadata: {{name: a, namespace: n}}\nspec: {{target: '99', window: 2w, indicator: {indicator}, alerting: {{severities: {{fastBurn: pager}}}}}}"
+        )
+    };
+    // (indicator, errors, total)
+    let table = [
+        (
+            "{latency: {success: {metric: 'h_bucket{le=\"0.5\"}'}, total: {metric: h_count}}}",
+            r#"sum(rate(h_count[$window])) - sum(rate(h_bucket{le="0.5"}[$window]))"#,
+            "sum(rate(h_count[$window]))",
+        ),
+        (
+            "{bool_gauge: {metric: 'probe_success{job=\"x\"}'}}",
+            r#"sum(count_over_time(probe_success{job="x"}[$window])) - sum(sum_over_time(probe_success{job="x"}[$window]))"#,
+            r#"sum(count_over_time(probe_success{job="x"}[$window]))"#,
+        ),
+    ];
+    for (indicator, errors, total) in table {
+        let out = import(Format::Pyrra, &doc(indicator), &Options::default()).expect(indicator);
+        let s = &out.slos[0];
+        let r = s.spec.indicator.ratio.as_ref().expect("ratio");
+        assert_eq!((r.errors.as_str(), r.total.as_str()), (errors, total));
+        let a = s.spec.alerting.as_ref().expect("alerting");
+        assert_eq!(a.alert_name.as_deref(), Some("ErrorBudgetBurn"));
+        let first = &a.tiers.as_ref().expect("tiers")[0];
+        assert_eq!(
+            first.labels.get("severity").map(String::as_str),
+            Some("pager")
+        );
+    }
+}
+
+#[test]
+fn options_are_checked_and_named() {
+    let pyrra_period = import(
+        Format::Pyrra,
+        PYRRA,
+        &Options {
+            period: Some("28d".into()),
+            windows: Vec::new(),
+        },
+    )
+    .expect_err("Pyrra states its own window");
+    assert_eq!(pyrra_period.error.field, "--period");
+    assert!(
+        pyrra_period
+            .to_string()
+            .starts_with("cannot translate --period"),
+        "{pyrra_period}"
+    );
+    let bad = import(
+        Format::Sloth,
+        SLOTH,
+        &Options {
+            period: Some("soon".into()),
+            windows: Vec::new(),
+        },
+    )
+    .expect_err("not a duration");
+    assert_eq!(bad.error.field, "--period");
+}
+
+#[test]
+fn sloth_severity_annotations_go_to_their_tiers() {
+    let text = SLOTH.replace(
+        "labels: { severity: pageteam, routing_key: myteam }",
+        "labels: { severity: pageteam }\n        annotations: { title: paged }",
+    );
+    let out = sloth(&text).expect("translates");
+    let tiers = out.slos[0]
+        .spec
+        .alerting
+        .as_ref()
+        .and_then(|a| a.tiers.as_ref())
+        .expect("tiers");
+    assert_eq!(
+        tiers[0].annotations.get("title").map(String::as_str),
+        Some("paged")
+    );
+    assert!(tiers[2].annotations.is_empty());
+}
