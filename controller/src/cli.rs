@@ -61,9 +61,9 @@ pub enum Command {
         /// (default 30d). Pyrra and OpenSLO files state their own.
         #[arg(long, value_name = "DURATION")]
         period: Option<String>,
-        /// Sloth only: an `AlertWindows` catalogue (Sloth's
-        /// `--slo-period-windows-path` files); repeat for several periods.
-        #[arg(long = "windows", value_name = "FILE")]
+        /// Sloth only: `AlertWindows` catalogues, a file or a directory of
+        /// them (Sloth's `--slo-period-windows-path`); may be repeated.
+        #[arg(long = "windows", value_name = "FILE|DIR")]
         windows: Vec<PathBuf>,
     },
 }

@@ -92,7 +92,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 period,
                 windows: Vec::new(),
             };
+            // Sloth's `--slo-period-windows-path` is a directory: take one too.
+            let mut window_files = Vec::new();
             for w in &windows {
+                if w.is_dir() {
+                    let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(w)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", w.display()))?
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                        .collect();
+                    entries.sort();
+                    window_files.extend(entries);
+                } else {
+                    window_files.push(w.clone());
+                }
+            }
+            for w in &window_files {
                 let text = read(w)?;
                 for doc in serde_yaml::Deserializer::from_str(&text) {
                     let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)

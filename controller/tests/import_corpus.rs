@@ -415,10 +415,22 @@ fn cases() -> Vec<Case> {
             "pyrra/docker-compose/pyrra/prometheus-http.yaml",
             Imports(1),
         ),
-        case(
+        compared(
             Pyrra,
             "pyrra/kubernetes/manifests/slos/slo-apiserver-read-cluster-latency.yaml",
             Imports(1),
+            "pyrra/_gen/kubernetes__manifests__slos__slo-apiserver-read-cluster-latency.yaml",
+            PyrraAlerts,
+            &[
+                (
+                    r#"apiserver_request_sli_duration_seconds_bucket{component="apiserver",scope="cluster",verb="LIST",le="5.0"}"#,
+                    Role::Good,
+                ),
+                (
+                    r#"apiserver_request_sli_duration_seconds_count{component="apiserver",scope="cluster",verb="LIST"}"#,
+                    Role::Total,
+                ),
+            ],
         ),
         case(
             Pyrra,
@@ -440,10 +452,22 @@ fn cases() -> Vec<Case> {
             "pyrra/kubernetes/manifests/slos/slo-apiserver-write-response-errors.yaml",
             Imports(1),
         ),
-        case(
+        compared(
             Pyrra,
             "pyrra/kubernetes/manifests/slos/slo-coredns-response-errors.yaml",
             Imports(1),
+            "pyrra/_gen/kubernetes__manifests__slos__slo-coredns-response-errors.yaml",
+            PyrraAlerts,
+            &[
+                (
+                    r#"coredns_dns_responses_total{job="kube-dns",rcode="SERVFAIL"}"#,
+                    Role::Bad,
+                ),
+                (
+                    r#"coredns_dns_responses_total{job="kube-dns",rcode="NOERROR"}"#,
+                    Role::Good,
+                ),
+            ],
         ),
         case(
             Pyrra,

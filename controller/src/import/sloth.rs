@@ -136,7 +136,7 @@ fn catalogue(options: &Options) -> Result<(String, AlertWindows), ImportError> {
         None => Err(ImportError::new(
             "--period",
             format!(
-                "{text}: Sloth has alert windows for 28d and 30d only; give a catalogue for this period with --windows FILE (a sloth.slok.dev/v1 AlertWindows)"
+                "{text}: Sloth has alert windows for 28d and 30d only; give a catalogue for this period with --windows FILE|DIR (sloth.slok.dev/v1 AlertWindows)"
             ),
         )),
     }
