@@ -220,10 +220,34 @@ pub fn slo_rules(
             None => rules.push(rule),
         }
     }
+    for a in &alerting.absent {
+        let mut labels = alerting.labels.clone();
+        labels.extend(a.labels.clone());
+        labels.extend(ids.clone());
+        rules.push(Rule {
+            record: None,
+            alert: Some(a.alert_name.clone()),
+            expr: absent_expr(a),
+            for_duration: a.for_duration.clone(),
+            labels,
+            annotations: BTreeMap::from([
+                (
+                    "summary".to_owned(),
+                    format!("{} has no data for SLO {ns}/{name}", a.selector.trim()),
+                ),
+                ("runbook_url".to_owned(), runbook.clone()),
+            ]),
+        });
+    }
     Ok(RuleGroup {
         name: format!("headroom-slo-{ns}-{name}"),
         rules,
     })
+}
+
+/// The expression of an absent-series alert.
+pub fn absent_expr(a: &crate::resources::slo::AbsentAlertSpec) -> String {
+    format!("absent({}) == 1", a.selector.trim())
 }
 
 /// The share of the budget, in percent, a tier guards: BR*·L/P.
@@ -268,6 +292,13 @@ fn group_for(
                 period,
                 slo.spec.alerting.as_ref().and_then(|a| a.tiers.as_deref()),
             )?;
+            // The operator cannot check a selector with the API server's
+            // schema; a broken one would make Prometheus refuse the group.
+            for (i, a) in slo.spec.alerting.iter().flat_map(|a| &a.absent).enumerate() {
+                promql_parser::parser::parse(&absent_expr(a)).map_err(|e| {
+                    format!("spec.alerting.absent[{i}].selector is not a PromQL selector: {e}")
+                })?;
+            }
             slo_rules(slo, period, &tiers, dashboard_url).map_err(|e| e.to_string())
         })
         .map_err(|reason| {

@@ -19,7 +19,7 @@ use serde_yaml::Value;
 
 use crate::duration::{format_duration, parse_positive_duration};
 use crate::resources::slo::{
-    Alerting, BurnRateTierSpec, Indicator, RatioIndicator, ServiceLevelObjective,
+    AbsentAlertSpec, Alerting, BurnRateTierSpec, Indicator, RatioIndicator, ServiceLevelObjective,
     ServiceLevelObjectiveSpec, Severity,
 };
 
@@ -33,6 +33,21 @@ const PROPAGATION_PREFIX: &str = "pyrra.dev/";
 
 /// Pyrra's burn-rate alert name when `alerting.name` is unset.
 const DEFAULT_ALERT_NAME: &str = "ErrorBudgetBurn";
+
+/// Pyrra's absent alert name when `alerting.absentName` is unset.
+const DEFAULT_ABSENT_NAME: &str = "SLOMetricAbsent";
+
+/// Pyrra's `AbsentDuration`: how long a 100% error rate takes to trip the
+/// fastest tier's long window, plus that tier's `for:`, to the minute.
+fn absent_duration(period: Duration, objective_percent: f64) -> Duration {
+    let Some(fastest) = windows(period).into_iter().next() else {
+        return Duration::ZERO;
+    };
+    let threshold = fastest.factor * (1.0 - objective_percent / 100.0);
+    // Go converts the float seconds to a whole number of seconds first.
+    let secs = (threshold * fastest.long.as_secs_f64()) as u64;
+    round_minute((Duration::from_secs(secs) + fastest.for_duration).as_nanos())
+}
 
 /// One of Pyrra's burn-rate windows for an SLO window.
 #[derive(Clone, Debug, PartialEq)]
@@ -131,6 +146,8 @@ fn rate(s: &Selector) -> String {
 struct Translated {
     errors: String,
     total: String,
+    /// The metrics Pyrra's absent alerts watch.
+    absent: Vec<String>,
     total_selector: Selector,
     errors_field: String,
     total_field: String,
@@ -156,6 +173,7 @@ fn indicator(spec: &At) -> Result<Translated, ImportError> {
         return Ok(Translated {
             errors: rate(&errors),
             total: rate(&total),
+            absent: vec![total.text.clone()],
             errors_field: r.field("errors.metric"),
             total_field: r.field("total.metric"),
             total_selector: total,
@@ -169,6 +187,7 @@ fn indicator(spec: &At) -> Result<Translated, ImportError> {
         return Ok(Translated {
             errors: format!("{} - {}", rate(&total), rate(&success)),
             total: rate(&total),
+            absent: vec![total.text.clone(), success.text.clone()],
             errors_field: l.field("success.metric"),
             total_field: l.field("total.metric"),
             total_selector: total,
@@ -183,6 +202,7 @@ fn indicator(spec: &At) -> Result<Translated, ImportError> {
         return Ok(Translated {
             errors: format!("{count} - {sum}"),
             total: count,
+            absent: vec![gauge.text.clone()],
             errors_field: b.field("metric"),
             total_field: b.field("metric"),
             total_selector: gauge,
@@ -259,12 +279,31 @@ pub fn translate(doc: Value) -> Result<(Vec<ServiceLevelObjective>, Vec<String>)
             .unwrap_or_default(),
         None => BTreeMap::new(),
     };
-    let mut notes = Vec::new();
-    if !quiet && flag("absent")? != Some(false) {
-        notes.push(format!(
-            "{name}: Pyrra's absent-metric alert (spec.alerting.absent, on by default) is not translated; Headroom reports missing data as unknown in the SLO's status and closes the experiment gate instead"
-        ));
-    }
+    // Pyrra's absent alerts: on unless `absent: false`, and independent of
+    // `disabled` and `burnrates`.
+    let absent_name = match &alerting {
+        Some(a) => a.opt_str("absentName")?.filter(|n| !n.is_empty()),
+        None => None,
+    };
+    let absent_severity = severities
+        .get("absent")
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "critical".into());
+    let absent = if flag("absent")? == Some(false) {
+        Vec::new()
+    } else {
+        let for_duration = format_duration(absent_duration(period, objective));
+        t.absent
+            .iter()
+            .map(|selector| AbsentAlertSpec {
+                alert_name: absent_name.unwrap_or(DEFAULT_ABSENT_NAME).to_owned(),
+                selector: selector.clone(),
+                for_duration: Some(for_duration.clone()),
+                labels: BTreeMap::from([("severity".to_owned(), absent_severity.clone())]),
+            })
+            .collect()
+    };
 
     // Pyrra's common labels: the SLO name and the propagated object labels;
     // its alerts add the total metric's equality matchers. `namespace` and
@@ -347,6 +386,7 @@ pub fn translate(doc: Value) -> Result<(Vec<ServiceLevelObjective>, Vec<String>)
                 // Pyrra's default name, so routes on it keep matching.
                 alert_name: Some(alert_name.unwrap_or(DEFAULT_ALERT_NAME).to_owned()),
                 tiers: Some(tiers),
+                absent,
             }),
             min_traffic_per_second: None,
         },
@@ -365,7 +405,7 @@ pub fn translate(doc: Value) -> Result<(Vec<ServiceLevelObjective>, Vec<String>)
             alert_name: "spec.alerting.name".into(),
         },
     )?;
-    Ok((vec![slo], notes))
+    Ok((vec![slo], Vec::new()))
 }
 
 #[cfg(test)]
@@ -374,6 +414,24 @@ mod tests {
 
     fn m(n: u64) -> Duration {
         Duration::from_secs(n * 60)
+    }
+
+    #[test]
+    fn absent_duration_as_pyrra() {
+        // 28d at 99%: 14 × 0.01 × 1h = 504s, + 2m = 10m24s → 10m.
+        // 28d at 99.5%: 252s + 2m = 6m12s → 6m. 2w at 99%: 30m → 252s + 1m → 5m.
+        let day = 24 * 60;
+        for (period, objective, want) in [
+            (28 * day, 99.0, 10),
+            (28 * day, 99.5, 6),
+            (14 * day, 99.0, 5),
+        ] {
+            assert_eq!(
+                absent_duration(m(period), objective),
+                m(want),
+                "{period} {objective}"
+            );
+        }
     }
 
     #[test]

@@ -388,6 +388,7 @@ fn one(
                 annotations,
                 alert_name: alert_name.map(str::to_owned),
                 tiers: Some(tiers),
+                absent: Vec::new(),
             }),
             min_traffic_per_second: None,
         },

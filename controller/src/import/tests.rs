@@ -358,11 +358,28 @@ fn pyrra_keeps_windows_factors_for_and_labels() {
             ("4d", "6h", Some(1.0), Some("3h"), "warning"),
         ]
     );
+    // Pyrra's absent alert on the total metric, with its `for:` (28d at
+    // 99.5%: 252s + 2m, to the minute).
+    let absent: Vec<(&str, &str, Option<&str>)> = a
+        .absent
+        .iter()
+        .map(|x| {
+            (
+                x.alert_name.as_str(),
+                x.selector.as_str(),
+                x.for_duration.as_deref(),
+            )
+        })
+        .collect();
     assert_eq!(
-        out.notes.len(),
-        1,
-        "the absent alert is named as not translated"
+        absent,
+        vec![(
+            "SLOMetricAbsent",
+            r#"http_requests_total{job="api"}"#,
+            Some("6m")
+        )]
     );
+    assert!(out.notes.is_empty());
     let (file, skipped) = crate::rules::rule_file(&out.slos, "http://x");
     assert!(skipped.is_empty(), "{skipped:?}");
     let first = file.groups[0]
@@ -376,14 +393,25 @@ fn pyrra_keeps_windows_factors_for_and_labels() {
 
 #[test]
 fn pyrra_disabled_and_burnrates_false_stay_quiet() {
-    for flag in ["disabled: true", "burnrates: false"] {
-        let text = PYRRA.replace("name: ApiBurn", flag);
+    // Only the burn-rate alerts: Pyrra's absent alert has its own switch.
+    for (flag, alerts) in [
+        ("disabled: true", vec!["SLOMetricAbsent"]),
+        ("burnrates: false", vec!["SLOMetricAbsent"]),
+        ("{burnrates: false, absent: false}", vec![]),
+    ] {
+        let text = if flag.starts_with('{') {
+            PYRRA.replace("alerting:\n    name: ApiBurn", &format!("alerting: {flag}"))
+        } else {
+            PYRRA.replace("name: ApiBurn", flag)
+        };
         let out = import(Format::Pyrra, &text, &Options::default()).expect("translates");
         let (file, _) = crate::rules::rule_file(&out.slos, "http://x");
-        assert!(
-            file.groups[0].rules.iter().all(|r| r.alert.is_none()),
-            "{flag}"
-        );
+        let got: Vec<&str> = file.groups[0]
+            .rules
+            .iter()
+            .filter_map(|r| r.alert.as_deref())
+            .collect();
+        assert_eq!(got, alerts, "{flag}");
     }
 }
 

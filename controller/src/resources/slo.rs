@@ -182,6 +182,30 @@ pub struct Alerting {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16))]
     pub tiers: Option<Vec<BurnRateTierSpec>>,
+    /// Alerts that fire while a series the indicator reads is missing, as
+    /// Pyrra's `SLOMetricAbsent` alerts do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub absent: Vec<AbsentAlertSpec>,
+}
+
+/// Fire while `selector` matches no series: `absent(<selector>) == 1`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AbsentAlertSpec {
+    /// The alert's name, e.g. `SLOMetricAbsent`.
+    #[schemars(regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_]*$"), length(max = 253))]
+    pub alert_name: String,
+    /// A series selector, e.g. `http_requests_total{job="checkout"}`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub selector: String,
+    /// How long the series must be missing before the alert fires, e.g. `10m`.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "headroom_experiments::schema::optional_duration")]
+    pub for_duration: Option<String>,
+    /// Labels of this alert; they win over `alerting.labels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One burn-rate alert: fire when both windows burn faster than the rate
