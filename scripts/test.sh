@@ -17,7 +17,17 @@ cargo fmt --all -- --check
 step "lint (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "unit tests, maths tables, CRD drift"
+step "promtool (Debian's prometheus), for the import corpus test"
+# controller/tests/import_corpus.rs compares alert timing with `promtool test
+# rules` and fails without it; the cluster step below installs the same
+# package, but only after the unit tests.
+if ! command -v promtool >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus
+fi
+promtool --version | head -n 1
+
+step "unit tests, maths tables, CRD drift, import corpus"
 cargo test --workspace --exclude headroom-e2e --locked
 
 step "property tests of user input, 20000 cases each (durations, \$window, specs)"

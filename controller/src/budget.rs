@@ -327,8 +327,23 @@ pub fn tiers_for(
                 format_duration(period)
             ),
         })?;
+        let threshold = match t.burn_rate {
+            // Written so that NaN fails too.
+            Some(rate) if !(rate > 0.0 && rate.is_finite()) => {
+                return Err(format!(
+                    "{} ({rate}) must be a number greater than 0",
+                    field("burnRate")
+                ));
+            }
+            Some(rate) => rate,
+            None => plan.threshold,
+        };
+        if let Some(f) = &t.for_duration {
+            crate::duration::parse_duration(f).map_err(|e| format!("{}: {e}", field("for")))?;
+        }
         out.push(TierPlan {
             disabled: t.disabled,
+            threshold,
             ..plan
         });
     }
@@ -687,6 +702,10 @@ mod tests {
             long_window: long.into(),
             short_window: short.into(),
             disabled: false,
+            burn_rate: None,
+            for_duration: None,
+            labels: Default::default(),
+            annotations: Default::default(),
         }
     }
 

@@ -57,6 +57,14 @@ pub enum Command {
         format: ImportFormat,
         /// The file to translate (`-` for standard input).
         file: PathBuf,
+        /// Sloth only: the SLO period, as Sloth's `--default-slo-period`
+        /// (default 30d). Pyrra and OpenSLO files state their own.
+        #[arg(long, value_name = "DURATION")]
+        period: Option<String>,
+        /// Sloth only: `AlertWindows` catalogues, a file or a directory of
+        /// them (Sloth's `--slo-period-windows-path`); may be repeated.
+        #[arg(long = "windows", value_name = "FILE|DIR")]
+        windows: Vec<PathBuf>,
     },
 }
 

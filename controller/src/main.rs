@@ -74,35 +74,66 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 )
             }
         }
-        Command::Import { format, file } => {
-            let text = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())?
-            } else {
-                std::fs::read_to_string(&file)
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?
-            };
-            let mut out = String::new();
-            for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-                let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                    .map_err(|e| anyhow::anyhow!("{}: document {}: {e}", file.display(), i + 1))?;
-                let slos = match format {
-                    headroom::cli::ImportFormat::Sloth => headroom::import::sloth(&value),
-                    headroom::cli::ImportFormat::Pyrra => headroom::import::pyrra(&value),
-                    headroom::cli::ImportFormat::Openslo => headroom::import::openslo(&value),
+        Command::Import {
+            format,
+            file,
+            period,
+            windows,
+        } => {
+            let read = |file: &std::path::Path| -> anyhow::Result<String> {
+                if file.as_os_str() == "-" {
+                    Ok(std::io::read_to_string(std::io::stdin())?)
+                } else {
+                    std::fs::read_to_string(file)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))
                 }
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}: document {}: cannot translate {e}",
-                        file.display(),
-                        i + 1
-                    )
-                })?;
-                for slo in slos {
-                    out.push_str("---\n");
-                    out.push_str(&serde_yaml::to_string(&slo)?);
+            };
+            let mut options = headroom::import::Options {
+                period,
+                windows: Vec::new(),
+            };
+            // Sloth's `--slo-period-windows-path` is a directory: take one too.
+            let mut window_files = Vec::new();
+            for w in &windows {
+                if w.is_dir() {
+                    let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(w)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", w.display()))?
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                        .collect();
+                    entries.sort();
+                    window_files.extend(entries);
+                } else {
+                    window_files.push(w.clone());
                 }
             }
+            for w in &window_files {
+                let text = read(w)?;
+                for doc in serde_yaml::Deserializer::from_str(&text) {
+                    let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", w.display()))?;
+                    options.windows.push(
+                        headroom::import::AlertWindows::parse(&value)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", w.display()))?,
+                    );
+                }
+            }
+            let format = match format {
+                headroom::cli::ImportFormat::Sloth => headroom::import::Format::Sloth,
+                headroom::cli::ImportFormat::Pyrra => headroom::import::Format::Pyrra,
+                headroom::cli::ImportFormat::Openslo => headroom::import::Format::OpenSlo,
+            };
+            let imported = headroom::import::import(format, &read(&file)?, &options)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let mut out = String::new();
+            for slo in &imported.slos {
+                out.push_str("---\n");
+                out.push_str(&serde_yaml::to_string(slo)?);
+            }
             print!("{out}");
+            for note in &imported.notes {
+                eprintln!("headroom import: note: {note}");
+            }
             Ok(())
         }
         Command::Plan(args) => headroom::plan::run(args).await,

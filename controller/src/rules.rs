@@ -47,6 +47,9 @@ pub struct Rule {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert: Option<String>,
     pub expr: String,
+    /// How long the condition must hold before the alert fires.
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_duration: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -104,6 +107,7 @@ pub fn slo_rules(
             record: Some(recorded_metric(&w)),
             alert: None,
             expr: q.error_ratio,
+            for_duration: None,
             labels: ids.clone(),
             annotations: BTreeMap::new(),
         });
@@ -117,6 +121,7 @@ pub fn slo_rules(
                 record: Some(recorded_traffic_metric(&w)),
                 alert: None,
                 expr: total,
+                for_duration: None,
                 labels: ids.clone(),
                 annotations: BTreeMap::new(),
             });
@@ -124,13 +129,13 @@ pub fn slo_rules(
     }
 
     let runbook = runbook_url(slo, dashboard_url);
-    let user_labels = slo
-        .spec
-        .alerting
-        .as_ref()
-        .map(|a| a.labels.clone())
-        .unwrap_or_default();
+    let alerting = slo.spec.alerting.clone().unwrap_or_default();
+    let alert_name = alerting.alert_name.as_deref().unwrap_or(ALERT_NAME);
     for tier in tiers.iter().filter(|t| !t.disabled) {
+        let spec = alerting
+            .tiers
+            .as_deref()
+            .and_then(|specs| specs.iter().find(|s| s.name == tier.name));
         let (long, short) = (format_duration(tier.long), format_duration(tier.short));
         // Compare error ratios with threshold × budget: the same as burn rate
         // against the threshold, without a division per sample.
@@ -141,19 +146,27 @@ pub fn slo_rules(
             long_m = recorded_metric(&long),
             short_m = recorded_metric(&short),
         );
-        let mut labels = user_labels.clone();
+        // Precedence, lowest first: Headroom's defaults, the SLO's labels,
+        // the tier's labels, then the identity labels, which the alert
+        // must keep to name its SLO.
+        let mut labels = BTreeMap::from([
+            ("service".to_owned(), slo.spec.service.clone()),
+            ("tier".to_owned(), tier.name.clone()),
+            (
+                "severity".to_owned(),
+                match tier.severity {
+                    Severity::Page => "page",
+                    Severity::Ticket => "ticket",
+                }
+                .to_owned(),
+            ),
+        ]);
+        labels.extend(alerting.labels.clone());
+        if let Some(spec) = spec {
+            labels.extend(spec.labels.clone());
+        }
         labels.extend(ids.clone());
-        labels.insert("service".into(), slo.spec.service.clone());
-        labels.insert("tier".into(), tier.name.clone());
-        labels.insert(
-            "severity".into(),
-            match tier.severity {
-                Severity::Page => "page",
-                Severity::Ticket => "ticket",
-            }
-            .into(),
-        );
-        let annotations = BTreeMap::from([
+        let mut annotations = BTreeMap::from([
             (
                 "summary".to_owned(),
                 format!(
@@ -173,18 +186,68 @@ pub fn slo_rules(
             ),
             ("runbook_url".to_owned(), runbook.clone()),
         ]);
-        rules.push(Rule {
+        // The SLO's annotations, then the tier's, win over Headroom's.
+        annotations.extend(alerting.annotations.clone());
+        if let Some(spec) = spec {
+            annotations.extend(spec.annotations.clone());
+        }
+        let rule = Rule {
             record: None,
-            alert: Some(ALERT_NAME.into()),
+            alert: Some(alert_name.to_owned()),
             expr,
+            for_duration: spec.and_then(|s| s.for_duration.clone()),
             labels,
             annotations,
+        };
+        // Tiers whose alerts end with the same name, labels and `for:`
+        // (a user label overriding `tier`, as Sloth's page and ticket
+        // alerts do) become one rule joined with `or`: two rules of a group
+        // writing the same ALERTS series would collide in Prometheus.
+        match rules.iter_mut().find(|r| {
+            r.alert == rule.alert && r.labels == rule.labels && r.for_duration == rule.for_duration
+        }) {
+            Some(same) => {
+                same.expr = format!("({}) or ({})", same.expr, rule.expr);
+                if let (Some(a), Some(b)) = (
+                    same.annotations.get_mut("description"),
+                    rule.annotations.get("description"),
+                ) && a != b
+                {
+                    a.push_str(" Or: ");
+                    a.push_str(b);
+                }
+            }
+            None => rules.push(rule),
+        }
+    }
+    for a in &alerting.absent {
+        let mut labels = alerting.labels.clone();
+        labels.extend(a.labels.clone());
+        labels.extend(ids.clone());
+        rules.push(Rule {
+            record: None,
+            alert: Some(a.alert_name.clone()),
+            expr: absent_expr(a),
+            for_duration: a.for_duration.clone(),
+            labels,
+            annotations: BTreeMap::from([
+                (
+                    "summary".to_owned(),
+                    format!("{} has no data for SLO {ns}/{name}", a.selector.trim()),
+                ),
+                ("runbook_url".to_owned(), runbook.clone()),
+            ]),
         });
     }
     Ok(RuleGroup {
         name: format!("headroom-slo-{ns}-{name}"),
         rules,
     })
+}
+
+/// The expression of an absent-series alert.
+pub fn absent_expr(a: &crate::resources::slo::AbsentAlertSpec) -> String {
+    format!("absent({}) == 1", a.selector.trim())
 }
 
 /// The share of the budget, in percent, a tier guards: BR*·L/P.
@@ -229,6 +292,13 @@ fn group_for(
                 period,
                 slo.spec.alerting.as_ref().and_then(|a| a.tiers.as_deref()),
             )?;
+            // The operator cannot check a selector with the API server's
+            // schema; a broken one would make Prometheus refuse the group.
+            for (i, a) in slo.spec.alerting.iter().flat_map(|a| &a.absent).enumerate() {
+                promql_parser::parser::parse(&absent_expr(a)).map_err(|e| {
+                    format!("spec.alerting.absent[{i}].selector is not a PromQL selector: {e}")
+                })?;
+            }
             slo_rules(slo, period, &tiers, dashboard_url).map_err(|e| e.to_string())
         })
         .map_err(|reason| {
@@ -388,6 +458,65 @@ spec:
         for r in rules {
             promql_parser::parser::parse(&r.expr).unwrap_or_else(|e| panic!("{}: {e}", r.expr));
         }
+    }
+
+    #[test]
+    fn tier_fields_name_labels_and_precedence() {
+        let text = CHECKOUT.replace(
+            "labels: { team: payments }",
+            r#"alertName: CheckoutBurn
+    labels: { team: payments, severity: critical, slo: not-this }
+    annotations: { summary: own summary, runbook_url: https://rb }
+    tiers:
+      - { name: fast, severity: page, budgetPercent: 2, longWindow: 1h, shortWindow: 5m, burnRate: 14, for: 2m, labels: { severity: pager } }
+      - { name: slow, severity: ticket, budgetPercent: 10, longWindow: 1d, shortWindow: 2h, annotations: { summary: slow one } }
+      - { name: off, severity: ticket, budgetPercent: 10, longWindow: 3d, shortWindow: 6h, disabled: true }"#,
+        );
+        let (file, skipped) = rule_file(&[slo(&text)], "http://x");
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let alerts: Vec<&Rule> = file.groups[0]
+            .rules
+            .iter()
+            .filter(|r| r.alert.is_some())
+            .collect();
+        // (alert, for, severity, slo, summary, runbook)
+        let got: Vec<_> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a.alert.as_deref(),
+                    a.for_duration.as_deref(),
+                    a.labels.get("severity").map(String::as_str),
+                    a.labels.get("slo").map(String::as_str),
+                    a.annotations.get("summary").map(String::as_str),
+                    a.annotations.get("runbook_url").map(String::as_str),
+                )
+            })
+            .collect();
+        let (name, slo_label) = (Some("CheckoutBurn"), Some("checkout-availability"));
+        assert_eq!(
+            got,
+            vec![
+                (
+                    name,
+                    Some("2m"),
+                    Some("pager"),
+                    slo_label,
+                    Some("own summary"),
+                    Some("https://rb")
+                ),
+                (
+                    name,
+                    None,
+                    Some("critical"),
+                    slo_label,
+                    Some("slow one"),
+                    Some("https://rb")
+                ),
+            ]
+        );
+        // burnRate is the threshold itself: 14 × 0.001.
+        assert!(alerts[0].expr.contains("> 0.014 and"), "{}", alerts[0].expr);
     }
 
     #[test]

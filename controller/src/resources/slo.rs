@@ -160,15 +160,52 @@ pub struct Alerting {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub runbook_url: Option<String>,
-    /// Extra labels on every alert, e.g. `team: payments`.
+    /// Extra labels on every alert, e.g. `team: payments`. They win over
+    /// Headroom's own `service`, `tier` and `severity` labels (a tier's
+    /// `labels` win over these); `namespace` and `slo` always stay
+    /// Headroom's, since they name the SLO the alert belongs to.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Extra annotations on every alert. They win over Headroom's
+    /// `summary`, `description` and `runbook_url` (a tier's `annotations`
+    /// win over these).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Name of the burn-rate alerts, e.g. `CheckoutHighErrorRate`. Defaults
+    /// to `HeadroomErrorBudgetBurn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_]*$"), length(max = 253))]
+    pub alert_name: Option<String>,
     /// Burn-rate tiers. Defaults to the SRE Workbook table scaled to the
     /// window: page 2% in 1h/5m, page 5% in 6h/30m, ticket 10% in 1d/2h,
     /// ticket 10% in 3d/6h (for 30d).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16))]
     pub tiers: Option<Vec<BurnRateTierSpec>>,
+    /// Alerts that fire while a series the indicator reads is missing, as
+    /// Pyrra's `SLOMetricAbsent` alerts do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub absent: Vec<AbsentAlertSpec>,
+}
+
+/// Fire while `selector` matches no series: `absent(<selector>) == 1`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AbsentAlertSpec {
+    /// The alert's name, e.g. `SLOMetricAbsent`.
+    #[schemars(regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_]*$"), length(max = 253))]
+    pub alert_name: String,
+    /// A series selector, e.g. `http_requests_total{job="checkout"}`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub selector: String,
+    /// How long the series must be missing before the alert fires, e.g. `10m`.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "headroom_experiments::schema::optional_duration")]
+    pub for_duration: Option<String>,
+    /// Labels of this alert; they win over `alerting.labels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One burn-rate alert: fire when both windows burn faster than the rate
@@ -193,6 +230,25 @@ pub struct BurnRateTierSpec {
     /// Keep the tier for evaluation but emit no alert for it.
     #[serde(default)]
     pub disabled: bool,
+    /// The burn-rate threshold itself, e.g. 14: when set, the alert fires
+    /// above it instead of above the rate derived from `budgetPercent`
+    /// (which then only describes the tier). Tools such as Pyrra state
+    /// their tiers this way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true))]
+    pub burn_rate: Option<f64>,
+    /// How long both windows must burn before the alert fires (the alert
+    /// rule's `for:`), e.g. `2m`. Default: at once.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "headroom_experiments::schema::optional_duration")]
+    pub for_duration: Option<String>,
+    /// Extra labels on this tier's alert; they win over `alerting.labels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on this tier's alert; they win over
+    /// `alerting.annotations`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Alert severity.
