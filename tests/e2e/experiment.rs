@@ -470,7 +470,14 @@ async fn error_rate_raised_mid_run_aborts_within_one_observe_interval() -> Resul
     Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
         .create(
             &PostParams::default(),
-            &experiment("kill-one-web", "checkout", json!({ "duration": "90s" }))?,
+            // The spend cap out of the way: over the SLO's 2m period, 50%
+            // errors spend half the budget in about the time the 15s window
+            // takes to show the burn, so the two aborts would race.
+            &experiment(
+                "kill-one-web",
+                "checkout",
+                json!({ "duration": "90s", "budgetPolicy": { "maxBudgetSpend": 100 } }),
+            )?,
         )
         .await?;
     observing(&cluster, &ns.name, Duration::from_secs(60))
