@@ -14,4 +14,5 @@ mod prometheus_outage;
 mod prometheus_rules;
 mod queries;
 mod reliability;
+mod safety;
 mod slo;

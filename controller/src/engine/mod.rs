@@ -3,6 +3,7 @@
 
 pub mod connections;
 pub mod driver;
+pub mod scope;
 mod staged;
 pub mod workload;
 

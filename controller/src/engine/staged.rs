@@ -19,9 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::connections::{self, Held, Target};
-use super::driver::{
-    Guard, Record, Seen, abort_check, check_target_namespace, finish, min_budget, record_abort,
-};
+use super::driver::{Guard, Record, Seen, abort_check, finish, min_budget, record_abort};
 use super::workload;
 use super::{now, now_micro, target_namespace};
 use crate::duration::parse_duration;
@@ -66,8 +64,10 @@ pub(super) async fn run(
 ) {
     let own_ns = exp.namespace().unwrap_or_default();
     let target_ns = target_namespace(exp);
-    if let Err(e) = check_target_namespace(ctx, &target_ns).await {
-        return rec.fail_before_injection("NamespaceNotAllowed", e).await;
+    // Every namespace the action touches, not only the workload's: a
+    // Service in another namespace is reached too.
+    if let Err((reason, message)) = super::scope::check_namespaces(ctx, exp).await {
+        return rec.fail_before_injection(reason, message).await;
     }
     let (plan, restore_plan) = match prepare(ctx, exp, &own_ns, &target_ns).await {
         Ok(p) => p,

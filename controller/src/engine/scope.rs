@@ -1,0 +1,189 @@
+//! What an action may touch. Every namespace it reaches (pods, workloads,
+//! Services) must be opted in and never the operator's own. Anyone who may
+//! create a ChaosExperiment would otherwise make the operator reach
+//! anything it can.
+
+use kube::ResourceExt;
+use kube::api::Api;
+
+use crate::reconcile::Context;
+use crate::resources::CHAOS_ENABLED_LABEL;
+use crate::resources::experiment::ChaosExperiment;
+
+/// A namespace an action touches, and the spec field that puts it there
+/// (named in every refusal, so the user knows what to change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Touched {
+    pub field: &'static str,
+    pub namespace: String,
+}
+
+/// Every namespace the experiment's action touches, each once. A `host`
+/// target touches no namespace of the cluster; the experiment's own is
+/// listed then, as for every action that defaults to it.
+pub fn touched_namespaces(exp: &ChaosExperiment) -> Vec<Touched> {
+    const OWN: &str = "metadata.namespace";
+    let own = exp.namespace().unwrap_or_default();
+    let pick = |field: &'static str, ns: &Option<String>| match ns {
+        Some(ns) => Touched {
+            field,
+            namespace: ns.clone(),
+        },
+        None => Touched {
+            field: OWN,
+            namespace: own.clone(),
+        },
+    };
+    let a = &exp.spec.action;
+    let mut out: Vec<Touched> = Vec::new();
+    if let Some(pk) = &a.pod_kill {
+        out.push(pick("spec.action.podKill.namespace", &pk.namespace));
+    }
+    if let Some(sd) = &a.scale_down {
+        out.push(pick(
+            "spec.action.scaleDown.target.namespace",
+            &sd.target.namespace,
+        ));
+    }
+    if let Some(ce) = &a.connection_exhaustion {
+        if let Some(t) = &ce.target {
+            if t.service.is_some() {
+                out.push(pick(
+                    "spec.action.connectionExhaustion.target.namespace",
+                    &t.namespace,
+                ));
+            } else {
+                out.push(pick("metadata.namespace", &None));
+            }
+        }
+        if let Some(c) = &ce.clients {
+            out.push(pick(
+                "spec.action.connectionExhaustion.clients.namespace",
+                &c.namespace,
+            ));
+        }
+    }
+    if out.is_empty() {
+        out.push(pick(OWN, &None));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|t| seen.insert(t.namespace.clone()));
+    out
+}
+
+/// Refuse the experiment unless every namespace it touches is opted in and
+/// none is the operator's own. `Err((reason, message))`, the message naming
+/// the field.
+pub async fn check_namespaces(
+    ctx: &Context,
+    exp: &ChaosExperiment,
+) -> Result<(), (&'static str, String)> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+    for Touched { field, namespace } in touched_namespaces(exp) {
+        if namespace == ctx.operator_namespace {
+            return Err((
+                "NamespaceNotAllowed",
+                format!(
+                    "{field}: the action targets namespace {namespace}, the operator's own; Headroom never injects there"
+                ),
+            ));
+        }
+        match api.get_opt(&namespace).await {
+            Ok(Some(n))
+                if n.labels().get(CHAOS_ENABLED_LABEL).map(String::as_str) == Some("enabled") => {}
+            Ok(Some(_)) => {
+                return Err((
+                    "NamespaceNotOptedIn",
+                    format!(
+                        "{field}: namespace {namespace} is not opted in to experiments: run `kubectl label namespace {namespace} {CHAOS_ENABLED_LABEL}=enabled` or point {field} at an opted-in namespace"
+                    ),
+                ));
+            }
+            Ok(None) => {
+                return Err((
+                    "NamespaceNotFound",
+                    format!("{field}: namespace {namespace} does not exist"),
+                ));
+            }
+            Err(e) => {
+                return Err((
+                    "KubernetesApiError",
+                    format!("reading namespace {namespace} ({field}): {e}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything the operator checks about what an experiment touches before
+/// it is valid.
+pub async fn check(ctx: &Context, exp: &ChaosExperiment) -> Result<(), (&'static str, String)> {
+    check_namespaces(ctx, exp).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn exp(action: serde_json::Value) -> ChaosExperiment {
+        serde_json::from_value(json!({
+            "apiVersion": "headroom.dev/v1alpha1", "kind": "ChaosExperiment",
+            "metadata": { "name": "e", "namespace": "shop" },
+            "spec": {
+                "hypothesis": { "description": "h" }, "slos": ["s"],
+                "action": action, "duration": "1m"
+            }
+        }))
+        .expect("experiment")
+    }
+
+    #[test]
+    fn every_namespace_an_action_touches_is_listed_with_its_field() {
+        let t = |field: &'static str, ns: &str| Touched {
+            field,
+            namespace: ns.to_owned(),
+        };
+        let cases = [
+            (
+                json!({ "podKill": { "selector": { "matchLabels": { "a": "b" } }, "count": 1 } }),
+                vec![t("metadata.namespace", "shop")],
+            ),
+            (
+                json!({ "podKill": { "namespace": "web", "selector": { "matchLabels": { "a": "b" } }, "count": 1 } }),
+                vec![t("spec.action.podKill.namespace", "web")],
+            ),
+            (
+                json!({ "scaleDown": { "target": { "kind": "Deployment", "name": "w", "namespace": "web" }, "scaleUpTo": 4, "scaleDownTo": 2, "expectOrder": "NewestFirst" } }),
+                vec![t("spec.action.scaleDown.target.namespace", "web")],
+            ),
+            (
+                json!({ "connectionExhaustion": { "target": { "service": "pg", "namespace": "kube-system", "port": 5432 }, "connections": 5, "holdFor": "5s" } }),
+                vec![t(
+                    "spec.action.connectionExhaustion.target.namespace",
+                    "kube-system",
+                )],
+            ),
+            (
+                json!({ "connectionExhaustion": { "target": { "service": "pg", "port": 5432 }, "connections": 5, "holdFor": "5s" } }),
+                vec![t("metadata.namespace", "shop")],
+            ),
+            (
+                json!({ "connectionExhaustion": { "target": { "host": "db", "port": 5432 }, "connections": 5, "holdFor": "5s" } }),
+                vec![t("metadata.namespace", "shop")],
+            ),
+            (
+                json!({ "connectionExhaustion": { "mode": "ScaleClients", "clients": { "kind": "Deployment", "name": "c", "namespace": "load" }, "connections": 5, "holdFor": "5s" } }),
+                vec![t(
+                    "spec.action.connectionExhaustion.clients.namespace",
+                    "load",
+                )],
+            ),
+        ];
+        for (action, want) in cases {
+            assert_eq!(touched_namespaces(&exp(action.clone())), want, "{action}");
+        }
+    }
+
+}
