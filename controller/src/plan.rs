@@ -45,6 +45,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
         indicator_checks: Default::default(),
         direct_reads: tokio::sync::Semaphore::new(crate::reconcile::DIRECT_READS),
         run_cache: None,
+        connection_allow: crate::engine::scope::AllowList(args.connection_target_allow.clone()),
         operator_namespace: args.operator_namespace.clone(),
         runs: engine::Registry::default(),
         recorder: kube::runtime::events::Recorder::new(

@@ -1,19 +1,22 @@
 //! What an experiment may make the operator touch: every namespace an
-//! action reaches is opted in and not the operator's own.
+//! action reaches is opted in and not the operator's own, and `host`
+//! targets only where `--connection-target-allow` says.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use headroom::resources::experiment::ChaosExperiment;
 use headroom::resources::run::RunPhase;
 use headroom::resources::slo::ServiceLevelObjective;
-use headroom_e2e::{Cluster, Operator, eventually};
+use headroom_e2e::{CHECKOUT, Cluster, Operator, eventually};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use crate::experiment::{ERRORS, experiment, runs, slo};
+use crate::experiment::{ERRORS, calm, experiment, final_run, runs, set_error_ratio, slo};
 
 /// The experiment's `Valid` condition once it says `False`.
 async fn refused(
@@ -164,4 +167,125 @@ async fn connection_exhaustion_refuses_a_service_in_a_namespace_that_did_not_opt
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     nothing_injected(&cluster, &ns.name).await
+}
+
+/// A local listener that counts the connections it accepts.
+async fn counting_listener() -> Result<(u16, Arc<AtomicUsize>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            open.push(socket);
+        }
+    });
+    Ok((port, accepted))
+}
+
+#[tokio::test]
+async fn host_targets_are_refused_unless_the_allow_list_covers_their_address() -> Result<()> {
+    // The allowed case runs, guarded by the shared service's SLO.
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    set_error_ratio(&cluster, 0.0).await?;
+    calm(&cluster).await?;
+    let (port, accepted) = counting_listener().await?;
+    let wrong_port = port.wrapping_add(1).max(1);
+    // (case, --connection-target-allow, target host, refused with this text)
+    let cases: [(&str, Option<String>, &str, Option<String>); 4] = [
+        (
+            "no-allow-list",
+            None,
+            "127.0.0.1",
+            Some("--connection-target-allow, which is empty".to_owned()),
+        ),
+        (
+            "other-network",
+            Some(format!("10.0.0.0/8:{port},192.168.0.0/16:{port}")),
+            "127.0.0.1",
+            Some(format!("127.0.0.1:{port}")),
+        ),
+        (
+            "other-port",
+            Some(format!("127.0.0.0/8:{wrong_port}")),
+            "127.0.0.1",
+            Some(format!("127.0.0.1:{port}")),
+        ),
+        (
+            "host-entry",
+            Some(format!("localhost:{port}")),
+            "localhost",
+            None,
+        ),
+    ];
+    for (case, allow, host, refusal) in cases {
+        let ns = cluster.namespace(&format!("allow-{case}")).await?;
+        let mut args = vec!["--evaluation-interval", "2s"];
+        if let Some(a) = &allow {
+            args.extend(["--connection-target-allow", a.as_str()]);
+        }
+        let operator = Operator::start_in(&cluster, &ns.name, &args)?;
+        Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+            .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+            .await?;
+        let exps = Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name);
+        let before = accepted.load(Ordering::SeqCst);
+        exps.create(
+            &PostParams::default(),
+            &experiment(
+                "hold",
+                "checkout",
+                json!({
+                    "hypothesis": { "recoversWithin": null },
+                    "budgetPolicy": { "minBudgetRemaining": 0, "maxBurnRateToStart": 1000, "abortBurnRate": 1000, "maxBudgetSpend": 100 },
+                    "action": { "podKill": null, "connectionExhaustion": {
+                        "target": { "host": host, "port": port },
+                        "connections": 3, "rampStep": 3, "holdFor": "2s"
+                    }},
+                    "duration": "20s",
+                    "blastRadius": null
+                }),
+            )?,
+        )
+        .await?;
+        match refusal {
+            Some(text) => {
+                let c = refused(&exps, "hold", &operator).await?;
+                ensure!(
+                    c.reason == "TargetNotAllowed"
+                        && c.message
+                            .contains("spec.action.connectionExhaustion.target.host")
+                        && c.message.contains(&text),
+                    "case {case}: {c:?}"
+                );
+                println!("{case}: {}", c.message);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                nothing_injected(&cluster, &ns.name).await?;
+                let n = accepted.load(Ordering::SeqCst) - before;
+                ensure!(n == 0, "case {case}: the target accepted {n} connections");
+            }
+            None => {
+                let run = final_run(&cluster, &ns.name, Duration::from_secs(60))
+                    .await
+                    .with_context(|| operator.log())?;
+                let st = run.status.context("status")?;
+                ensure!(
+                    st.phase == RunPhase::Completed,
+                    "case {case}: {:?} {:?}\n{}",
+                    st.phase,
+                    st.reason,
+                    operator.log()
+                );
+                let n = accepted.load(Ordering::SeqCst) - before;
+                // The probe and the three held.
+                ensure!(n >= 3, "case {case}: the target accepted {n} connections");
+                println!("{case}: allowed, {n} connections accepted");
+            }
+        }
+    }
+    Ok(())
 }

@@ -278,6 +278,29 @@ impl Operator {
     /// Start listening on `port` (for tests that need the address up front,
     /// e.g. as `--dashboard-url`).
     pub fn start_on(cluster: &Cluster, port: u16, extra: &[&str]) -> Result<Self> {
+        Self::spawn(cluster, port, extra, &[])
+    }
+
+    /// Like [`Operator::start_in`], allowed to open connections to `allow`
+    /// (`--connection-target-allow` entries, given as its environment
+    /// variable `HEADROOM_CONNECTION_TARGET_ALLOW`).
+    pub fn start_in_allowing(
+        cluster: &Cluster,
+        namespace: &str,
+        extra: &[&str],
+        allow: &str,
+    ) -> Result<Self> {
+        let mut args = vec!["--watch-namespace", namespace];
+        args.extend_from_slice(extra);
+        Self::spawn(
+            cluster,
+            free_port()?,
+            &args,
+            &[("HEADROOM_CONNECTION_TARGET_ALLOW", allow)],
+        )
+    }
+
+    fn spawn(cluster: &Cluster, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let bin = std::env::var("HEADROOM_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|_| repo_root().join("target/debug/headroom"));
@@ -298,6 +321,7 @@ impl Operator {
             .env("PROMETHEUS_URL", cluster.var("PROMETHEUS_URL")?)
             .env("KUBECONFIG", cluster.var("KUBECONFIG")?)
             .env("RUST_LOG", "info,headroom=debug")
+            .envs(env.iter().copied())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

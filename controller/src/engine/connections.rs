@@ -2,6 +2,7 @@
 //! process. Releasing is dropping them, which also happens if the process
 //! dies: the kernel closes the sockets, so a crash never leaves them held.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use headroom_experiments::connection_exhaustion::{
@@ -21,6 +22,10 @@ pub struct Target {
     pub port: u16,
     pub protocol: ConnectionProtocol,
     pub login: Option<Login>,
+    /// For a `host` target, the addresses the allow-list approved: the
+    /// only ones connected to, so the name resolving elsewhere later
+    /// changes nothing. Empty for a Service (reached by its cluster name).
+    pub addrs: Vec<SocketAddr>,
 }
 
 #[derive(Clone)]
@@ -51,20 +56,27 @@ impl Drop for Held {
 }
 
 /// Resolve the target and read the credentials, before anything is opened.
-/// Every error names the field to fix.
+/// A `host` target must be covered by `allow` (see [`super::scope`]).
+/// Every error names the field to fix: `Err((reason, message))`.
 pub async fn resolve(
     client: &kube::Client,
     ns: &str,
     spec: &ConnectionExhaustionSpec,
-) -> Result<Target, String> {
+    allow: &super::scope::AllowList,
+) -> Result<Target, (&'static str, String)> {
+    let invalid = |m: String| ("InvalidTarget", m);
     let t = spec.target.as_ref().ok_or_else(|| {
-        "spec.action.connectionExhaustion.target is required in mode Hold".to_owned()
+        invalid("spec.action.connectionExhaustion.target is required in mode Hold".to_owned())
     })?;
     let port = u16::try_from(t.port).map_err(|_| {
-        "spec.action.connectionExhaustion.target.port must be 1 to 65535".to_owned()
+        invalid("spec.action.connectionExhaustion.target.port must be 1 to 65535".to_owned())
     })?;
+    let mut addrs = Vec::new();
     let host = match (&t.host, &t.service) {
-        (Some(h), _) => h.clone(),
+        (Some(h), _) => {
+            addrs = super::scope::allowed_addresses(allow, h, port).await?;
+            h.clone()
+        }
         (None, Some(svc)) => {
             let svc_ns = t.namespace.as_deref().unwrap_or(ns);
             // The Service must exist; its cluster DNS name is what pods use.
@@ -72,26 +84,30 @@ pub async fn resolve(
                 Api::namespaced(client.clone(), svc_ns);
             api.get_opt(svc)
                 .await
-                .map_err(|e| format!("reading Service {svc_ns}/{svc}: {e}"))?
+                .map_err(|e| invalid(format!("reading Service {svc_ns}/{svc}: {e}")))?
                 .ok_or_else(|| {
-                    format!(
+                    invalid(format!(
                         "spec.action.connectionExhaustion.target.service: Service {svc_ns}/{svc} does not exist"
-                    )
+                    ))
                 })?;
             format!("{svc}.{svc_ns}.svc")
         }
         (None, None) => {
-            return Err("spec.action.connectionExhaustion.target: set service or host".to_owned());
+            return Err(invalid(
+                "spec.action.connectionExhaustion.target: set service or host".to_owned(),
+            ));
         }
     };
     let login = match spec.protocol {
         ConnectionProtocol::Tcp => None,
         ConnectionProtocol::Postgres => {
             let secret = spec.credentials_secret.as_ref().ok_or_else(|| {
-                "spec.action.connectionExhaustion.credentialsSecret is required for protocol Postgres"
-                    .to_owned()
+                invalid(
+                    "spec.action.connectionExhaustion.credentialsSecret is required for protocol Postgres"
+                        .to_owned(),
+                )
             })?;
-            Some(read_login(client, ns, secret).await?)
+            Some(read_login(client, ns, secret).await.map_err(invalid)?)
         }
     };
     Ok(Target {
@@ -99,6 +115,7 @@ pub async fn resolve(
         port,
         protocol: spec.protocol,
         login,
+        addrs,
     })
 }
 
@@ -159,6 +176,9 @@ pub async fn open(target: &Target) -> Result<Held, String> {
                 .dbname(&login.database)
                 .application_name("headroom-connection-exhaustion")
                 .connect_timeout(CONNECT_TIMEOUT);
+            if let Some(a) = target.addrs.first() {
+                config.hostaddr(a.ip());
+            }
             let (client, connection) =
                 config
                     .connect(tokio_postgres::NoTls)
@@ -173,11 +193,17 @@ pub async fn open(target: &Target) -> Result<Held, String> {
             Ok(Held::Postgres(client, task))
         }
         _ => {
-            let stream =
-                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target.address()))
-                    .await
-                    .map_err(|_| format!("connecting to {} timed out", target.address()))?
-                    .map_err(|e| format!("connecting to {}: {e}", target.address()))?;
+            let connect = async {
+                if target.addrs.is_empty() {
+                    TcpStream::connect(target.address()).await
+                } else {
+                    TcpStream::connect(&target.addrs[..]).await
+                }
+            };
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(|_| format!("connecting to {} timed out", target.address()))?
+                .map_err(|e| format!("connecting to {}: {e}", target.address()))?;
             Ok(Held::Tcp(stream))
         }
     }

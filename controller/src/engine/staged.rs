@@ -226,9 +226,8 @@ async fn prepare(
     };
     match ce.mode {
         ConnectionMode::Hold => {
-            let target = connections::resolve(&ctx.client, own_ns, ce)
-                .await
-                .map_err(|e| ("InvalidTarget", e))?;
+            let target =
+                connections::resolve(&ctx.client, own_ns, ce, &ctx.connection_allow).await?;
             // One probe connection, closed at once: a target that is down
             // makes the experiment meaningless, and nothing is held.
             match connections::open(&target).await {

@@ -174,7 +174,7 @@ pub fn next_fire(
 }
 
 /// Every namespace the action touches must be opted in and not the
-/// operator's own.
+/// operator's own; a `host` target must be on the operator's allow-list.
 pub async fn check_target(
     ctx: &Context,
     exp: &ChaosExperiment,

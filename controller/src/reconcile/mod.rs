@@ -36,6 +36,8 @@ pub struct Context {
     pub direct_reads: tokio::sync::Semaphore,
     /// The process's watch cache of runs; `None` in one-shot commands.
     pub run_cache: Option<kube::runtime::reflector::Store<crate::resources::ExperimentRun>>,
+    /// `--connection-target-allow`: what `host` targets may resolve to.
+    pub connection_allow: crate::engine::scope::AllowList,
 }
 
 impl Context {
