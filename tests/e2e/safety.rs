@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use crate::experiment::{ERRORS, calm, experiment, final_run, runs, set_error_ratio, slo};
+use crate::experiment::{ERRORS, calm, experiment, final_run, runs, set_error_ratio, slo, web};
 
 /// The experiment's `Valid` condition once it says `False`.
 async fn refused(
@@ -287,5 +287,105 @@ async fn host_targets_are_refused_unless_the_allow_list_covers_their_address() -
             }
         }
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_spend_cap_stops_a_run_on_its_projected_spend_before_the_cap_is_passed() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    // Repeat to measure the overshoot over many runs (the figure the
+    // closing note of the spend-cap issue asks for); 1 in the suite.
+    let repeat: usize = std::env::var("HEADROOM_SPEND_CAP_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut outcomes = Vec::new();
+    for i in 0..repeat {
+        set_error_ratio(&cluster, 0.0).await?;
+        let ns = cluster.namespace("spend-cap").await?;
+        web(&cluster, &ns).await?;
+        calm(&cluster).await?;
+        let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+        Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+            .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+            .await?;
+        // Only the spend cap can stop it: the burn-rate rule is out of reach.
+        // Errors at 35% burn 3.5x: 2.9% of the budget a second, 29% per 10s
+        // observation, against a cap of 40%.
+        Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+            .create(
+                &PostParams::default(),
+                &experiment(
+                    "spend",
+                    "checkout",
+                    json!({
+                        "hypothesis": { "recoversWithin": null, "sloHolds": null },
+                        "budgetPolicy": { "abortBurnRate": 1000, "maxBudgetSpend": 40 },
+                        "duration": "90s",
+                        "observeInterval": "10s"
+                    }),
+                )?,
+            )
+            .await?;
+        crate::experiment::observing(&cluster, &ns.name, Duration::from_secs(60))
+            .await
+            .with_context(|| operator.log())?;
+        set_error_ratio(&cluster, 0.35).await?;
+        // The errors stop when the run aborts, as they would when its fault
+        // is undone: what the run spent is then what it let through.
+        let aborted = eventually(
+            "the run to abort",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async {
+                Ok(runs(&cluster, &ns.name).await?.into_iter().find(|r| {
+                    r.status.as_ref().is_some_and(|s| {
+                        s.phase.is_final() || s.timeline.iter().any(|t| t.step == "AbortRequested")
+                    })
+                }))
+            },
+        )
+        .await;
+        set_error_ratio(&cluster, 0.0).await?;
+        aborted.with_context(|| operator.log())?;
+        let run = final_run(&cluster, &ns.name, Duration::from_secs(90)).await;
+        let status = run
+            .with_context(|| operator.log())?
+            .status
+            .context("status")?;
+        let reason = status.reason.clone().unwrap_or_default();
+        let budget = status.budget.clone().context("budget")?;
+        // Computed here too, so that runs are comparable with an operator
+        // that does not record it.
+        let ratio = budget.spent.context("spent")? / 0.40;
+        println!(
+            "run {}: {:?}, spent {:.1}% of the budget against a cap of 40%: spent/cap {ratio:.2}, spentOfCap {:?} ({reason})",
+            i + 1,
+            status.phase,
+            ratio * 40.0,
+            budget.spent_of_cap
+        );
+        outcomes.push((status.phase, reason, ratio, budget.spent_of_cap));
+    }
+    let ratios: Vec<f64> = outcomes.iter().map(|o| o.2).collect();
+    let worst = ratios.iter().copied().fold(0.0, f64::max);
+    let mean = ratios.iter().sum::<f64>() / ratios.len().max(1) as f64;
+    println!(
+        "spent/cap over {} runs: mean {mean:.2}, worst {worst:.2}",
+        ratios.len()
+    );
+    for (phase, reason, ratio, recorded) in &outcomes {
+        ensure!(
+            *phase == RunPhase::Aborted && reason.starts_with("BudgetSpendProjectedAboveLimit"),
+            "{phase:?}: {reason}"
+        );
+        ensure!(
+            recorded.is_some_and(|r| (r - ratio).abs() < 1e-6),
+            "status.budget.spentOfCap {recorded:?}, spent/cap {ratio}"
+        );
+    }
+    ensure!(worst <= 1.0, "the cap was overshot: {ratios:?}");
     Ok(())
 }

@@ -340,6 +340,7 @@ async fn observe(
             guards,
             policy.max_budget_spend,
             started.elapsed(),
+            observe_every,
             seen,
         )
         .await

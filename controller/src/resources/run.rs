@@ -205,6 +205,10 @@ pub struct BudgetRecord {
     /// Share of the budget the run spent (ratio; 0.02 is 2%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spent: Option<f64>,
+    /// `spent` divided by `budgetPolicy.maxBudgetSpend`: above 1 the run
+    /// overshot its cap (by the spend between two observations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent_of_cap: Option<f64>,
 }
 
 /// One step of a run.
