@@ -181,7 +181,7 @@ async fn scale_down_records_which_pods_the_replicaset_controller_removed() -> Re
     Ok(())
 }
 
-async fn pg_connections(cluster: &Cluster) -> Result<(i64, i64)> {
+pub(crate) async fn pg_connections(cluster: &Cluster) -> Result<(i64, i64)> {
     let url = cluster.var("DATABASE_ADMIN_URL")?;
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await

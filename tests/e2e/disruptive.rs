@@ -13,7 +13,7 @@ use headroom::resources::experiment::ChaosExperiment;
 use headroom::resources::run::RunPhase;
 use headroom::resources::slo::ServiceLevelObjective;
 use headroom_e2e::{CHECKOUT, Cluster, Operator, eventually};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -181,6 +181,165 @@ async fn kube_apiserver_restarted_mid_run_the_operator_reconnects_and_never_kill
         status.reason.as_deref().unwrap_or("no abort"),
         gone.len(),
         recorded.len()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgresql_restarted_mid_hold_the_run_counts_only_live_connections_and_records_the_drops()
+-> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("pg-restart").await?;
+    set_error_ratio(&cluster, 0.0).await?;
+    calm(&cluster).await?;
+    let database: tokio_postgres::Config = cluster.var("DATABASE_URL")?.parse()?;
+    let port = database.get_ports().first().copied().context("port")?;
+    let user = database.get_user().context("user")?.to_owned();
+    let password = String::from_utf8(database.get_password().context("password")?.to_vec())?;
+    Api::<Secret>::namespaced(cluster.client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": { "name": "pg" },
+                "stringData": { "username": user, "password": password, "database": "checkout" }
+            }))?,
+        )
+        .await?;
+    let max = cluster.var("POSTGRES_MAX_CONNECTIONS")?.parse::<i32>()?;
+    let reserved = cluster
+        .var("POSTGRES_SUPERUSER_RESERVED_CONNECTIONS")?
+        .parse::<i32>()?;
+    let allow = format!("127.0.0.1/32:{port}");
+    let operator =
+        Operator::start_in_allowing(&cluster, &ns.name, &["--evaluation-interval", "2s"], &allow)?;
+    // A week-long SLO: the exhausted database fails checkout requests, and
+    // against the suite's two-minute SLO the spend cap would end the hold
+    // before the restart this test is about.
+    let mut guard = slo("checkout", ERRORS)?;
+    guard.spec.window = "7d".into();
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &guard)
+        .await?;
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &experiment(
+                "hold-through-a-restart",
+                "checkout",
+                json!({
+                    "hypothesis": { "description": "checkout survives its database restarting while every free slot is taken", "recoversWithin": null },
+                    "budgetPolicy": { "abortBurnRate": 1000, "maxBudgetSpend": 100 },
+                    "action": { "podKill": null, "connectionExhaustion": {
+                        "target": { "host": "127.0.0.1", "port": port },
+                        "protocol": "Postgres", "connections": 40, "rampStep": 4, "rampInterval": "200ms",
+                        "holdFor": "30s", "credentialsSecret": { "name": "pg" }
+                    }},
+                    "duration": "60s",
+                    "blastRadius": null
+                }),
+            )?,
+        )
+        .await?;
+    let holding = eventually(
+        "the run holding its connections",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            Ok(runs(&cluster, &ns.name).await?.into_iter().find_map(|r| {
+                let st = r.status?;
+                st.timeline
+                    .iter()
+                    .any(|t| t.step == "Holding")
+                    .then_some(st)
+            }))
+        },
+    )
+    .await
+    .with_context(|| operator.log())?;
+    let held_before = holding
+        .restore
+        .as_ref()
+        .and_then(|r| r.connections_held)
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restart_began = headroom::engine::now_micro().0;
+    let took = cluster.restart_postgresql().await?;
+    let restart_ended = headroom::engine::now_micro().0;
+
+    // While the hold goes on, what the run says it holds is what the
+    // server has: the dead sessions are no longer counted.
+    let (said, server_has) = eventually(
+        "the run's count of held connections to match the server's",
+        Duration::from_secs(15),
+        Duration::from_millis(300),
+        || async {
+            let run = runs(&cluster, &ns.name).await?.into_iter().next();
+            let said = run
+                .and_then(|r| r.status)
+                .and_then(|s| s.restore)
+                .and_then(|r| r.connections_held);
+            let (_, server_has) = crate::actions::pg_connections(&cluster).await?;
+            Ok((said == i32::try_from(server_has).ok()).then_some((said, server_has)))
+        },
+    )
+    .await
+    .with_context(|| operator.log())?;
+
+    let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+        .await
+        .with_context(|| operator.log())?;
+    let status = run.status.clone().context("status")?;
+    ensure!(
+        status.phase == RunPhase::Completed,
+        "{:?} {:?}\n{}",
+        status.phase,
+        status.reason,
+        operator.log()
+    );
+    let obs = status.observations.clone().context("observations")?;
+    let dropped = obs.connections_dropped.unwrap_or(0);
+    ensure!(
+        dropped >= held_before && held_before > 0,
+        "{dropped} drops recorded, {held_before} were held before the restart: {:?}",
+        status.timeline
+    );
+    let first = obs.connection_drops.first().context("no drop recorded")?;
+    let seen = first.time.0;
+    ensure!(
+        seen >= restart_began && seen.duration_since(restart_ended).as_secs_f64() < 5.0,
+        "the drop was seen at {seen}, the restart ran from {restart_began} to {restart_ended}"
+    );
+    let most = obs.max_connections_held.context("max held")?;
+    ensure!(
+        most <= max - reserved,
+        "maxConnectionsHeld {most} against max_connections {max} ({reserved} reserved)"
+    );
+    ensure!(
+        status
+            .timeline
+            .iter()
+            .any(|t| t.step == "ConnectionsDropped"),
+        "{:?}",
+        status.timeline
+    );
+    // The checkout pool reconnects; nothing of the run is left.
+    eventually(
+        "no connection of the run left",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async { Ok((crate::actions::pg_connections(&cluster).await?.1 == 0).then_some(())) },
+    )
+    .await?;
+    println!(
+        "PostgreSQL restarted mid-hold ({:.1}s): {held_before} held before; {} drops recorded, first {} seen {:.2}s after the restart began; the run then said {} held, the server had {server_has}; max held {most} (max_connections {max}, {reserved} reserved)",
+        took.as_secs_f64(),
+        dropped,
+        first.dropped,
+        seen.duration_since(restart_began).as_secs_f64(),
+        said.unwrap_or(-1),
     );
     Ok(())
 }

@@ -653,3 +653,49 @@ impl Drop for RuleFileGuard {
         }
     }
 }
+
+impl Cluster {
+    /// Restart the local PostgreSQL as a failover would end its sessions:
+    /// `pg_ctl restart -m fast` with the options it was started with, then
+    /// the pid file `tests/cluster/up.sh` and `down.sh` read is updated.
+    /// Returns how long it took. Only for tests that run alone: every
+    /// client of the database loses its sessions.
+    pub async fn restart_postgresql(&self) -> Result<Duration> {
+        let c = repo_root().join(".cluster");
+        let exe = std::fs::read_to_string(c.join("pids/postgresql.exe"))
+            .context("reading .cluster/pids/postgresql.exe")?;
+        let bin = Path::new(exe.trim())
+            .parent()
+            .context("the PostgreSQL binary's directory")?
+            .to_path_buf();
+        let data = c.join("postgres");
+        let started = std::time::Instant::now();
+        let out = tokio::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(c.join("logs/postgresql.log"))
+            .args(["-m", "fast", "-w", "-t", "30", "restart"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .context("running pg_ctl restart")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl restart failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+            .context("reading postmaster.pid")?
+            .lines()
+            .next()
+            .context("postmaster.pid is empty")?
+            .to_owned();
+        std::fs::write(c.join("pids/postgresql.pid"), format!("{pid}\n"))?;
+        Ok(started.elapsed())
+    }
+}

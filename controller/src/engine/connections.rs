@@ -43,8 +43,36 @@ impl Target {
 
 /// One held connection.
 pub enum Held {
-    Tcp(#[allow(dead_code)] TcpStream),
-    Postgres(#[allow(dead_code)] tokio_postgres::Client, JoinHandle<()>),
+    Tcp(TcpStream),
+    Postgres(tokio_postgres::Client, JoinHandle<()>),
+}
+
+impl Held {
+    /// Whether the target still holds this connection. A PostgreSQL
+    /// session whose server ended it (restart, failover, terminated
+    /// backend) has its connection task finished; a TCP socket the peer
+    /// closed reads end-of-file. Neither blocks.
+    pub fn is_alive(&self) -> bool {
+        match self {
+            Held::Tcp(stream) => {
+                let mut byte = [0u8; 1];
+                match stream.try_read(&mut byte) {
+                    Ok(0) => false,
+                    Ok(_) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                }
+            }
+            Held::Postgres(client, task) => !client.is_closed() && !task.is_finished(),
+        }
+    }
+}
+
+/// Forget the connections the target no longer holds; returns how many.
+/// What is counted as held is then what the target really holds.
+pub fn prune(held: &mut Vec<Held>) -> usize {
+    let before = held.len();
+    held.retain(Held::is_alive);
+    before - held.len()
 }
 
 impl Drop for Held {

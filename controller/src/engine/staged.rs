@@ -27,7 +27,8 @@ use crate::gate::Policy;
 use crate::reconcile::Context;
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::{
-    BudgetRecord, ExpectationResult, Observations, RestorePlan, RunPhase, Verdict, WorkloadRestore,
+    BudgetRecord, ConnectionDrop, ExpectationResult, Observations, RestorePlan, RunPhase, Verdict,
+    WorkloadRestore,
 };
 use crate::verdict::Recovery;
 
@@ -544,6 +545,7 @@ async fn hold_sequence(
     let hold_for = parse_duration(&spec.hold_for).unwrap_or(Duration::from_secs(30));
     let mut refused = false;
     while held.len() < want && !refused {
+        note_drops(rec, target, connections::prune(held), held.len());
         for _ in 0..step {
             if held.len() >= want {
                 break;
@@ -607,6 +609,11 @@ async fn hold_sequence(
     let retake = every.min(Duration::from_millis(100));
     while Instant::now() + retake <= hold_end {
         tokio::time::sleep(retake).await;
+        // Liveness first: a connection the target dropped is not held, and
+        // its slot is free to take again.
+        let before = held.len();
+        let dropped = connections::prune(held);
+        note_drops(rec, target, dropped, held.len());
         for _ in 0..step {
             if held.len() >= want {
                 break;
@@ -617,21 +624,58 @@ async fn hold_sequence(
             }
         }
         let n = i32::try_from(held.len()).unwrap_or(i32::MAX);
+        if dropped == 0 && held.len() == before {
+            continue;
+        }
+        if let Some(r) = rec.status.restore.as_mut() {
+            r.connections_held = Some(n);
+        }
         let obs = rec
             .status
             .observations
             .get_or_insert_with(Observations::default);
-        if obs.max_connections_held.is_some_and(|m| n > m) {
+        if obs.max_connections_held.is_none_or(|m| n > m) {
             obs.max_connections_held = Some(n);
-            if let Some(r) = rec.status.restore.as_mut() {
-                r.connections_held = Some(n);
-            }
-            rec.step("ConnectionsHeld", format!("{n} connections held"));
-            rec.save_or_log().await;
         }
+        if held.len() != before - dropped {
+            rec.step("ConnectionsHeld", format!("{n} connections held"));
+        }
+        rec.save_or_log().await;
     }
     tokio::time::sleep_until(hold_end).await;
     Ok(())
+}
+
+/// Record connections the target dropped as evidence: how many, when, and
+/// how many are still held.
+fn note_drops(rec: &mut Record, target: &Target, dropped: usize, held: usize) {
+    if dropped == 0 {
+        return;
+    }
+    let (dropped, held) = (
+        i32::try_from(dropped).unwrap_or(i32::MAX),
+        i32::try_from(held).unwrap_or(i32::MAX),
+    );
+    let obs = rec
+        .status
+        .observations
+        .get_or_insert_with(Observations::default);
+    obs.connections_dropped = Some(obs.connections_dropped.unwrap_or(0).saturating_add(dropped));
+    obs.connection_drops.push(ConnectionDrop {
+        time: now_micro(),
+        dropped,
+        held,
+    });
+    if let Some(r) = rec.status.restore.as_mut() {
+        r.connections_held = Some(held);
+    }
+    rec.step(
+        "ConnectionsDropped",
+        format!(
+            "{} dropped {dropped} held connections; {held} still held",
+            target.address()
+        ),
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
