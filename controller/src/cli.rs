@@ -114,6 +114,12 @@ pub struct RunArgs {
     /// A leader that has not renewed for this long is replaced.
     #[arg(long, default_value = "15s", value_parser = crate::operator::parse_flag_duration)]
     pub lease_duration: std::time::Duration,
+    /// A leader that has not renewed its lease for this long stops leading
+    /// and drops its faults; shorter than `--lease-duration`, so it has
+    /// stopped before a candidate may take over. Default: two thirds of
+    /// the lease duration (as client-go).
+    #[arg(long, value_parser = crate::operator::parse_flag_duration)]
+    pub renew_deadline: Option<std::time::Duration>,
     /// `host` targets of connectionExhaustion that the operator may reach:
     /// comma-separated `CIDR:PORT` or `HOST:PORT` entries (e.g.
     /// `10.0.0.0/8:5432,db.internal:5432`), checked on every address the

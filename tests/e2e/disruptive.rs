@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
@@ -182,6 +182,180 @@ async fn kube_apiserver_restarted_mid_run_the_operator_reconnects_and_never_kill
         gone.len(),
         recorded.len()
     );
+    Ok(())
+}
+
+/// What the sampler saw: (seconds since the freeze, connections the first
+/// operator held, connections the second held). Negative before it.
+type Samples = Arc<Mutex<Vec<(f64, usize, usize)>>>;
+
+#[tokio::test]
+async fn apiserver_frozen_the_leader_stops_injecting_before_its_lease_can_be_taken() -> Result<()> {
+    const LEASE_SECS: f64 = 6.0;
+    const FROZEN_FOR: Duration = Duration::from_secs(14);
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("frozen-leader").await?;
+    let home = cluster.namespace("frozen-leader-home").await?;
+    set_error_ratio(&cluster, 0.0).await?;
+    calm(&cluster).await?;
+    // The fault: connections held to a listener of this test, so the test
+    // sees from /proc which process holds them at every moment.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let server = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let allow = format!("127.0.0.1/32:{port}");
+    let lease = format!("{}s", LEASE_SECS as u64);
+    let args = [
+        "--evaluation-interval",
+        "2s",
+        "--operator-namespace",
+        &home.name,
+        "--leader-elect",
+        "--lease-duration",
+        &lease,
+    ];
+    // A leads: B starts only once A holds the lease.
+    let mut a = Operator::start_in_allowing(&cluster, &ns.name, &args, &allow)?;
+    eventually(
+        "the first operator to lead",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async { Ok(a.log().contains("became the leader").then_some(())) },
+    )
+    .await
+    .with_context(|| a.log())?;
+    let mut b = Operator::start_in_allowing(&cluster, &ns.name, &args, &allow)?;
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+        .await?;
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &experiment(
+                "hold-through-a-freeze",
+                "checkout",
+                json!({
+                    "hypothesis": { "recoversWithin": null },
+                    "budgetPolicy": { "abortBurnRate": 1000, "maxBudgetSpend": 100 },
+                    "action": { "podKill": null, "connectionExhaustion": {
+                        "target": { "host": "127.0.0.1", "port": port },
+                        "connections": 5, "rampStep": 5, "holdFor": "120s"
+                    }},
+                    "duration": "150s",
+                    "blastRadius": null
+                }),
+            )?,
+        )
+        .await?;
+    let (pid_a, pid_b) = (a.pid(), b.pid());
+    eventually(
+        "the leader holding 5 connections",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async { Ok((headroom_e2e::tcp_connections_to(pid_a, port) == 5).then_some(())) },
+    )
+    .await
+    .with_context(|| a.log())?;
+
+    // From here on, every 50 ms: who holds connections to the target.
+    let t0 = Instant::now() + Duration::from_millis(500);
+    let samples: Samples = Arc::default();
+    let sampler = {
+        let samples = samples.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = Instant::now();
+                let at = if now >= t0 {
+                    (now - t0).as_secs_f64()
+                } else {
+                    -(t0 - now).as_secs_f64()
+                };
+                let row = (
+                    at,
+                    headroom_e2e::tcp_connections_to(pid_a, port),
+                    headroom_e2e::tcp_connections_to(pid_b, port),
+                );
+                if let Ok(mut s) = samples.lock() {
+                    s.push(row);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    tokio::time::sleep_until(tokio::time::Instant::from_std(t0)).await;
+    let mut frozen = cluster.freeze_apiserver()?;
+    tokio::time::sleep(FROZEN_FOR).await;
+    frozen.resume()?;
+    let resumed = t0.elapsed().as_secs_f64();
+    // Whoever leads after the thaw restores the run.
+    let done = final_run(&cluster, &ns.name, Duration::from_secs(120))
+        .await
+        .with_context(|| format!("A:\n{}\nB:\n{}", a.log(), b.log()))?;
+    let led = eventually(
+        "the second operator to lead",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async { Ok(b.log().contains("became the leader").then(|| t0.elapsed())) },
+    )
+    .await
+    .with_context(|| format!("A:\n{}\nB:\n{}", a.log(), b.log()))?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sampler.abort();
+    server.abort();
+    let samples = samples
+        .lock()
+        .map_err(|_| anyhow::anyhow!("samples lock"))?
+        .clone();
+
+    // Never two processes holding the fault at once.
+    let both: Vec<_> = samples
+        .iter()
+        .filter(|(_, x, y)| *x > 0 && *y > 0)
+        .collect();
+    ensure!(
+        both.is_empty(),
+        "both operators held connections at {both:?}"
+    );
+    // The leader let go before its lease could be taken: its last renewal
+    // was before the freeze, so a candidate may take over from LEASE_SECS on.
+    let dropped = samples
+        .iter()
+        .find(|(t, x, _)| *t >= 0.0 && *x == 0)
+        .map(|(t, _, _)| *t)
+        .context("the leader never released its connections")?;
+    ensure!(
+        dropped < LEASE_SECS,
+        "the leader held its connections {dropped:.2}s into the freeze; a candidate may take the lease after {LEASE_SECS}s\nA:\n{}",
+        a.log()
+    );
+    let a_exited = a.exited().is_some();
+    let status = done.status.clone().context("status")?;
+    ensure!(
+        status.restore.as_ref().is_some_and(|r| r.done),
+        "restore not done: {:?}",
+        status.timeline
+    );
+    let b_first_held = samples
+        .iter()
+        .find(|(_, _, y)| *y > 0)
+        .map(|(t, _, _)| format!("{t:.2}s"))
+        .unwrap_or_else(|| "never".into());
+    println!(
+        "apiserver frozen at 0s for {:.0}s (lease {LEASE_SECS}s, renew deadline {:.1}s): leader dropped its 5 connections at {dropped:.2}s; apiserver resumed at {resumed:.2}s; follower became the leader at {:.2}s; follower held connections: {b_first_held}; run {:?} ({}); first leader exited: {a_exited}",
+        FROZEN_FOR.as_secs_f64(),
+        LEASE_SECS * 2.0 / 3.0,
+        led.as_secs_f64(),
+        status.phase,
+        status.reason.as_deref().unwrap_or("")
+    );
+    let _ = b.exited();
     Ok(())
 }
 

@@ -654,6 +654,99 @@ impl Drop for RuleFileGuard {
     }
 }
 
+/// Established TCP connections that process `pid` holds to local `port`,
+/// read from /proc (the socket inodes of its descriptors matched against
+/// the kernel's TCP table), so a test sees exactly which process holds
+/// what, without asking the process.
+pub fn tcp_connections_to(pid: u32, port: u16) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let inodes: std::collections::BTreeSet<String> = fds
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_string_lossy()
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .map(str::to_owned)
+        })
+        .collect();
+    let wanted = format!("{port:04X}");
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    // rem_address is col 2 (addr:PORT in hex), st col 3
+                    // (01 = ESTABLISHED), inode col 9.
+                    cols.len() > 9
+                        && cols[2].rsplit(':').next() == Some(wanted.as_str())
+                        && cols[3] == "01"
+                        && inodes.contains(cols[9])
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// The kube-apiserver stopped with SIGSTOP: it keeps its sockets, so every
+/// call hangs instead of failing. Continued (SIGCONT) by `resume` or when
+/// dropped, so a failing test never leaves the cluster frozen. Only for
+/// tests that run alone (`disruptive.rs`).
+pub struct FrozenApiserver {
+    pid: String,
+    resumed: bool,
+}
+
+impl Cluster {
+    pub fn freeze_apiserver(&self) -> Result<FrozenApiserver> {
+        let pid_file = repo_root().join(".cluster/pids/kube-apiserver.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .with_context(|| format!("reading {}", pid_file.display()))?
+            .trim()
+            .to_owned();
+        let out = Command::new("kill").args(["-STOP", &pid]).output()?;
+        if !out.status.success() {
+            bail!(
+                "kill -STOP {pid} (kube-apiserver): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(FrozenApiserver {
+            pid,
+            resumed: false,
+        })
+    }
+}
+
+impl FrozenApiserver {
+    pub fn resume(&mut self) -> Result<()> {
+        let out = Command::new("kill").args(["-CONT", &self.pid]).output()?;
+        if !out.status.success() {
+            bail!(
+                "kill -CONT {} (kube-apiserver): {}",
+                self.pid,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.resumed = true;
+        Ok(())
+    }
+}
+
+impl Drop for FrozenApiserver {
+    fn drop(&mut self) {
+        if !self.resumed {
+            let _ = Command::new("kill").args(["-CONT", &self.pid]).output();
+        }
+    }
+}
+
 impl Cluster {
     /// Restart the local PostgreSQL as a failover would end its sessions:
     /// `pg_ctl restart -m fast` with the options it was started with, then

@@ -137,13 +137,18 @@ pub(super) async fn run(
         }
     };
 
+    // Held connections live in this process: close them before anything
+    // that needs the API server, which may be what hangs (a leader that
+    // lost its lease must stop injecting at once, not after a write).
+    let closed = held.len();
+    held.clear();
     rec.status.phase = RunPhase::Restoring;
     if let Some((reason, message, detected)) = &abort {
         record_abort(ctx, rec, reason, message, *detected).await;
     }
     rec.step("RestoreStarted", "undoing the fault from the saved plan");
     rec.save_or_log().await;
-    let restore_result = restore(ctx, rec, &plan, &mut held).await;
+    let restore_result = restore(ctx, rec, &plan, closed).await;
     match &restore_result {
         Ok(msg) => {
             if let Some(r) = rec.status.restore.as_mut() {
@@ -714,16 +719,16 @@ async fn clients_sequence(
     Ok(())
 }
 
-/// Undo the fault. Connections are closed by dropping them; replica counts
-/// go back to the saved plan and the restore waits (bounded) for Ready pods.
+/// Undo the fault. Connections were closed already (`closed` of them, by
+/// dropping them); replica counts go back to the saved plan and the
+/// restore waits (bounded) for Ready pods.
 async fn restore(
     ctx: &Context,
     rec: &mut Record,
     plan: &Plan,
-    held: &mut Vec<Held>,
+    closed: usize,
 ) -> Result<String, String> {
-    let n = held.len();
-    held.clear();
+    let n = closed;
     let Some(w) = rec.status.restore.as_ref().and_then(|r| r.workload.clone()) else {
         return Ok(format!("{n} connections closed"));
     };
