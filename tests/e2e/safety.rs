@@ -11,9 +11,10 @@ use headroom::resources::experiment::ChaosExperiment;
 use headroom::resources::run::RunPhase;
 use headroom::resources::slo::ServiceLevelObjective;
 use headroom_e2e::{CHECKOUT, Cluster, Operator, eventually};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::experiment::{ERRORS, calm, experiment, final_run, runs, set_error_ratio, slo, web};
@@ -287,6 +288,139 @@ async fn host_targets_are_refused_unless_the_allow_list_covers_their_address() -
             }
         }
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn scale_down_of_a_deployment_with_two_replicasets_waits_for_available_pods_and_names_each_pods_replicaset()
+-> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("two-rs").await?;
+    set_error_ratio(&cluster, 0.0).await?;
+    web(&cluster, &ns).await?;
+    calm(&cluster).await?;
+    // A rollout paused half-way keeps two ReplicaSets (revisions 1 and 2)
+    // with pods in both, and a paused Deployment scales them
+    // proportionally, surge included: the pod count is never exactly the
+    // replica count. minReadySeconds holds the rollout long enough to
+    // pause it, and makes Ready pods wait before they count as available.
+    let deployments = Api::<Deployment>::namespaced(cluster.client.clone(), &ns.name);
+    // The old pods must have been Ready for minReadySeconds already.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": {
+                "minReadySeconds": 5,
+                "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxSurge": 1, "maxUnavailable": 0 } },
+                "template": { "metadata": { "annotations": { "example.com/revision": "2" } } }
+            } })),
+        )
+        .await?;
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "paused": true } })),
+        )
+        .await?;
+    eventually(
+        "a paused rollout with 4 available pods in two ReplicaSets",
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || async {
+            let d = deployments.get("web").await?;
+            Ok(d.status
+                .filter(|s| s.replicas == Some(4) && s.available_replicas == Some(4))
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+        .await?;
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &experiment(
+                "two-replicasets",
+                "checkout",
+                json!({
+                    "hypothesis": { "description": "scale-down keeps the newest pods", "recoversWithin": null },
+                    "action": { "podKill": null, "scaleDown": {
+                        "target": { "kind": "Deployment", "name": "web" },
+                        "scaleUpTo": 6, "scaleDownTo": 3, "expectOrder": "NewestFirst"
+                    }},
+                    "duration": "60s",
+                    "blastRadius": null
+                }),
+            )?,
+        )
+        .await?;
+    let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+        .await
+        .with_context(|| operator.log())?;
+    let status = run.status.clone().context("status")?;
+    ensure!(
+        status.phase == RunPhase::Completed,
+        "{:?} {:?}\n{:?}",
+        status.phase,
+        status.reason,
+        status.timeline
+    );
+    let obs = status.observations.clone().context("observations")?;
+    ensure!(!obs.removed_pods.is_empty(), "nothing removed: {obs:?}");
+    let owners: std::collections::BTreeSet<String> = obs
+        .removed_pods
+        .iter()
+        .chain(&obs.surviving_pods)
+        .map(|p| p.owner.clone().unwrap_or_default())
+        .collect();
+    ensure!(
+        obs.removed_pods.iter().chain(&obs.surviving_pods).all(|p| p
+            .owner
+            .as_deref()
+            .is_some_and(|o| o.starts_with("ReplicaSet/"))),
+        "a pod without its ReplicaSet: {obs:?}"
+    );
+    ensure!(owners.len() == 2, "owners {owners:?}");
+    ensure!(
+        obs.removed_pods
+            .iter()
+            .chain(&obs.surviving_pods)
+            .any(|p| p.revision.is_some()),
+        "no revision recorded: {obs:?}"
+    );
+    let restored = status
+        .timeline
+        .iter()
+        .find(|t| t.step == "Restored")
+        .and_then(|t| t.message.clone())
+        .unwrap_or_default();
+    ensure!(
+        restored.contains("available") && !restored.contains("after 60s"),
+        "restore: {restored}"
+    );
+    let d = deployments.get("web").await?;
+    ensure!(d.spec.and_then(|s| s.replicas) == Some(3));
+    println!(
+        "two ReplicaSets: removed {}; survived {}; restore: {restored}",
+        obs.removed_pods
+            .iter()
+            .map(|p| format!(
+                "{} ({}, rev {})",
+                p.name,
+                p.owner.as_deref().unwrap_or("?"),
+                p.revision.as_deref().unwrap_or("-")
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        obs.surviving_pods.len()
+    );
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::connections::{self, Held, Target};
 use super::driver::{Guard, Record, Seen, abort_check, finish, min_budget, record_abort};
-use super::workload;
+use super::workload::{self, Rollout};
 use super::{now, now_micro, target_namespace};
 use crate::duration::parse_duration;
 use crate::gate::Policy;
@@ -406,37 +406,57 @@ async fn scale_sequence(
         format!("{kind:?} {ns}/{name} scaled to {}", spec.scale_up_to),
     );
     rec.save_or_log().await;
-    let up = usize::try_from(spec.scale_up_to).unwrap_or(0);
+    let up = spec.scale_up_to;
+    // The controller's own count of available pods: surge pods, several
+    // ReplicaSets and minReadySeconds are its business, not an exact
+    // number of Ready pods to match.
+    let mut state = Rollout::default();
     let before = loop {
-        let live_now = workload::live_pods(&pods, selector).await?;
-        if live_now.len() == up && live_now.iter().all(live::is_ready) {
-            break live_now;
+        if let Some(r) = workload::rollout(&ctx.client, kind, ns, name).await? {
+            state = r;
+        }
+        if state.available_at(up) {
+            break workload::live_pods(&pods, selector).await?;
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "{kind:?} {ns}/{name} did not reach {up} Ready pods within spec.duration ({} Ready)",
-                live_now.iter().filter(|p| live::is_ready(p)).count()
+                "{kind:?} {ns}/{name} did not have {up} available pods within spec.duration ({} available of {} desired, {} in all)",
+                state.available, state.desired, state.current
             ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    rec.step("AllReady", format!("{up} pods Ready"));
+    // Pods beyond the count (a rollout's surge) that may stay after the
+    // scale-down.
+    let surge = i32::try_from(before.len()).unwrap_or(i32::MAX) - up;
+    rec.step(
+        "AllReady",
+        format!(
+            "{} available of {up}; {} pods in all",
+            state.available,
+            before.len()
+        ),
+    );
     workload::scale(&ctx.client, kind, ns, name, spec.scale_down_to).await?;
     rec.step(
         "ScaledDown",
         format!("{kind:?} {ns}/{name} scaled to {}", spec.scale_down_to),
     );
-    let down = usize::try_from(spec.scale_down_to).unwrap_or(0);
-    let expected_removals = up.saturating_sub(down);
+    let down = spec.scale_down_to;
     let mut zones = BTreeMap::new();
+    let mut owners = BTreeMap::new();
     let mut removed: Vec<PodRecord> = Vec::new();
     let mut gone: BTreeSet<String> = BTreeSet::new();
+    // Done when the controller says it has shrunk and the pods have stayed
+    // put for a moment (a StatefulSet removes them one by one).
+    let mut settled_since: Option<Instant> = None;
     let survivors = loop {
         let live_now = workload::live_pods(&pods, selector).await?;
         let live_uids: BTreeSet<String> = live_now
             .iter()
             .filter_map(|p| p.metadata.uid.clone())
             .collect();
+        let mut changed = false;
         for p in &before {
             let uid = p.metadata.uid.clone().unwrap_or_default();
             if !live_uids.contains(&uid) && gone.insert(uid) {
@@ -444,10 +464,23 @@ async fn scale_sequence(
                 if let Some(node) = r.node.clone() {
                     r.zone = zone_of(ctx, &mut zones, &node).await;
                 }
+                (r.owner, r.revision) =
+                    workload::owner_revision(&ctx.client, ns, p, &mut owners).await;
                 removed.push(r);
+                changed = true;
             }
         }
-        if removed.len() >= expected_removals {
+        let shrunk = workload::rollout(&ctx.client, kind, ns, name)
+            .await?
+            .is_some_and(|r| {
+                r.shrunk_to(down, surge) && usize::try_from(r.current).ok() == Some(live_now.len())
+            });
+        settled_since = match (shrunk && !changed, settled_since) {
+            (false, _) => None,
+            (true, None) => Some(Instant::now()),
+            (true, since) => since,
+        };
+        if settled_since.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
             break before
                 .iter()
                 .filter(|p| live_uids.contains(p.metadata.uid.as_deref().unwrap_or("")))
@@ -455,7 +488,7 @@ async fn scale_sequence(
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "only {} of {expected_removals} pods were removed within spec.duration",
+                "{kind:?} {ns}/{name} did not settle at {down} replicas within spec.duration ({} pods removed so far)",
                 removed.len()
             ));
         }
@@ -467,6 +500,7 @@ async fn scale_sequence(
         if let Some(node) = r.node.clone() {
             r.zone = zone_of(ctx, &mut zones, &node).await;
         }
+        (r.owner, r.revision) = workload::owner_revision(&ctx.client, ns, p, &mut owners).await;
         surviving.push(r);
     }
     let score = score_order(spec.expect_order, &removed, &surviving);
@@ -476,7 +510,11 @@ async fn scale_sequence(
             "removed: {}; survived: {}; {} of {} removals matched {:?}",
             removed
                 .iter()
-                .map(|r| r.name.as_str())
+                .map(|r| match (&r.owner, &r.revision) {
+                    (Some(o), Some(v)) => format!("{} ({o}, revision {v})", r.name),
+                    (Some(o), None) => format!("{} ({o})", r.name),
+                    _ => r.name.clone(),
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             surviving
@@ -743,25 +781,27 @@ async fn restore(
         workload::scale(&ctx.client, kind, &w.namespace, &w.name, w.replicas)
     })
     .await?;
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &w.namespace);
-    let want = usize::try_from(w.replicas).unwrap_or(0);
     let until = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
     while Instant::now() < until {
         // Read errors only mean "not known yet": the replica count is back.
-        if let Ok(Some(x)) = workload::get(&ctx.client, kind, &w.namespace, &w.name).await
-            && let Ok(live_now) = workload::live_pods(&pods, &x.selector).await
-            && live_now.len() == want
-            && live_now.iter().all(live::is_ready)
-        {
-            return Ok(format!(
-                "{} {}/{} back to {} replicas, all Ready",
-                w.kind, w.namespace, w.name, w.replicas
-            ));
+        if let Ok(Some(r)) = workload::rollout(&ctx.client, kind, &w.namespace, &w.name).await {
+            if r.available_at(w.replicas) {
+                return Ok(format!(
+                    "{} {}/{} back to {} replicas, {} available",
+                    w.kind, w.namespace, w.name, w.replicas, r.available
+                ));
+            }
+            last = Some(r);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(format!(
-        "{} {}/{} set back to {} replicas (not all Ready within 60s)",
-        w.kind, w.namespace, w.name, w.replicas
+        "{} {}/{} set back to {} replicas ({} available after 60s)",
+        w.kind,
+        w.namespace,
+        w.name,
+        w.replicas,
+        last.map_or_else(|| "none known".to_owned(), |r| r.available.to_string())
     ))
 }
