@@ -63,10 +63,15 @@ start_operator() {
     fi
   fi
   say "starting the operator (log: .cluster/logs/headroom.log)"
+  # The example connectionExhaustion targets the local PostgreSQL by
+  # address: allow exactly that address and port, nothing else.
+  local pg_port
+  pg_port="$(sed -E 's#.*@127\.0\.0\.1:([0-9]+)/.*#\1#' <<<"$DATABASE_URL")"
   setsid "$bin" run --listen "$OPERATOR_METRICS_ADDR" \
     --prometheus-url "$PROMETHEUS_URL" --evaluation-interval 5s \
     --rules-dir "$PROMETHEUS_RULES_DIR" --prometheus-reload \
     --dashboard-url "http://$OPERATOR_METRICS_ADDR" \
+    --connection-target-allow "127.0.0.1/32:$pg_port" \
     >.cluster/logs/headroom.log 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$pidfile"

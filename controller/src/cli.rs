@@ -127,6 +127,24 @@ pub struct RunArgs {
     /// adopts and restores the run only when it is older than this plus 2s.
     #[arg(long, default_value = "10s", value_parser = crate::operator::parse_flag_duration)]
     pub run_lease_duration: std::time::Duration,
+    /// A leader that has not renewed its lease for this long stops leading
+    /// and drops its faults; shorter than `--lease-duration`, so it has
+    /// stopped before a candidate may take over. Default: two thirds of
+    /// the lease duration (as client-go).
+    #[arg(long, value_parser = crate::operator::parse_flag_duration)]
+    pub renew_deadline: Option<std::time::Duration>,
+    /// `host` targets of connectionExhaustion that the operator may reach:
+    /// comma-separated `CIDR:PORT` or `HOST:PORT` entries (e.g.
+    /// `10.0.0.0/8:5432,db.internal:5432`), checked on every address the
+    /// host resolves to. Empty: every `host` target is refused.
+    #[arg(
+        long,
+        env = "HEADROOM_CONNECTION_TARGET_ALLOW",
+        value_name = "CIDR:PORT|HOST:PORT",
+        value_delimiter = ',',
+        value_parser = parse_allow_entry
+    )]
+    pub connection_target_allow: Vec<crate::engine::scope::AllowEntry>,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -150,6 +168,22 @@ pub struct PlanArgs {
     /// The operator's namespace (never a target; home of the pause).
     #[arg(long, env = "POD_NAMESPACE", default_value = "headroom-system")]
     pub operator_namespace: String,
+    /// `host` targets of connectionExhaustion that the operator may reach (as `headroom run`):
+    /// comma-separated `CIDR:PORT` or `HOST:PORT` entries (e.g.
+    /// `10.0.0.0/8:5432,db.internal:5432`), checked on every address the
+    /// host resolves to. Empty: every `host` target is refused.
+    #[arg(
+        long,
+        env = "HEADROOM_CONNECTION_TARGET_ALLOW",
+        value_name = "CIDR:PORT|HOST:PORT",
+        value_delimiter = ',',
+        value_parser = parse_allow_entry
+    )]
+    pub connection_target_allow: Vec<crate::engine::scope::AllowEntry>,
+}
+
+fn parse_allow_entry(s: &str) -> Result<crate::engine::scope::AllowEntry, String> {
+    s.parse()
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

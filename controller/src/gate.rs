@@ -200,6 +200,53 @@ pub struct GuardReading {
     /// Share of the budget spent since the fault was applied; `None` until
     /// the run is long enough to measure it.
     pub spent: Option<f64>,
+    /// Share of the budget spent by the next observation if the spend goes
+    /// on at its current pace (see [`projected_spend`]); `None` when it
+    /// cannot be projected.
+    pub projected: Option<f64>,
+}
+
+/// How much of its cap a run spent (`spent / cap`; above 1 is an
+/// overshoot). `None` for a cap of zero or less, which any spend overshoots.
+pub fn spent_of_cap(spent: f64, cap: f64) -> Option<f64> {
+    (cap > 0.0 && spent.is_finite()).then(|| spent.max(0.0) / cap)
+}
+
+/// The spend measured at one observation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SpendPoint {
+    /// Time since the fault was applied.
+    pub elapsed: std::time::Duration,
+    /// Share of the budget spent since then.
+    pub spent: f64,
+}
+
+/// The share of the budget that will have been spent at the next
+/// observation, `next_in` from now, if spending goes on at its current
+/// pace. The pace is the faster of two readings: the burn rate now (a burn
+/// rate of b spends b/period of the budget per second) and the spend since
+/// the previous observation (`previous`, the start of the run when there is
+/// none). Between two observations the budget can go far past the cap; a
+/// run is stopped on this figure so that it ends near the cap, not one
+/// whole interval beyond it.
+pub fn projected_spend(
+    now: SpendPoint,
+    previous: SpendPoint,
+    burn_rate: Option<f64>,
+    period: std::time::Duration,
+    next_in: std::time::Duration,
+) -> f64 {
+    let by_burn = match burn_rate {
+        Some(b) if b.is_finite() && !period.is_zero() => b.max(0.0) / period.as_secs_f64(),
+        _ => 0.0,
+    };
+    let dt = now.elapsed.saturating_sub(previous.elapsed).as_secs_f64();
+    let by_spend = if dt > 0.0 {
+        ((now.spent - previous.spent) / dt).max(0.0)
+    } else {
+        0.0
+    };
+    now.spent + by_burn.max(by_spend) * next_in.as_secs_f64()
 }
 
 /// Why a running experiment must stop now, if it must: Prometheus not
@@ -248,6 +295,20 @@ pub fn abort_reason(
                     "{}: the run spent {:.2}% of the error budget; budgetPolicy.maxBudgetSpend is {:.2}%",
                     r.slo,
                     spent * 100.0,
+                    max_budget_spend * 100.0
+                ),
+            ));
+        }
+        if let Some(projected) = r.projected
+            && projected > max_budget_spend
+        {
+            return Some((
+                "BudgetSpendProjectedAboveLimit",
+                format!(
+                    "{}: the run has spent {:.2}% of the error budget and at this pace would spend {:.2}% by the next observation; budgetPolicy.maxBudgetSpend is {:.2}%",
+                    r.slo,
+                    r.spent.unwrap_or(0.0) * 100.0,
+                    projected * 100.0,
                     max_budget_spend * 100.0
                 ),
             ));
@@ -566,6 +627,11 @@ mod tests {
             burn_rate: burn,
             abort_at: 10.0,
             spent,
+            projected: None,
+        };
+        let projected = |spent: f64, projected: f64| GuardReading {
+            projected: Some(projected),
+            ..reading(Some(1.0), Some(spent))
         };
         type Case = (
             &'static str,
@@ -605,6 +671,21 @@ mod tests {
                 Ok(vec![reading(Some(1.0), None)]),
                 None,
             ),
+            (
+                "under the limit now, over it by the next observation",
+                Ok(vec![projected(0.012, 0.025)]),
+                Some("BudgetSpendProjectedAboveLimit"),
+            ),
+            (
+                "under the limit now and at the next observation",
+                Ok(vec![projected(0.012, 0.018)]),
+                None,
+            ),
+            (
+                "over the limit already names the spend, not the projection",
+                Ok(vec![projected(0.03, 0.05)]),
+                Some("BudgetSpendAboveLimit"),
+            ),
         ];
         for (name, readings, want) in cases {
             assert_eq!(
@@ -612,6 +693,82 @@ mod tests {
                 want,
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn projected_spend_takes_the_faster_pace() {
+        use std::time::Duration;
+        let at = |secs: u64, spent: f64| SpendPoint {
+            elapsed: Duration::from_secs(secs),
+            spent,
+        };
+        let hour = Duration::from_secs(3600);
+        let five = Duration::from_secs(5);
+        // (case, now, previous, burn rate, period, next in, projected)
+        let cases = [
+            ("idle", at(10, 0.0), at(0, 0.0), Some(0.0), hour, five, 0.0),
+            // Burn rate 36 over a 1h period: 1% of the budget a second.
+            (
+                "by burn rate",
+                at(10, 0.01),
+                at(5, 0.01),
+                Some(36.0),
+                hour,
+                five,
+                0.06,
+            ),
+            // 2% in the last 5s: 0.4%/s, faster than the burn rate says.
+            (
+                "by measured spend",
+                at(10, 0.03),
+                at(5, 0.01),
+                Some(0.0),
+                hour,
+                five,
+                0.05,
+            ),
+            (
+                "from the run's start",
+                at(10, 0.02),
+                at(0, 0.0),
+                None,
+                hour,
+                five,
+                0.03,
+            ),
+            // A spend that went down (a noisy read) projects no refund.
+            (
+                "no negative pace",
+                at(10, 0.01),
+                at(5, 0.02),
+                Some(0.0),
+                hour,
+                five,
+                0.01,
+            ),
+            (
+                "NaN burn ignored",
+                at(10, 0.01),
+                at(5, 0.01),
+                Some(f64::NAN),
+                hour,
+                five,
+                0.01,
+            ),
+            (
+                "same instant",
+                at(5, 0.01),
+                at(5, 0.0),
+                None,
+                hour,
+                five,
+                0.01,
+            ),
+        ];
+        for (name, now, previous, burn, period, next_in, want) in cases {
+            let got = projected_spend(now, previous, burn, period, next_in);
+            assert!((got - want).abs() < 1e-9, "{name}: {got} != {want}");
         }
     }
 }

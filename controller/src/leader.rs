@@ -1,12 +1,18 @@
 //! Leader election on a coordination.k8s.io Lease, so two replicas never
-//! both inject. The leader renews every third of the lease duration; a
-//! candidate takes the lease once it has not been renewed for a full
-//! duration. A leader that cannot renew in time exits: the faults it holds
-//! are restored by the next leader from the plans saved in the runs.
+//! both inject. As in client-go's leader election there are three times:
+//! the lease duration (a candidate takes the lease once it has not seen
+//! it change for that long), the renew deadline (shorter: a leader that
+//! has not renewed within it stops leading) and the retry period (how
+//! often the leader renews). Every API call is bounded by a timeout that
+//! ends no later than the renew deadline, so a hung API server cannot keep
+//! a leader waiting past it. The leader therefore stops, and drops the
+//! faults it holds in this process, before any candidate may take over;
+//! the next leader restores what is left from the plans saved in the runs.
 //!
 //! Like client-go, a candidate judges expiry by when it last saw the lease
 //! record change, on its own clock, so clock skew between replicas does
-//! not matter.
+//! not matter. A leader measures its deadline from when it *sent* its last
+//! successful renewal, which is no later than any candidate saw it.
 
 use std::time::Duration;
 
@@ -16,11 +22,60 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+/// The three times of leader election.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// A lease not seen to change for this long is free to take.
+    pub lease_duration: Duration,
+    /// A leader that has not renewed for this long stops leading.
+    pub renew_deadline: Duration,
+    /// How often the leader renews, and a candidate retries.
+    pub retry_period: Duration,
+}
+
+impl Timing {
+    /// client-go's proportions (15s / 10s / 2s): the renew deadline two
+    /// thirds of the lease, the retry period a little under a seventh.
+    pub fn from_lease(lease_duration: Duration) -> Self {
+        Self {
+            lease_duration,
+            renew_deadline: lease_duration * 2 / 3,
+            retry_period: (lease_duration * 2 / 15).max(Duration::from_millis(100)),
+        }
+    }
+
+    /// The deadline must leave the leader time to stop before a candidate
+    /// may take over, and the retry period must fit in the deadline.
+    pub fn check(&self) -> Result<(), String> {
+        if self.renew_deadline >= self.lease_duration {
+            return Err(format!(
+                "--renew-deadline ({:?}) must be shorter than --lease-duration ({:?}), or a candidate may take over while the leader still injects",
+                self.renew_deadline, self.lease_duration
+            ));
+        }
+        if self.retry_period.is_zero() || self.retry_period >= self.renew_deadline {
+            return Err(format!(
+                "the retry period ({:?}) must be above zero and shorter than --renew-deadline ({:?})",
+                self.retry_period, self.renew_deadline
+            ));
+        }
+        Ok(())
+    }
+
+    /// How long the next API call may take: a retry period at most, and
+    /// never past the renew deadline. `None` once the deadline has passed.
+    pub fn call_timeout(&self, since_renewed: Duration) -> Option<Duration> {
+        let left = self.renew_deadline.checked_sub(since_renewed)?;
+        (!left.is_zero()).then_some(left.min(self.retry_period))
+    }
+}
+
 pub struct Elector {
     api: Api<Lease>,
     name: String,
     identity: String,
     duration: Duration,
+    timing: Timing,
     /// The record last seen (holder, renew time) and when it was seen.
     observed: Option<(Option<String>, Option<MicroTime>, Instant)>,
 }
@@ -31,14 +86,24 @@ impl Elector {
         namespace: &str,
         name: &str,
         identity: String,
-        duration: Duration,
+        timing: Timing,
     ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
             identity,
-            duration,
+            duration: timing.lease_duration,
+            timing,
             observed: None,
+        }
+    }
+
+    /// One attempt, bounded by `limit`: a call that hangs (an API server
+    /// that stopped answering) counts as a failure when the time is up.
+    async fn attempt(&mut self, limit: Duration) -> Result<bool, String> {
+        match tokio::time::timeout(limit, self.try_acquire_or_renew()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer from the API server within {limit:?}")),
         }
     }
 
@@ -47,13 +112,16 @@ impl Elector {
     }
 
     /// Wait until this process holds the lease.
-    pub async fn acquire(&mut self) {
-        let retry = (self.duration / 5).max(Duration::from_millis(200));
+    /// Returns when the winning call was sent: the renew deadline counts
+    /// from there.
+    pub async fn acquire(&mut self) -> Instant {
+        let retry = self.timing.retry_period;
         loop {
-            match self.try_acquire_or_renew().await {
+            let sent = Instant::now();
+            match self.attempt(retry).await {
                 Ok(true) => {
                     info!(identity = %self.identity, lease = %self.name, "became the leader");
-                    return;
+                    return sent;
                 }
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "leader election: reading the lease failed"),
@@ -63,19 +131,29 @@ impl Elector {
     }
 
     /// Keep the lease; returns only when it was lost or could not be
-    /// renewed within the lease duration.
-    pub async fn hold(&mut self) -> String {
-        let every = self.duration / 3;
-        let mut last_renewed = Instant::now();
+    /// renewed within the renew deadline. `acquired` is when the call that
+    /// won the lease was sent (the deadline counts from there).
+    pub async fn hold(&mut self, acquired: Instant) -> String {
+        let mut last_renewed = acquired;
         loop {
-            tokio::time::sleep(every).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewed = Instant::now(),
+            tokio::time::sleep(self.timing.retry_period).await;
+            let Some(limit) = self.timing.call_timeout(last_renewed.elapsed()) else {
+                return format!(
+                    "could not renew the lease within the renew deadline ({:?})",
+                    self.timing.renew_deadline
+                );
+            };
+            let sent = Instant::now();
+            match self.attempt(limit).await {
+                Ok(true) => last_renewed = sent,
                 Ok(false) => return "another instance holds the lease".into(),
                 Err(e) => {
                     warn!(error = %e, "leader election: renewing the lease failed");
-                    if last_renewed.elapsed() >= self.duration {
-                        return format!("could not renew the lease for {:?}: {e}", self.duration);
+                    if self.timing.call_timeout(last_renewed.elapsed()).is_none() {
+                        return format!(
+                            "could not renew the lease within the renew deadline ({:?}): {e}",
+                            self.timing.renew_deadline
+                        );
                     }
                 }
             }
@@ -85,17 +163,23 @@ impl Elector {
     /// Give the lease up on a clean shutdown, so the next leader need not
     /// wait for it to expire.
     pub async fn release(&mut self) {
-        if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await {
+        let limit = self.timing.retry_period;
+        if let Ok(Ok(Some(mut lease))) =
+            tokio::time::timeout(limit, self.api.get_opt(&self.name)).await
+        {
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
             if spec.holder_identity.as_deref() == Some(self.identity.as_str()) {
                 spec.holder_identity = None;
                 spec.renew_time = None;
-                if let Err(e) = self
-                    .api
-                    .replace(&self.name, &PostParams::default(), &lease)
-                    .await
+                match tokio::time::timeout(
+                    limit,
+                    self.api.replace(&self.name, &PostParams::default(), &lease),
+                )
+                .await
                 {
-                    warn!(error = %e, "releasing the lease failed");
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => warn!(error = %e, "releasing the lease failed"),
+                    Err(_) => warn!("releasing the lease: no answer within {limit:?}"),
                 }
             }
         }
@@ -162,6 +246,56 @@ impl Elector {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_client_go() {
+        let t = Timing::from_lease(Duration::from_secs(15));
+        assert_eq!(t.renew_deadline, Duration::from_secs(10));
+        assert_eq!(t.retry_period, Duration::from_secs(2));
+        assert_eq!(t.check(), Ok(()));
+    }
+
+    #[test]
+    fn a_deadline_not_shorter_than_the_lease_is_refused() {
+        let s = Duration::from_secs;
+        let cases = [
+            (s(15), s(10), s(2), true),
+            (s(15), s(15), s(2), false),
+            (s(15), s(20), s(2), false),
+            (s(15), s(10), s(10), false),
+            (s(15), s(10), Duration::ZERO, false),
+        ];
+        for (lease_duration, renew_deadline, retry_period, ok) in cases {
+            let t = Timing {
+                lease_duration,
+                renew_deadline,
+                retry_period,
+            };
+            assert_eq!(t.check().is_ok(), ok, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn no_call_outlives_the_renew_deadline() {
+        let t = Timing::from_lease(Duration::from_secs(15));
+        let ms = Duration::from_millis;
+        // (time since the last renewal, the timeout of the next call)
+        let cases = [
+            (ms(0), Some(ms(2000))),
+            (ms(7000), Some(ms(2000))),
+            (ms(9500), Some(ms(500))),
+            (ms(10_000), None),
+            (ms(12_000), None),
+        ];
+        for (since, want) in cases {
+            assert_eq!(t.call_timeout(since), want, "{since:?}");
         }
     }
 }

@@ -61,6 +61,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         indicator_checks: Default::default(),
         direct_reads: tokio::sync::Semaphore::new(crate::reconcile::DIRECT_READS),
         run_cache: Some(caches.runs.clone()),
+        connection_allow: crate::engine::scope::AllowList(args.connection_target_allow.clone()),
     });
 
     let dashboard = crate::dashboard::start(ctx.clone(), &caches);
@@ -82,6 +83,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         caches.runs.clone(),
     ));
 
+    let timing = crate::leader::Timing {
+        renew_deadline: args
+            .renew_deadline
+            .unwrap_or(crate::leader::Timing::from_lease(args.lease_duration).renew_deadline),
+        ..crate::leader::Timing::from_lease(args.lease_duration)
+    };
+    if args.leader_elect {
+        timing.check().map_err(|e| anyhow::anyhow!(e))?;
+    }
     let mut elector = args.leader_elect.then(|| {
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{}-{}", std::process::id(), rand::random::<u32>()));
@@ -90,13 +100,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             &args.operator_namespace,
             &args.lease_name,
             identity,
-            args.lease_duration,
+            timing,
         )
     });
+    let mut acquired = tokio::time::Instant::now();
     if let Some(e) = elector.as_mut() {
         info!(identity = %e.identity(), "waiting to become the leader");
         tokio::select! {
-            () = e.acquire() => {}
+            t = e.acquire() => acquired = t,
             res = &mut server => return Err(anyhow::anyhow!("HTTP server stopped: {res:?}")),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
@@ -108,7 +119,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         crate::prometheus_rules::run(ctx.clone(), args.dashboard_url.clone(), caches.slos.clone());
     let lost = async {
         match elector.as_mut() {
-            Some(e) => e.hold().await,
+            Some(e) => e.hold(acquired).await,
             None => std::future::pending().await,
         }
     };

@@ -47,6 +47,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
         run_cache: None,
         instance: crate::run_owner::Instance::new(crate::run_owner::DEFAULT_LEASE),
         peers_seen: Default::default(),
+        connection_allow: crate::engine::scope::AllowList(args.connection_target_allow.clone()),
         operator_namespace: args.operator_namespace.clone(),
         runs: engine::Registry::default(),
         recorder: kube::runtime::events::Recorder::new(

@@ -31,4 +31,12 @@ pub struct PodRecord {
     /// When Headroom saw it go (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    /// The controller that owned it, e.g. `ReplicaSet/web-5d8f7c9b4`: with
+    /// several ReplicaSets (a rollout), which one lost the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The revision it was made from: the Deployment revision of its
+    /// ReplicaSet, or a StatefulSet's `controller-revision-hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }

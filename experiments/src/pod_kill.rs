@@ -271,6 +271,8 @@ pub mod live {
                 .get("controller.kubernetes.io/pod-deletion-cost")
                 .and_then(|v| v.parse().ok()),
             at: Some(at),
+            owner: None,
+            revision: None,
         }
     }
 

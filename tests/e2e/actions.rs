@@ -181,7 +181,7 @@ async fn scale_down_records_which_pods_the_replicaset_controller_removed() -> Re
     Ok(())
 }
 
-async fn pg_connections(cluster: &Cluster) -> Result<(i64, i64)> {
+pub(crate) async fn pg_connections(cluster: &Cluster) -> Result<(i64, i64)> {
     let url = cluster.var("DATABASE_ADMIN_URL")?;
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -221,7 +221,9 @@ async fn connection_exhaustion_finds_the_refusal_point_of_postgresql() -> Result
         .create(&PostParams::default(), &secret)
         .await?;
     let (baseline, _) = pg_connections(&cluster).await?;
-    let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+    let allow = format!("127.0.0.1/32:{port}");
+    let operator =
+        Operator::start_in_allowing(&cluster, &ns.name, &["--evaluation-interval", "2s"], &allow)?;
     Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
         .create(&PostParams::default(), &slo("checkout", ERRORS)?)
         .await?;
@@ -338,9 +340,16 @@ async fn bad_targets_give_a_clear_message_and_inject_nothing() -> Result<()> {
             "spec.action.scaleDown.target: Deployment".to_owned(),
         ),
     ];
+    // The host targets are on the allow-list, so each failure is the target's.
+    let allow = format!("127.0.0.1/32:{closed},127.0.0.1/32:5432");
     for (name, action, reason, text) in cases {
         let ns = cluster.namespace(&format!("exp-bad-{name}")).await?;
-        let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+        let operator = Operator::start_in_allowing(
+            &cluster,
+            &ns.name,
+            &["--evaluation-interval", "2s"],
+            &allow,
+        )?;
         // A healthy SLO so the gate opens and the failure is the target's.
         Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
             .create(&PostParams::default(), &slo("checkout", ERRORS)?)

@@ -15,4 +15,5 @@ mod prometheus_outage;
 mod prometheus_rules;
 mod queries;
 mod reliability;
+mod safety;
 mod slo;

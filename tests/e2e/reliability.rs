@@ -272,7 +272,9 @@ async fn reconciling_a_run_again_opens_no_extra_connections_and_starts_no_second
             .unwrap_or_default()
     };
 
-    let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+    let allow = format!("127.0.0.1/32:{port}");
+    let operator =
+        Operator::start_in_allowing(&cluster, &ns.name, &["--evaluation-interval", "2s"], &allow)?;
     Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
         .create(&PostParams::default(), &slo("checkout", ERRORS)?)
         .await?;

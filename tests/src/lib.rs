@@ -278,6 +278,29 @@ impl Operator {
     /// Start listening on `port` (for tests that need the address up front,
     /// e.g. as `--dashboard-url`).
     pub fn start_on(cluster: &Cluster, port: u16, extra: &[&str]) -> Result<Self> {
+        Self::spawn(cluster, port, extra, &[])
+    }
+
+    /// Like [`Operator::start_in`], allowed to open connections to `allow`
+    /// (`--connection-target-allow` entries, given as its environment
+    /// variable `HEADROOM_CONNECTION_TARGET_ALLOW`).
+    pub fn start_in_allowing(
+        cluster: &Cluster,
+        namespace: &str,
+        extra: &[&str],
+        allow: &str,
+    ) -> Result<Self> {
+        let mut args = vec!["--watch-namespace", namespace];
+        args.extend_from_slice(extra);
+        Self::spawn(
+            cluster,
+            free_port()?,
+            &args,
+            &[("HEADROOM_CONNECTION_TARGET_ALLOW", allow)],
+        )
+    }
+
+    fn spawn(cluster: &Cluster, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let bin = std::env::var("HEADROOM_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|_| repo_root().join("target/debug/headroom"));
@@ -298,6 +321,7 @@ impl Operator {
             .env("PROMETHEUS_URL", cluster.var("PROMETHEUS_URL")?)
             .env("KUBECONFIG", cluster.var("KUBECONFIG")?)
             .env("RUST_LOG", "info,headroom=debug")
+            .envs(env.iter().copied())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -627,5 +651,144 @@ impl Drop for RuleFileGuard {
         if std::fs::remove_file(&self.path).is_ok() {
             let _ = Command::new(&self.reload).output();
         }
+    }
+}
+
+/// Established TCP connections that process `pid` holds to local `port`,
+/// read from /proc (the socket inodes of its descriptors matched against
+/// the kernel's TCP table), so a test sees exactly which process holds
+/// what, without asking the process.
+pub fn tcp_connections_to(pid: u32, port: u16) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let inodes: std::collections::BTreeSet<String> = fds
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_string_lossy()
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .map(str::to_owned)
+        })
+        .collect();
+    let wanted = format!("{port:04X}");
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    // rem_address is col 2 (addr:PORT in hex), st col 3
+                    // (01 = ESTABLISHED), inode col 9.
+                    cols.len() > 9
+                        && cols[2].rsplit(':').next() == Some(wanted.as_str())
+                        && cols[3] == "01"
+                        && inodes.contains(cols[9])
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// The kube-apiserver stopped with SIGSTOP: it keeps its sockets, so every
+/// call hangs instead of failing. Continued (SIGCONT) by `resume` or when
+/// dropped, so a failing test never leaves the cluster frozen. Only for
+/// tests that run alone (`disruptive.rs`).
+pub struct FrozenApiserver {
+    pid: String,
+    resumed: bool,
+}
+
+impl Cluster {
+    pub fn freeze_apiserver(&self) -> Result<FrozenApiserver> {
+        let pid_file = repo_root().join(".cluster/pids/kube-apiserver.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .with_context(|| format!("reading {}", pid_file.display()))?
+            .trim()
+            .to_owned();
+        let out = Command::new("kill").args(["-STOP", &pid]).output()?;
+        if !out.status.success() {
+            bail!(
+                "kill -STOP {pid} (kube-apiserver): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(FrozenApiserver {
+            pid,
+            resumed: false,
+        })
+    }
+}
+
+impl FrozenApiserver {
+    pub fn resume(&mut self) -> Result<()> {
+        let out = Command::new("kill").args(["-CONT", &self.pid]).output()?;
+        if !out.status.success() {
+            bail!(
+                "kill -CONT {} (kube-apiserver): {}",
+                self.pid,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.resumed = true;
+        Ok(())
+    }
+}
+
+impl Drop for FrozenApiserver {
+    fn drop(&mut self) {
+        if !self.resumed {
+            let _ = Command::new("kill").args(["-CONT", &self.pid]).output();
+        }
+    }
+}
+
+impl Cluster {
+    /// Restart the local PostgreSQL as a failover would end its sessions:
+    /// `pg_ctl restart -m fast` with the options it was started with, then
+    /// the pid file `tests/cluster/up.sh` and `down.sh` read is updated.
+    /// Returns how long it took. Only for tests that run alone: every
+    /// client of the database loses its sessions.
+    pub async fn restart_postgresql(&self) -> Result<Duration> {
+        let c = repo_root().join(".cluster");
+        let exe = std::fs::read_to_string(c.join("pids/postgresql.exe"))
+            .context("reading .cluster/pids/postgresql.exe")?;
+        let bin = Path::new(exe.trim())
+            .parent()
+            .context("the PostgreSQL binary's directory")?
+            .to_path_buf();
+        let data = c.join("postgres");
+        let started = std::time::Instant::now();
+        let out = tokio::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(c.join("logs/postgresql.log"))
+            .args(["-m", "fast", "-w", "-t", "30", "restart"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .context("running pg_ctl restart")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl restart failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+            .context("reading postmaster.pid")?
+            .lines()
+            .next()
+            .context("postmaster.pid is empty")?
+            .to_owned();
+        std::fs::write(c.join("pids/postgresql.pid"), format!("{pid}\n"))?;
+        Ok(started.elapsed())
     }
 }

@@ -23,6 +23,85 @@ const PAD_B: f64 = 22.0;
 const PAD_T: f64 = 10.0;
 const COLOURS: [&str; 4] = ["#1f6feb", "#8250df", "#bf8700", "#1a7f37"];
 
+/// Height of one row of marker labels.
+const ROW_H: f64 = 13.0;
+/// Width of one character at font-size 11 (a generous average, so that
+/// labels estimated apart are apart in any sans-serif font).
+const CHAR_W: f64 = 6.6;
+/// Space kept between two labels on one row.
+const LABEL_GAP: f64 = 4.0;
+
+/// Where a marker's label is drawn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LabelPlace {
+    /// The text's anchor: its start, or its end when `end_anchored`.
+    x: f64,
+    /// Row below the top (0 = first).
+    row: usize,
+    /// Drawn to the left of its line (it would leave the chart otherwise).
+    end_anchored: bool,
+}
+
+impl LabelPlace {
+    /// The horizontal extent the text covers.
+    fn span(&self, label: &str) -> (f64, f64) {
+        let w = label_width(label);
+        if self.end_anchored {
+            (self.x - w, self.x)
+        } else {
+            (self.x, self.x + w)
+        }
+    }
+}
+
+fn label_width(label: &str) -> f64 {
+    CHAR_W * label.chars().count() as f64
+}
+
+/// Place each marker's label (given its line's x) so that no two overlap:
+/// beside its line, on the first row where it fits. Markers close in time
+/// (inject, abort and restore a second apart) would otherwise print on top
+/// of each other. Pure, so the positions are tested without a browser.
+fn place_labels(markers: &[(f64, &str)]) -> Vec<LabelPlace> {
+    let mut order: Vec<usize> = (0..markers.len()).collect();
+    order.sort_by(|a, b| markers[*a].0.total_cmp(&markers[*b].0));
+    let mut taken: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut out = vec![
+        LabelPlace {
+            x: 0.0,
+            row: 0,
+            end_anchored: false,
+        };
+        markers.len()
+    ];
+    for i in order {
+        let (line_x, label) = markers[i];
+        let end_anchored = line_x + 3.0 + label_width(label) > W - 5.0;
+        let x = if end_anchored {
+            line_x - 3.0
+        } else {
+            line_x + 3.0
+        };
+        let mut place = LabelPlace {
+            x,
+            row: 0,
+            end_anchored,
+        };
+        let (a, b) = place.span(label);
+        let fits = |row: &Vec<(f64, f64)>| {
+            row.iter()
+                .all(|(s, e)| b + LABEL_GAP <= *s || a >= *e + LABEL_GAP)
+        };
+        place.row = taken.iter().position(fits).unwrap_or(taken.len());
+        if place.row == taken.len() {
+            taken.push(Vec::new());
+        }
+        taken[place.row].push((a, b));
+        out[i] = place;
+    }
+    out
+}
+
 /// The chart, or `None` when there is nothing to draw.
 pub fn burn_rate_chart(
     series: &[Series],
@@ -50,6 +129,17 @@ pub fn burn_rate_chart(
         * 1.1;
     let x = |t: f64| PAD_L + (t - t0) / (t1 - t0) * (W - PAD_L - 5.0);
     let y = |v: f64| PAD_T + (1.0 - v / ymax) * (H - PAD_T - PAD_B);
+    let inside: Vec<&Marker> = markers
+        .iter()
+        .filter(|m| m.at >= t0 && m.at <= t1)
+        .collect();
+    let places = place_labels(
+        &inside
+            .iter()
+            .map(|m| (x(m.at), m.label.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let shown: Vec<(&Marker, LabelPlace)> = inside.into_iter().zip(places).collect();
     Some(html! {
         svg xmlns="http://www.w3.org/2000/svg" width=(W) height=(H) viewBox=(format!("0 0 {W} {H}")) role="img" aria-label="burn rate across the run" {
             rect x="0" y="0" width=(W) height=(H) fill="#fff" {}
@@ -63,10 +153,12 @@ pub fn burn_rate_chart(
                 line x1=(PAD_L) y1=(y(th)) x2=(W - 5.0) y2=(y(th)) stroke="#c23030" stroke-dasharray="4 3" {}
                 text x=(W - 150.0) y=(y(th) - 3.0) font-size="11" fill="#c23030" { "abort at " (format!("{th:.2}")) }
             }
-            @for m in markers {
-                @if m.at >= t0 && m.at <= t1 {
-                    line x1=(x(m.at)) y1=(PAD_T) x2=(x(m.at)) y2=(y(0.0)) stroke="#444" stroke-dasharray="2 2" {}
-                    text x=(x(m.at) + 3.0) y=(PAD_T + 10.0) font-size="11" { (m.label) }
+            @for (m, at) in &shown {
+                line x1=(x(m.at)) y1=(PAD_T) x2=(x(m.at)) y2=(y(0.0)) stroke="#444" stroke-dasharray="2 2" {}
+                @if at.end_anchored {
+                    text x=(at.x) y=(PAD_T + 10.0 + ROW_H * at.row as f64) font-size="11" text-anchor="end" { (m.label) }
+                } @else {
+                    text x=(at.x) y=(PAD_T + 10.0 + ROW_H * at.row as f64) font-size="11" { (m.label) }
                 }
             }
             @for (i, s) in series.iter().enumerate() {
@@ -110,5 +202,86 @@ mod tests {
         );
         assert!(svg.contains("checkout &lt;5m&gt;"));
         assert!(burn_rate_chart(&[], &[], None).is_none());
+    }
+
+    fn overlap(a: (f64, f64), b: (f64, f64)) -> bool {
+        a.0 < b.1 && b.0 < a.1
+    }
+
+    #[test]
+    fn labels_of_close_markers_never_overlap() {
+        // (line x and label of each marker, rows expected)
+        type Case<'a> = (&'a [(f64, &'a str)], &'a [usize]);
+        let cases: [Case; 5] = [
+            // Far apart: one row.
+            (&[(100.0, "inject"), (400.0, "restore")], &[0, 0]),
+            // A second apart: stacked.
+            (
+                &[(100.0, "inject"), (102.0, "abort"), (104.0, "restore")],
+                &[0, 1, 2],
+            ),
+            // Out of order in the input: placed by position all the same.
+            (&[(104.0, "restore"), (100.0, "inject")], &[1, 0]),
+            // Close to the right edge: drawn left of the line, still apart.
+            (&[(740.0, "abort"), (750.0, "restore")], &[0, 1]),
+            // Enough room after the first label: back on the first row.
+            (
+                &[(100.0, "inject"), (102.0, "abort"), (200.0, "restore")],
+                &[0, 1, 0],
+            ),
+        ];
+        for (markers, rows) in cases {
+            let places = place_labels(markers);
+            assert_eq!(
+                places.iter().map(|p| p.row).collect::<Vec<_>>(),
+                rows.to_vec(),
+                "{markers:?}"
+            );
+            for (i, (p, (_, label))) in places.iter().zip(markers.iter()).enumerate() {
+                let span = p.span(label);
+                assert!(
+                    span.0 >= 0.0 && span.1 <= W,
+                    "{label} at {span:?} leaves the chart"
+                );
+                for (q, (_, other)) in places.iter().zip(markers.iter()).skip(i + 1) {
+                    assert!(
+                        p.row != q.row || !overlap(span, q.span(other)),
+                        "{label} {p:?} overlaps {other} {q:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_svg_puts_close_labels_on_separate_rows() {
+        let series = [Series {
+            name: "checkout".into(),
+            points: vec![(0.0, 0.5), (120.0, 2.0)],
+        }];
+        let markers = ["inject", "abort", "restore"]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Marker {
+                at: 60.0 + i as f64,
+                label: (*l).into(),
+            })
+            .collect::<Vec<_>>();
+        let svg = burn_rate_chart(&series, &markers, None)
+            .expect("chart")
+            .into_string();
+        // The y of each label's <text>, read back from the SVG.
+        let y_of = |label: &str| -> String {
+            let end = svg.find(&format!(">{label}<")).expect(label);
+            let start = svg[..end].rfind("<text").expect("text element");
+            let attrs = &svg[start..end];
+            let y = attrs.find(" y=\"").expect("y") + 4;
+            attrs[y..].split('"').next().expect("y value").to_owned()
+        };
+        let ys: std::collections::BTreeSet<String> = ["inject", "abort", "restore"]
+            .iter()
+            .map(|l| y_of(l))
+            .collect();
+        assert_eq!(ys.len(), 3, "labels share a row: {ys:?}\n{svg}");
     }
 }

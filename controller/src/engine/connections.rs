@@ -2,6 +2,7 @@
 //! process. Releasing is dropping them, which also happens if the process
 //! dies: the kernel closes the sockets, so a crash never leaves them held.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use headroom_experiments::connection_exhaustion::{
@@ -21,6 +22,10 @@ pub struct Target {
     pub port: u16,
     pub protocol: ConnectionProtocol,
     pub login: Option<Login>,
+    /// For a `host` target, the addresses the allow-list approved: the
+    /// only ones connected to, so the name resolving elsewhere later
+    /// changes nothing. Empty for a Service (reached by its cluster name).
+    pub addrs: Vec<SocketAddr>,
 }
 
 #[derive(Clone)]
@@ -38,8 +43,36 @@ impl Target {
 
 /// One held connection.
 pub enum Held {
-    Tcp(#[allow(dead_code)] TcpStream),
-    Postgres(#[allow(dead_code)] tokio_postgres::Client, JoinHandle<()>),
+    Tcp(TcpStream),
+    Postgres(tokio_postgres::Client, JoinHandle<()>),
+}
+
+impl Held {
+    /// Whether the target still holds this connection. A PostgreSQL
+    /// session whose server ended it (restart, failover, terminated
+    /// backend) has its connection task finished; a TCP socket the peer
+    /// closed reads end-of-file. Neither blocks.
+    pub fn is_alive(&self) -> bool {
+        match self {
+            Held::Tcp(stream) => {
+                let mut byte = [0u8; 1];
+                match stream.try_read(&mut byte) {
+                    Ok(0) => false,
+                    Ok(_) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                }
+            }
+            Held::Postgres(client, task) => !client.is_closed() && !task.is_finished(),
+        }
+    }
+}
+
+/// Forget the connections the target no longer holds; returns how many.
+/// What is counted as held is then what the target really holds.
+pub fn prune(held: &mut Vec<Held>) -> usize {
+    let before = held.len();
+    held.retain(Held::is_alive);
+    before - held.len()
 }
 
 impl Drop for Held {
@@ -51,20 +84,27 @@ impl Drop for Held {
 }
 
 /// Resolve the target and read the credentials, before anything is opened.
-/// Every error names the field to fix.
+/// A `host` target must be covered by `allow` (see [`super::scope`]).
+/// Every error names the field to fix: `Err((reason, message))`.
 pub async fn resolve(
     client: &kube::Client,
     ns: &str,
     spec: &ConnectionExhaustionSpec,
-) -> Result<Target, String> {
+    allow: &super::scope::AllowList,
+) -> Result<Target, (&'static str, String)> {
+    let invalid = |m: String| ("InvalidTarget", m);
     let t = spec.target.as_ref().ok_or_else(|| {
-        "spec.action.connectionExhaustion.target is required in mode Hold".to_owned()
+        invalid("spec.action.connectionExhaustion.target is required in mode Hold".to_owned())
     })?;
     let port = u16::try_from(t.port).map_err(|_| {
-        "spec.action.connectionExhaustion.target.port must be 1 to 65535".to_owned()
+        invalid("spec.action.connectionExhaustion.target.port must be 1 to 65535".to_owned())
     })?;
+    let mut addrs = Vec::new();
     let host = match (&t.host, &t.service) {
-        (Some(h), _) => h.clone(),
+        (Some(h), _) => {
+            addrs = super::scope::allowed_addresses(allow, h, port).await?;
+            h.clone()
+        }
         (None, Some(svc)) => {
             let svc_ns = t.namespace.as_deref().unwrap_or(ns);
             // The Service must exist; its cluster DNS name is what pods use.
@@ -72,26 +112,30 @@ pub async fn resolve(
                 Api::namespaced(client.clone(), svc_ns);
             api.get_opt(svc)
                 .await
-                .map_err(|e| format!("reading Service {svc_ns}/{svc}: {e}"))?
+                .map_err(|e| invalid(format!("reading Service {svc_ns}/{svc}: {e}")))?
                 .ok_or_else(|| {
-                    format!(
+                    invalid(format!(
                         "spec.action.connectionExhaustion.target.service: Service {svc_ns}/{svc} does not exist"
-                    )
+                    ))
                 })?;
             format!("{svc}.{svc_ns}.svc")
         }
         (None, None) => {
-            return Err("spec.action.connectionExhaustion.target: set service or host".to_owned());
+            return Err(invalid(
+                "spec.action.connectionExhaustion.target: set service or host".to_owned(),
+            ));
         }
     };
     let login = match spec.protocol {
         ConnectionProtocol::Tcp => None,
         ConnectionProtocol::Postgres => {
             let secret = spec.credentials_secret.as_ref().ok_or_else(|| {
-                "spec.action.connectionExhaustion.credentialsSecret is required for protocol Postgres"
-                    .to_owned()
+                invalid(
+                    "spec.action.connectionExhaustion.credentialsSecret is required for protocol Postgres"
+                        .to_owned(),
+                )
             })?;
-            Some(read_login(client, ns, secret).await?)
+            Some(read_login(client, ns, secret).await.map_err(invalid)?)
         }
     };
     Ok(Target {
@@ -99,6 +143,7 @@ pub async fn resolve(
         port,
         protocol: spec.protocol,
         login,
+        addrs,
     })
 }
 
@@ -159,6 +204,9 @@ pub async fn open(target: &Target) -> Result<Held, String> {
                 .dbname(&login.database)
                 .application_name("headroom-connection-exhaustion")
                 .connect_timeout(CONNECT_TIMEOUT);
+            if let Some(a) = target.addrs.first() {
+                config.hostaddr(a.ip());
+            }
             let (client, connection) =
                 config
                     .connect(tokio_postgres::NoTls)
@@ -173,11 +221,17 @@ pub async fn open(target: &Target) -> Result<Held, String> {
             Ok(Held::Postgres(client, task))
         }
         _ => {
-            let stream =
-                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target.address()))
-                    .await
-                    .map_err(|_| format!("connecting to {} timed out", target.address()))?
-                    .map_err(|e| format!("connecting to {}: {e}", target.address()))?;
+            let connect = async {
+                if target.addrs.is_empty() {
+                    TcpStream::connect(target.address()).await
+                } else {
+                    TcpStream::connect(&target.addrs[..]).await
+                }
+            };
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(|_| format!("connecting to {} timed out", target.address()))?
+                .map_err(|e| format!("connecting to {}: {e}", target.address()))?;
             Ok(Held::Tcp(stream))
         }
     }

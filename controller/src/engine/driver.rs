@@ -277,6 +277,7 @@ pub(super) async fn read_guards(
             burn_rate: ratio.map(|r| r / budget),
             abort_at: g.abort_at,
             spent,
+            projected: None,
         });
     }
     Ok(out)
@@ -291,10 +292,12 @@ pub(super) async fn abort_check(
     guards: &[Guard],
     max_budget_spend: f64,
     elapsed: Duration,
+    next_in: Duration,
     seen: &mut Seen,
 ) -> Option<(String, String)> {
-    let readings = read_guards(ctx, guards, elapsed).await;
-    if let Ok(r) = &readings {
+    let mut readings = read_guards(ctx, guards, elapsed).await;
+    if let Ok(r) = &mut readings {
+        seen.project(r, guards, elapsed, next_in);
         seen.note(r);
     }
     if let Some((reason, message)) = gate::abort_reason(&readings, max_budget_spend) {
@@ -350,9 +353,47 @@ pub(super) struct Seen {
     /// Time to recover, per round.
     recoveries: Vec<Duration>,
     first_kill: Option<Instant>,
+    /// Each guard's spend at the previous observation, for its pace.
+    last_spend: BTreeMap<String, gate::SpendPoint>,
 }
 
 impl Seen {
+    /// Fill in each reading's projected spend at the next observation,
+    /// `next_in` from now, and remember this observation's spend.
+    pub(super) fn project(
+        &mut self,
+        readings: &mut [GuardReading],
+        guards: &[Guard],
+        elapsed: Duration,
+        next_in: Duration,
+    ) {
+        for r in readings.iter_mut() {
+            let Some(period) = guards.iter().find(|g| g.name == r.slo).map(|g| g.period) else {
+                continue;
+            };
+            let start = gate::SpendPoint {
+                elapsed: Duration::ZERO,
+                spent: 0.0,
+            };
+            let previous = self.last_spend.get(&r.slo).copied().unwrap_or(start);
+            // Before the spend is measurable the burn rate alone paces it.
+            let now = gate::SpendPoint {
+                elapsed,
+                spent: r.spent.unwrap_or(previous.spent),
+            };
+            r.projected = Some(gate::projected_spend(
+                now,
+                if r.spent.is_some() { previous } else { now },
+                r.burn_rate,
+                period,
+                next_in,
+            ));
+            if r.spent.is_some() {
+                self.last_spend.insert(r.slo.clone(), now);
+            }
+        }
+    }
+
     pub(super) fn note(&mut self, readings: &[GuardReading]) {
         for r in readings {
             let entry = self.max_burn.entry(r.slo.clone()).or_insert(None);
@@ -554,7 +595,7 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
                 let tick = Instant::now();
                 next_observe += observe_every;
                 if let Some((reason, message)) =
-                    abort_check(ctx, &guards, policy.max_budget_spend, started.elapsed(), &mut seen).await
+                    abort_check(ctx, &guards, policy.max_budget_spend, started.elapsed(), observe_every, &mut seen).await
                 {
                     abort = Some((reason, message, tick));
                 }
@@ -706,6 +747,12 @@ pub(super) async fn finish(
     if let Some(b) = rec.status.budget.as_mut() {
         b.remaining_after = after;
         b.spent = spent;
+        b.spent_of_cap = spent.and_then(|s| {
+            gate::spent_of_cap(
+                s,
+                Policy::from_spec(&exp.spec.budget_policy).max_budget_spend,
+            )
+        });
     }
     let recovers_within = exp
         .spec

@@ -4,6 +4,7 @@
 pub mod connections;
 pub mod driver;
 pub mod heartbeat;
+pub mod scope;
 mod staged;
 pub mod workload;
 

@@ -19,17 +19,16 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::connections::{self, Held, Target};
-use super::driver::{
-    Guard, Record, Seen, abort_check, check_target_namespace, finish, min_budget, record_abort,
-};
-use super::workload;
+use super::driver::{Guard, Record, Seen, abort_check, finish, min_budget, record_abort};
+use super::workload::{self, Rollout};
 use super::{now, now_micro, target_namespace};
 use crate::duration::parse_duration;
 use crate::gate::Policy;
 use crate::reconcile::Context;
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::{
-    BudgetRecord, ExpectationResult, Observations, RestorePlan, RunPhase, Verdict, WorkloadRestore,
+    BudgetRecord, ConnectionDrop, ExpectationResult, Observations, RestorePlan, RunPhase, Verdict,
+    WorkloadRestore,
 };
 use crate::verdict::Recovery;
 
@@ -66,8 +65,10 @@ pub(super) async fn run(
 ) {
     let own_ns = exp.namespace().unwrap_or_default();
     let target_ns = target_namespace(exp);
-    if let Err(e) = check_target_namespace(ctx, &target_ns).await {
-        return rec.fail_before_injection("NamespaceNotAllowed", e).await;
+    // Every namespace the action touches, not only the workload's: a
+    // Service in another namespace is reached too.
+    if let Err((reason, message)) = super::scope::check_namespaces(ctx, exp).await {
+        return rec.fail_before_injection(reason, message).await;
     }
     let (plan, restore_plan) = match prepare(ctx, exp, &own_ns, &target_ns).await {
         Ok(p) => p,
@@ -136,13 +137,18 @@ pub(super) async fn run(
         }
     };
 
+    // Held connections live in this process: close them before anything
+    // that needs the API server, which may be what hangs (a leader that
+    // lost its lease must stop injecting at once, not after a write).
+    let closed = held.len();
+    held.clear();
     rec.status.phase = RunPhase::Restoring;
     if let Some((reason, message, detected)) = &abort {
         record_abort(ctx, rec, reason, message, *detected).await;
     }
     rec.step("RestoreStarted", "undoing the fault from the saved plan");
     rec.save_or_log().await;
-    let restore_result = restore(ctx, rec, &plan, &mut held).await;
+    let restore_result = restore(ctx, rec, &plan, closed).await;
     match &restore_result {
         Ok(msg) => {
             if let Some(r) = rec.status.restore.as_mut() {
@@ -226,9 +232,8 @@ async fn prepare(
     };
     match ce.mode {
         ConnectionMode::Hold => {
-            let target = connections::resolve(&ctx.client, own_ns, ce)
-                .await
-                .map_err(|e| ("InvalidTarget", e))?;
+            let target =
+                connections::resolve(&ctx.client, own_ns, ce, &ctx.connection_allow).await?;
             // One probe connection, closed at once: a target that is down
             // makes the experiment meaningless, and nothing is held.
             match connections::open(&target).await {
@@ -341,6 +346,7 @@ async fn observe(
             guards,
             policy.max_budget_spend,
             started.elapsed(),
+            observe_every,
             seen,
         )
         .await
@@ -400,37 +406,57 @@ async fn scale_sequence(
         format!("{kind:?} {ns}/{name} scaled to {}", spec.scale_up_to),
     );
     rec.save_or_log().await;
-    let up = usize::try_from(spec.scale_up_to).unwrap_or(0);
+    let up = spec.scale_up_to;
+    // The controller's own count of available pods: surge pods, several
+    // ReplicaSets and minReadySeconds are its business, not an exact
+    // number of Ready pods to match.
+    let mut state = Rollout::default();
     let before = loop {
-        let live_now = workload::live_pods(&pods, selector).await?;
-        if live_now.len() == up && live_now.iter().all(live::is_ready) {
-            break live_now;
+        if let Some(r) = workload::rollout(&ctx.client, kind, ns, name).await? {
+            state = r;
+        }
+        if state.available_at(up) {
+            break workload::live_pods(&pods, selector).await?;
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "{kind:?} {ns}/{name} did not reach {up} Ready pods within spec.duration ({} Ready)",
-                live_now.iter().filter(|p| live::is_ready(p)).count()
+                "{kind:?} {ns}/{name} did not have {up} available pods within spec.duration ({} available of {} desired, {} in all)",
+                state.available, state.desired, state.current
             ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    rec.step("AllReady", format!("{up} pods Ready"));
+    // Pods beyond the count (a rollout's surge) that may stay after the
+    // scale-down.
+    let surge = i32::try_from(before.len()).unwrap_or(i32::MAX) - up;
+    rec.step(
+        "AllReady",
+        format!(
+            "{} available of {up}; {} pods in all",
+            state.available,
+            before.len()
+        ),
+    );
     workload::scale(&ctx.client, kind, ns, name, spec.scale_down_to).await?;
     rec.step(
         "ScaledDown",
         format!("{kind:?} {ns}/{name} scaled to {}", spec.scale_down_to),
     );
-    let down = usize::try_from(spec.scale_down_to).unwrap_or(0);
-    let expected_removals = up.saturating_sub(down);
+    let down = spec.scale_down_to;
     let mut zones = BTreeMap::new();
+    let mut owners = BTreeMap::new();
     let mut removed: Vec<PodRecord> = Vec::new();
     let mut gone: BTreeSet<String> = BTreeSet::new();
+    // Done when the controller says it has shrunk and the pods have stayed
+    // put for a moment (a StatefulSet removes them one by one).
+    let mut settled_since: Option<Instant> = None;
     let survivors = loop {
         let live_now = workload::live_pods(&pods, selector).await?;
         let live_uids: BTreeSet<String> = live_now
             .iter()
             .filter_map(|p| p.metadata.uid.clone())
             .collect();
+        let mut changed = false;
         for p in &before {
             let uid = p.metadata.uid.clone().unwrap_or_default();
             if !live_uids.contains(&uid) && gone.insert(uid) {
@@ -438,10 +464,23 @@ async fn scale_sequence(
                 if let Some(node) = r.node.clone() {
                     r.zone = zone_of(ctx, &mut zones, &node).await;
                 }
+                (r.owner, r.revision) =
+                    workload::owner_revision(&ctx.client, ns, p, &mut owners).await;
                 removed.push(r);
+                changed = true;
             }
         }
-        if removed.len() >= expected_removals {
+        let shrunk = workload::rollout(&ctx.client, kind, ns, name)
+            .await?
+            .is_some_and(|r| {
+                r.shrunk_to(down, surge) && usize::try_from(r.current).ok() == Some(live_now.len())
+            });
+        settled_since = match (shrunk && !changed, settled_since) {
+            (false, _) => None,
+            (true, None) => Some(Instant::now()),
+            (true, since) => since,
+        };
+        if settled_since.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
             break before
                 .iter()
                 .filter(|p| live_uids.contains(p.metadata.uid.as_deref().unwrap_or("")))
@@ -449,7 +488,7 @@ async fn scale_sequence(
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "only {} of {expected_removals} pods were removed within spec.duration",
+                "{kind:?} {ns}/{name} did not settle at {down} replicas within spec.duration ({} pods removed so far)",
                 removed.len()
             ));
         }
@@ -461,6 +500,7 @@ async fn scale_sequence(
         if let Some(node) = r.node.clone() {
             r.zone = zone_of(ctx, &mut zones, &node).await;
         }
+        (r.owner, r.revision) = workload::owner_revision(&ctx.client, ns, p, &mut owners).await;
         surviving.push(r);
     }
     let score = score_order(spec.expect_order, &removed, &surviving);
@@ -470,7 +510,11 @@ async fn scale_sequence(
             "removed: {}; survived: {}; {} of {} removals matched {:?}",
             removed
                 .iter()
-                .map(|r| r.name.as_str())
+                .map(|r| match (&r.owner, &r.revision) {
+                    (Some(o), Some(v)) => format!("{} ({o}, revision {v})", r.name),
+                    (Some(o), None) => format!("{} ({o})", r.name),
+                    _ => r.name.clone(),
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             surviving
@@ -544,6 +588,7 @@ async fn hold_sequence(
     let hold_for = parse_duration(&spec.hold_for).unwrap_or(Duration::from_secs(30));
     let mut refused = false;
     while held.len() < want && !refused {
+        note_drops(rec, target, connections::prune(held), held.len());
         for _ in 0..step {
             if held.len() >= want {
                 break;
@@ -607,6 +652,11 @@ async fn hold_sequence(
     let retake = every.min(Duration::from_millis(100));
     while Instant::now() + retake <= hold_end {
         tokio::time::sleep(retake).await;
+        // Liveness first: a connection the target dropped is not held, and
+        // its slot is free to take again.
+        let before = held.len();
+        let dropped = connections::prune(held);
+        note_drops(rec, target, dropped, held.len());
         for _ in 0..step {
             if held.len() >= want {
                 break;
@@ -617,21 +667,58 @@ async fn hold_sequence(
             }
         }
         let n = i32::try_from(held.len()).unwrap_or(i32::MAX);
+        if dropped == 0 && held.len() == before {
+            continue;
+        }
+        if let Some(r) = rec.status.restore.as_mut() {
+            r.connections_held = Some(n);
+        }
         let obs = rec
             .status
             .observations
             .get_or_insert_with(Observations::default);
-        if obs.max_connections_held.is_some_and(|m| n > m) {
+        if obs.max_connections_held.is_none_or(|m| n > m) {
             obs.max_connections_held = Some(n);
-            if let Some(r) = rec.status.restore.as_mut() {
-                r.connections_held = Some(n);
-            }
-            rec.step("ConnectionsHeld", format!("{n} connections held"));
-            rec.save_or_log().await;
         }
+        if held.len() != before - dropped {
+            rec.step("ConnectionsHeld", format!("{n} connections held"));
+        }
+        rec.save_or_log().await;
     }
     tokio::time::sleep_until(hold_end).await;
     Ok(())
+}
+
+/// Record connections the target dropped as evidence: how many, when, and
+/// how many are still held.
+fn note_drops(rec: &mut Record, target: &Target, dropped: usize, held: usize) {
+    if dropped == 0 {
+        return;
+    }
+    let (dropped, held) = (
+        i32::try_from(dropped).unwrap_or(i32::MAX),
+        i32::try_from(held).unwrap_or(i32::MAX),
+    );
+    let obs = rec
+        .status
+        .observations
+        .get_or_insert_with(Observations::default);
+    obs.connections_dropped = Some(obs.connections_dropped.unwrap_or(0).saturating_add(dropped));
+    obs.connection_drops.push(ConnectionDrop {
+        time: now_micro(),
+        dropped,
+        held,
+    });
+    if let Some(r) = rec.status.restore.as_mut() {
+        r.connections_held = Some(held);
+    }
+    rec.step(
+        "ConnectionsDropped",
+        format!(
+            "{} dropped {dropped} held connections; {held} still held",
+            target.address()
+        ),
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -670,16 +757,16 @@ async fn clients_sequence(
     Ok(())
 }
 
-/// Undo the fault. Connections are closed by dropping them; replica counts
-/// go back to the saved plan and the restore waits (bounded) for Ready pods.
+/// Undo the fault. Connections were closed already (`closed` of them, by
+/// dropping them); replica counts go back to the saved plan and the
+/// restore waits (bounded) for Ready pods.
 async fn restore(
     ctx: &Context,
     rec: &mut Record,
     plan: &Plan,
-    held: &mut Vec<Held>,
+    closed: usize,
 ) -> Result<String, String> {
-    let n = held.len();
-    held.clear();
+    let n = closed;
     let Some(w) = rec.status.restore.as_ref().and_then(|r| r.workload.clone()) else {
         return Ok(format!("{n} connections closed"));
     };
@@ -694,25 +781,27 @@ async fn restore(
         workload::scale(&ctx.client, kind, &w.namespace, &w.name, w.replicas)
     })
     .await?;
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &w.namespace);
-    let want = usize::try_from(w.replicas).unwrap_or(0);
     let until = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
     while Instant::now() < until {
         // Read errors only mean "not known yet": the replica count is back.
-        if let Ok(Some(x)) = workload::get(&ctx.client, kind, &w.namespace, &w.name).await
-            && let Ok(live_now) = workload::live_pods(&pods, &x.selector).await
-            && live_now.len() == want
-            && live_now.iter().all(live::is_ready)
-        {
-            return Ok(format!(
-                "{} {}/{} back to {} replicas, all Ready",
-                w.kind, w.namespace, w.name, w.replicas
-            ));
+        if let Ok(Some(r)) = workload::rollout(&ctx.client, kind, &w.namespace, &w.name).await {
+            if r.available_at(w.replicas) {
+                return Ok(format!(
+                    "{} {}/{} back to {} replicas, {} available",
+                    w.kind, w.namespace, w.name, w.replicas, r.available
+                ));
+            }
+            last = Some(r);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(format!(
-        "{} {}/{} set back to {} replicas (not all Ready within 60s)",
-        w.kind, w.namespace, w.name, w.replicas
+        "{} {}/{} set back to {} replicas ({} available after 60s)",
+        w.kind,
+        w.namespace,
+        w.name,
+        w.replicas,
+        last.map_or_else(|| "none known".to_owned(), |r| r.available.to_string())
     ))
 }

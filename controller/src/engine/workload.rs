@@ -89,3 +89,204 @@ pub async fn live_pods(api: &Api<Pod>, selector: &Selector) -> Result<Vec<Pod>, 
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect())
 }
+
+/// What a workload's controller reports about its pods: enough to know
+/// when a scale has taken effect without assuming an exact pod count (a
+/// rollout in progress has surge pods and several ReplicaSets; a paused
+/// one keeps them; `minReadySeconds` makes Ready pods not yet available).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// The controller has seen the latest spec (observedGeneration).
+    pub observed: bool,
+    /// Replicas asked for (`spec.replicas`).
+    pub desired: i32,
+    /// Pods that exist for it, old ReplicaSets' and surge included
+    /// (`status.replicas`).
+    pub current: i32,
+    /// Pods Ready for at least `minReadySeconds` (`status.availableReplicas`).
+    pub available: i32,
+}
+
+impl Rollout {
+    /// Scaled to `want` and at least that many pods available. More is
+    /// fine: surge pods of a rollout are counted, not waited away.
+    pub fn available_at(&self, want: i32) -> bool {
+        self.observed && self.desired == want && self.available >= want
+    }
+
+    /// Scaled down to `want` and the pods beyond it gone, except surge
+    /// pods the rollout had before (`surge`), which the controller may keep.
+    pub fn shrunk_to(&self, want: i32, surge: i32) -> bool {
+        self.observed && self.desired == want && self.current <= want + surge.max(0)
+    }
+}
+
+/// Read the workload's rollout state; `Ok(None)` when it does not exist.
+pub async fn rollout(
+    client: &kube::Client,
+    kind: WorkloadKind,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Rollout>, String> {
+    fn make(
+        generation: Option<i64>,
+        observed: Option<i64>,
+        desired: Option<i32>,
+        current: Option<i32>,
+        available: Option<i32>,
+    ) -> Rollout {
+        Rollout {
+            observed: observed.unwrap_or(0) >= generation.unwrap_or(0),
+            desired: desired.unwrap_or(1),
+            current: current.unwrap_or(0),
+            available: available.unwrap_or(0),
+        }
+    }
+    let e = |e: kube::Error| e.to_string();
+    Ok(match kind {
+        WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(e)?
+            .map(|d| {
+                let st = d.status.unwrap_or_default();
+                make(
+                    d.metadata.generation,
+                    st.observed_generation,
+                    d.spec.and_then(|s| s.replicas),
+                    st.replicas,
+                    st.available_replicas,
+                )
+            }),
+        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(e)?
+            .map(|d| {
+                let st = d.status.unwrap_or_default();
+                make(
+                    d.metadata.generation,
+                    st.observed_generation,
+                    d.spec.and_then(|s| s.replicas),
+                    Some(st.replicas),
+                    st.available_replicas,
+                )
+            }),
+        WorkloadKind::ReplicaSet => Api::<ReplicaSet>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(e)?
+            .map(|d| {
+                let st = d.status.unwrap_or_default();
+                make(
+                    d.metadata.generation,
+                    st.observed_generation,
+                    d.spec.and_then(|s| s.replicas),
+                    Some(st.replicas),
+                    st.available_replicas,
+                )
+            }),
+    })
+}
+
+/// The controller that owns a pod and the revision it was made from: the
+/// ReplicaSet and its Deployment revision, or the StatefulSet and its
+/// controller revision. Owners already read are kept in `cache`.
+pub async fn owner_revision(
+    client: &kube::Client,
+    ns: &str,
+    pod: &Pod,
+    cache: &mut std::collections::BTreeMap<String, Option<String>>,
+) -> (Option<String>, Option<String>) {
+    let Some(owner) = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+    else {
+        return (None, None);
+    };
+    let revision = match owner.kind.as_str() {
+        "ReplicaSet" => {
+            if let Some(r) = cache.get(&owner.name) {
+                r.clone()
+            } else {
+                let r = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+                    .get_opt(&owner.name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|rs| {
+                        rs.metadata
+                            .annotations
+                            .and_then(|a| a.get("deployment.kubernetes.io/revision").cloned())
+                    });
+                cache.insert(owner.name.clone(), r.clone());
+                r
+            }
+        }
+        "StatefulSet" => pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("controller-revision-hash").cloned()),
+        _ => None,
+    };
+    (Some(format!("{}/{}", owner.kind, owner.name)), revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(observed: bool, desired: i32, current: i32, available: i32) -> Rollout {
+        Rollout {
+            observed,
+            desired,
+            current,
+            available,
+        }
+    }
+
+    #[test]
+    fn scaled_up_waits_for_available_pods_not_an_exact_count() {
+        // (case, state, wanted, settled)
+        let cases = [
+            ("exactly", r(true, 8, 8, 8), 8, true),
+            ("a surge pod beside them", r(true, 8, 9, 9), 8, true),
+            (
+                "two ReplicaSets of a paused rollout",
+                r(true, 8, 10, 10),
+                8,
+                true,
+            ),
+            (
+                "Ready but within minReadySeconds",
+                r(true, 8, 8, 7),
+                8,
+                false,
+            ),
+            ("the scale not seen yet", r(false, 8, 8, 8), 8, false),
+            ("the spec says another count", r(true, 6, 8, 8), 8, false),
+        ];
+        for (name, state, want, ok) in cases {
+            assert_eq!(state.available_at(want), ok, "{name}");
+        }
+    }
+
+    #[test]
+    fn scaled_down_allows_the_surge_the_rollout_had() {
+        // (case, state, wanted, surge before, settled)
+        let cases = [
+            ("all gone", r(true, 3, 3, 3), 3, 0, true),
+            ("still removing", r(true, 3, 5, 3), 3, 0, false),
+            ("a surge pod kept", r(true, 3, 4, 4), 3, 1, true),
+            ("the surge scaled down too", r(true, 3, 3, 3), 3, 1, true),
+            ("not seen yet", r(false, 3, 3, 3), 3, 0, false),
+        ];
+        for (name, state, want, surge, ok) in cases {
+            assert_eq!(state.shrunk_to(want, surge), ok, "{name}");
+        }
+    }
+}

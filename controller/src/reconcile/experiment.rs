@@ -26,7 +26,6 @@ use crate::engine::driver::{self, Job};
 use crate::engine::heartbeat::Outcome as Claim;
 use crate::engine::{self, ActiveRun, GateOutcome, evaluate_gate, key, now, now_micro};
 use crate::metrics::{ControllerLabels, ReasonLabels};
-use crate::resources::CHAOS_ENABLED_LABEL;
 use crate::resources::experiment::{ChaosExperiment, ChaosExperimentSpec, ChaosExperimentStatus};
 use crate::resources::run::{
     ExperimentRun, ExperimentRunSpec, ExperimentRunStatus, RunPhase, TimelineEntry,
@@ -177,42 +176,13 @@ pub fn next_fire(
     })
 }
 
-/// Targets must be in an opted-in namespace that is not the operator's.
+/// Every namespace the action touches must be opted in and not the
+/// operator's own; a `host` target must be on the operator's allow-list.
 pub async fn check_target(
     ctx: &Context,
     exp: &ChaosExperiment,
 ) -> Result<(), (&'static str, String)> {
-    let target_ns = engine::target_namespace(exp);
-    if target_ns == ctx.operator_namespace {
-        return Err((
-            "NamespaceNotAllowed",
-            format!(
-                "spec.action targets namespace {target_ns}, the operator's own; Headroom never injects there"
-            ),
-        ));
-    }
-    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
-    match api.get_opt(&target_ns).await {
-        Ok(Some(n))
-            if n.labels().get(CHAOS_ENABLED_LABEL).map(String::as_str) == Some("enabled") =>
-        {
-            Ok(())
-        }
-        Ok(Some(_)) => Err((
-            "NamespaceNotOptedIn",
-            format!(
-                "namespace {target_ns} is not opted in to experiments: run `kubectl label namespace {target_ns} {CHAOS_ENABLED_LABEL}=enabled`"
-            ),
-        )),
-        Ok(None) => Err((
-            "NamespaceNotFound",
-            format!("namespace {target_ns} does not exist"),
-        )),
-        Err(e) => Err((
-            "KubernetesApiError",
-            format!("reading namespace {target_ns}: {e}"),
-        )),
-    }
+    engine::scope::check(ctx, exp).await
 }
 
 fn created(obj: &impl Resource) -> Option<DateTime<Utc>> {

@@ -40,6 +40,8 @@ pub struct Context {
     pub peers_seen: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The process's watch cache of runs; `None` in one-shot commands.
     pub run_cache: Option<kube::runtime::reflector::Store<crate::resources::ExperimentRun>>,
+    /// `--connection-target-allow`: what `host` targets may resolve to.
+    pub connection_allow: crate::engine::scope::AllowList,
 }
 
 impl Context {

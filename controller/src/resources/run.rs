@@ -224,6 +224,10 @@ pub struct BudgetRecord {
     /// Share of the budget the run spent (ratio; 0.02 is 2%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spent: Option<f64>,
+    /// `spent` divided by `budgetPolicy.maxBudgetSpend`: above 1 the run
+    /// overshot its cap (by the spend between two observations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent_of_cap: Option<f64>,
 }
 
 /// One step of a run.
@@ -267,9 +271,30 @@ pub struct Observations {
     /// For connectionExhaustion: the target's error text at first refusal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal_message: Option<String>,
+    /// For connectionExhaustion: held connections the target dropped (a
+    /// restart, a failover, an idle timeout), in total. Dropped connections
+    /// are no longer counted as held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_dropped: Option<i32>,
+    /// For connectionExhaustion: each time held connections were found
+    /// dropped, with how many and how many were still held.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connection_drops: Vec<ConnectionDrop>,
     /// Highest short-window burn rate seen during the run, per SLO.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub max_burn_rates: Vec<SloBurnRate>,
+}
+
+/// Held connections found dropped by the target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionDrop {
+    /// When the drop was seen (checked every 100 ms while holding).
+    pub time: MicroTime,
+    /// Connections found dropped.
+    pub dropped: i32,
+    /// Connections still held right after.
+    pub held: i32,
 }
 
 /// A burn rate for one SLO.
