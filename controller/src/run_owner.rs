@@ -161,6 +161,16 @@ pub fn holder(
     }
 }
 
+/// [`holder`] of a run, from its recorded driver and creation time.
+pub fn holder_of(run: &ExperimentRun, me: &Instance, now: Timestamp) -> Holder {
+    holder(
+        run.status.as_ref().and_then(|s| s.driver.as_ref()),
+        run.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        me,
+        now,
+    )
+}
+
 /// How an instance that drives runs looks to this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DriverState {

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::reconcile::Context;
 use crate::resources::run::ExperimentRun;
-use crate::run_owner::{Holder, Instance, holder};
+use crate::run_owner::{Holder, Instance, holder_of};
 
 /// Field manager of `status.driver` alone, so that the run record's own
 /// writes (manager `headroom`, the rest of the status) never remove it.
@@ -103,9 +103,7 @@ pub async fn claim(
     me: &Instance,
 ) -> Result<Outcome, kube::Error> {
     write_if(api, name, me, |run| {
-        let driver = run.status.as_ref().and_then(|s| s.driver.as_ref());
-        let created = run.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        match holder(driver, created, me, Timestamp::now()) {
+        match holder_of(run, me, Timestamp::now()) {
             Holder::Live { instance, .. } => Err(Outcome::Other(instance)),
             Holder::Gone { .. } => Ok(()),
         }

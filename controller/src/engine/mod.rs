@@ -63,6 +63,19 @@ pub struct ActiveRun {
     pub abort: watch::Sender<Option<String>>,
 }
 
+impl ActiveRun {
+    /// Ask the run to abort; the first reason given is the one it keeps.
+    fn ask_abort(&self, why: &str) {
+        self.abort.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(why.to_owned());
+            }
+            first
+        });
+    }
+}
+
 /// The runs in flight in this process, keyed by `namespace/run`.
 #[derive(Default)]
 pub struct Registry {
@@ -113,40 +126,21 @@ impl Registry {
     /// Ask every run of `experiment` to abort.
     pub fn abort_experiment(&self, experiment: &str, why: &str) {
         for run in self.lock().values().filter(|r| r.experiment == experiment) {
-            run.abort.send_if_modified(|current| {
-                if current.is_none() {
-                    *current = Some(why.to_owned());
-                    true
-                } else {
-                    false
-                }
-            });
+            run.ask_abort(why);
         }
     }
 
     /// Ask one run (`namespace/run`) to abort.
     pub fn abort(&self, run: &str, why: &str) {
         if let Some(r) = self.lock().get(run) {
-            r.abort.send_if_modified(|current| {
-                let first = current.is_none();
-                if first {
-                    *current = Some(why.to_owned());
-                }
-                first
-            });
+            r.ask_abort(why);
         }
     }
 
     /// Ask every run to abort (the operator is stopping).
     pub fn abort_all(&self, why: &str) {
         for run in self.lock().values() {
-            run.abort.send_if_modified(|current| {
-                let first = current.is_none();
-                if first {
-                    *current = Some(why.to_owned());
-                }
-                first
-            });
+            run.ask_abort(why);
         }
     }
 
@@ -231,12 +225,7 @@ pub fn target_holder(ctx: &Context, target: &str) -> Option<String> {
             return None;
         }
         let live = matches!(
-            crate::run_owner::holder(
-                status.and_then(|s| s.driver.as_ref()),
-                run.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                &ctx.instance,
-                now,
-            ),
+            crate::run_owner::holder_of(run, &ctx.instance, now),
             crate::run_owner::Holder::Live { .. }
         );
         (live && target_key_of(&ns, &run.spec.experiment, &run.spec.snapshot) == target)

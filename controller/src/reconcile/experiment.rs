@@ -498,12 +498,7 @@ fn held_by(ctx: &Context, run: &ExperimentRun) -> Option<Holder> {
     {
         return None;
     }
-    Some(run_owner::holder(
-        run.status.as_ref().and_then(|s| s.driver.as_ref()),
-        run.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        &ctx.instance,
-        Timestamp::now(),
-    ))
+    Some(run_owner::holder_of(run, &ctx.instance, Timestamp::now()))
 }
 
 /// Runs whose driver is gone (its heartbeat ran out: the instance died, or
