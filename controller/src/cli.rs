@@ -144,7 +144,7 @@ pub struct RunArgs {
         value_delimiter = ',',
         value_parser = parse_allow_entry
     )]
-    pub connection_target_allow: Vec<crate::engine::scope::AllowEntry>,
+    pub connection_target_allow: Vec<crate::allow_list::AllowEntry>,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -179,10 +179,10 @@ pub struct PlanArgs {
         value_delimiter = ',',
         value_parser = parse_allow_entry
     )]
-    pub connection_target_allow: Vec<crate::engine::scope::AllowEntry>,
+    pub connection_target_allow: Vec<crate::allow_list::AllowEntry>,
 }
 
-fn parse_allow_entry(s: &str) -> Result<crate::engine::scope::AllowEntry, String> {
+fn parse_allow_entry(s: &str) -> Result<crate::allow_list::AllowEntry, String> {
     s.parse()
 }
 

@@ -4,6 +4,7 @@
 //! low traffic all say "do not inject", each with its own reason.
 
 use crate::conditions;
+use crate::reasons::{Abort, AbortReason};
 use crate::resources::experiment::BudgetPolicy;
 use crate::resources::slo::ServiceLevelObjectiveStatus;
 
@@ -254,12 +255,12 @@ pub fn projected_spend(
 pub fn abort_reason(
     readings: &Result<Vec<GuardReading>, String>,
     max_budget_spend: f64,
-) -> Option<(&'static str, String)> {
+) -> Option<Abort> {
     let readings = match readings {
         Ok(r) => r,
         Err(e) => {
-            return Some((
-                "PrometheusUnavailable",
+            return Some(Abort::new(
+                AbortReason::PrometheusUnavailable,
                 format!("Prometheus did not answer: {e}"),
             ));
         }
@@ -267,8 +268,8 @@ pub fn abort_reason(
     for r in readings {
         match r.burn_rate {
             None => {
-                return Some((
-                    "NoData",
+                return Some(Abort::new(
+                    AbortReason::NoData,
                     format!(
                         "{}: no burn rate over {}; cannot watch the budget",
                         r.slo, r.window
@@ -276,8 +277,8 @@ pub fn abort_reason(
                 ));
             }
             Some(b) if !b.is_finite() || b > r.abort_at => {
-                return Some((
-                    "BurnRateAboveAbort",
+                return Some(Abort::new(
+                    AbortReason::BurnRateAboveAbort,
                     format!(
                         "{}: burn rate {b:.2} over {} crossed the abort threshold {:.2}",
                         r.slo, r.window, r.abort_at
@@ -289,8 +290,8 @@ pub fn abort_reason(
         if let Some(spent) = r.spent
             && spent > max_budget_spend
         {
-            return Some((
-                "BudgetSpendAboveLimit",
+            return Some(Abort::new(
+                AbortReason::BudgetSpendAboveLimit,
                 format!(
                     "{}: the run spent {:.2}% of the error budget; budgetPolicy.maxBudgetSpend is {:.2}%",
                     r.slo,
@@ -302,8 +303,8 @@ pub fn abort_reason(
         if let Some(projected) = r.projected
             && projected > max_budget_spend
         {
-            return Some((
-                "BudgetSpendProjectedAboveLimit",
+            return Some(Abort::new(
+                AbortReason::BudgetSpendProjectedAboveLimit,
                 format!(
                     "{}: the run has spent {:.2}% of the error budget and at this pace would spend {:.2}% by the next observation; budgetPolicy.maxBudgetSpend is {:.2}%",
                     r.slo,
@@ -689,7 +690,7 @@ mod tests {
         ];
         for (name, readings, want) in cases {
             assert_eq!(
-                abort_reason(&readings, 0.02).map(|(r, _)| r),
+                abort_reason(&readings, 0.02).map(|a| a.reason.as_str()),
                 want,
                 "{name}"
             );

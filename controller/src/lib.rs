@@ -1,6 +1,7 @@
 //! Headroom: a Kubernetes operator that spends a service's spare error
 //! budget on learning.
 
+pub mod allow_list;
 pub mod budget;
 pub mod caches;
 pub mod cli;
@@ -19,8 +20,10 @@ pub mod pause;
 pub mod plan;
 pub mod prometheus;
 pub mod prometheus_rules;
+pub mod reasons;
 pub mod reconcile;
 pub mod recorded;
+pub mod registry;
 pub mod resources;
 pub mod rules;
 pub mod rules_writer;

@@ -61,7 +61,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         indicator_checks: Default::default(),
         direct_reads: tokio::sync::Semaphore::new(crate::reconcile::DIRECT_READS),
         run_cache: Some(caches.runs.clone()),
-        connection_allow: crate::engine::scope::AllowList(args.connection_target_allow.clone()),
+        connection_allow: crate::allow_list::AllowList(args.connection_target_allow.clone()),
     });
 
     let dashboard = crate::dashboard::start(ctx.clone(), &caches);

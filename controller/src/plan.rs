@@ -47,7 +47,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
         run_cache: None,
         instance: crate::run_owner::Instance::new(crate::run_owner::DEFAULT_LEASE),
         peers_seen: Default::default(),
-        connection_allow: crate::engine::scope::AllowList(args.connection_target_allow.clone()),
+        connection_allow: crate::allow_list::AllowList(args.connection_target_allow.clone()),
         operator_namespace: args.operator_namespace.clone(),
         runs: engine::Registry::default(),
         recorder: kube::runtime::events::Recorder::new(
@@ -100,7 +100,7 @@ pub async fn plan(ctx: &Context) -> anyhow::Result<Vec<Line>> {
         let mut line = Line {
             namespace: ns.clone(),
             name: exp.name_any(),
-            action: exp.spec.action.kind().unwrap_or("?").to_owned(),
+            action: exp.spec.action.kind().to_owned(),
             would_start: false,
             reason: String::new(),
             message: String::new(),

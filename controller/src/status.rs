@@ -107,7 +107,7 @@ pub fn render(
         rows.push(vec![
             e.namespace().unwrap_or_default(),
             e.name_any(),
-            e.spec.action.kind().unwrap_or("?").to_owned(),
+            e.spec.action.kind().to_owned(),
             e.spec.schedule.clone().unwrap_or_else(|| "once".into()),
             cond(&st.conditions, "Gated"),
             st.last_verdict.unwrap_or_else(|| "-".into()),

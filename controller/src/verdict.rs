@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration::format_duration;
+use crate::reasons::AbortReason;
 use crate::resources::experiment::Hypothesis;
 use crate::resources::run::{ExpectationResult, Verdict};
 
@@ -121,17 +122,14 @@ pub fn conjunction(results: &[ExpectationResult]) -> Verdict {
     }
 }
 
-/// Abort reasons that are the measurement itself: the budget was at risk.
-const MEASURED_ABORTS: [&str; 2] = ["BurnRateAboveAbort", "BudgetSpendAboveLimit"];
-
 /// The verdict of a run that was aborted for `reason`. Any abort other
 /// than the budget being at risk (Prometheus or the API server away, a
 /// pause, a deletion, a refused injection) cut the fault short: what held
 /// until then does not confirm the hypothesis. A refutation stands, since
 /// the harm was observed.
-pub fn after_abort(verdict: Verdict, reason: &str) -> Verdict {
+pub fn after_abort(verdict: Verdict, reason: AbortReason) -> Verdict {
     match verdict {
-        Verdict::Confirmed if !MEASURED_ABORTS.contains(&reason) => Verdict::Inconclusive,
+        Verdict::Confirmed if !reason.is_measurement() => Verdict::Inconclusive,
         v => v,
     }
 }
@@ -173,7 +171,7 @@ mod tests {
         ];
         for (verdict, reason, want) in cases {
             assert_eq!(
-                after_abort(verdict, reason),
+                after_abort(verdict, AbortReason::parse(reason).expect("a reason")),
                 want,
                 "{verdict:?} after {reason}"
             );

@@ -143,7 +143,7 @@ pub fn overview(
                     @let ns = e.namespace().unwrap_or_default();
                     tr {
                         td { a href=(format!("/runbooks/experiment/{ns}/{}", e.name_any())) { (ns) "/" (e.name_any()) } }
-                        td { (e.spec.action.kind().unwrap_or("?")) }
+                        td { (e.spec.action.kind()) }
                         td { (e.spec.schedule.clone().unwrap_or_else(|| "once".into())) @if e.spec.suspend { " (suspended)" } }
                         td {
                             @if let Some(c) = cond(&st.conditions, "Gated") {
@@ -351,7 +351,7 @@ pub fn experiment_runbook(
         true,
         paused,
         html! {
-            h2 { "Experiment " (ns) "/" (exp.name_any()) " (" (exp.spec.action.kind().unwrap_or("?")) ")" }
+            h2 { "Experiment " (ns) "/" (exp.name_any()) " (" (exp.spec.action.kind()) ")" }
             p { "Hypothesis: " em { (exp.spec.hypothesis.description) } }
             p { "Guarded by: " @for s in &exp.spec.slos { a href=(format!("/runbooks/slo/{ns}/{s}")) { (s) } " " } }
             p { "Last verdict: " span id="last-verdict" class=(st.last_verdict.clone().unwrap_or_default()) { (st.last_verdict.clone().unwrap_or_else(|| "none yet".into())) } }

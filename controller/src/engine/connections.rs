@@ -13,6 +13,9 @@ use kube::api::Api;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use crate::allow_list::{AllowList, allowed_addresses};
+use crate::reasons::{Refusal, RefuseReason};
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where to connect and how to log in.
@@ -84,15 +87,15 @@ impl Drop for Held {
 }
 
 /// Resolve the target and read the credentials, before anything is opened.
-/// A `host` target must be covered by `allow` (see [`super::scope`]).
-/// Every error names the field to fix: `Err((reason, message))`.
+/// A `host` target must be covered by `allow` (see [`crate::allow_list`]).
+/// Every refusal names the field to fix.
 pub async fn resolve(
     client: &kube::Client,
     ns: &str,
     spec: &ConnectionExhaustionSpec,
-    allow: &super::scope::AllowList,
-) -> Result<Target, (&'static str, String)> {
-    let invalid = |m: String| ("InvalidTarget", m);
+    allow: &AllowList,
+) -> Result<Target, Refusal> {
+    let invalid = |m: String| Refusal::new(RefuseReason::InvalidTarget, m);
     let t = spec.target.as_ref().ok_or_else(|| {
         invalid("spec.action.connectionExhaustion.target is required in mode Hold".to_owned())
     })?;
@@ -102,7 +105,7 @@ pub async fn resolve(
     let mut addrs = Vec::new();
     let host = match (&t.host, &t.service) {
         (Some(h), _) => {
-            addrs = super::scope::allowed_addresses(allow, h, port).await?;
+            addrs = allowed_addresses(allow, h, port).await?;
             h.clone()
         }
         (None, Some(svc)) => {

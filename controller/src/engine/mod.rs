@@ -1,209 +1,47 @@
-//! The experiment engine: the gate decision, the runs in flight, and the
-//! loop that injects, observes, aborts and restores (`driver`).
+//! The experiment engine: the gate decision for an experiment now, and
+//! the runs themselves. A run is driven by one loop (`driver`) shared by
+//! every action (`actions`), through one state machine (`state`), into one
+//! record (`record`); `observe` watches the guarding SLOs beside the fault.
+//!
+//! The import graph runs one way: `driver` → `actions` → `observe`,
+//! `record`, `state`, `workload`, `connections`, `support`.
 
+pub mod actions;
 pub mod connections;
 pub mod driver;
 pub mod heartbeat;
+pub mod observe;
+pub mod record;
 pub mod scope;
-mod staged;
+pub mod state;
+pub mod support;
 pub mod workload;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::ResourceExt;
 use kube::api::Api;
-use tokio::sync::watch;
+
+pub use crate::registry::{ActiveRun, Registry};
+pub use support::{key, now, now_micro};
 
 use crate::budget::TierPlan;
 use crate::gate::{self, Decision, GateInput, Policy, SloReading};
 use crate::reconcile::Context;
 use crate::reconcile::slo::{Freshness, assess, tier_plans};
-use crate::resources::experiment::ChaosExperiment;
+use crate::resources::experiment::{ChaosExperiment, ChaosExperimentSpec};
 use crate::resources::run::{GateRecord, SloSnapshot};
 use crate::resources::slo::{ServiceLevelObjective, Severity};
 
-/// How long a restore step or a run's final record is retried while the API
-/// server does not answer (a restart, an upgrade, a network cut). Past
-/// injection, giving up early would leave a fault in place or a run that
-/// looks unfinished.
-pub(crate) const RETRY_FOR: Duration = Duration::from_secs(600);
-
-/// Retry `op` with exponential backoff (0.5s to 10s) for up to `total`,
-/// logging each failure with `what`. The last error is returned.
-pub(crate) async fn retry<T, E, F, Fut>(what: &str, total: Duration, op: F) -> Result<T, E>
-where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    use backon::{ExponentialBuilder, Retryable};
-    let policy = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(10))
-        .with_total_delay(Some(total))
-        .without_max_times();
-    op.retry(policy)
-        .sleep(tokio::time::sleep)
-        .notify(|e: &E, after: Duration| {
-            tracing::warn!(error = %e, retry_in = ?after, "{what} failed; retrying");
-        })
-        .await
-}
-
-/// A run this process is driving.
-pub struct ActiveRun {
-    /// `namespace/experiment`.
-    pub experiment: String,
-    /// What the fault touches (see [`target_key`]).
-    pub target: String,
-    /// Send a reason to make the run abort and restore.
-    pub abort: watch::Sender<Option<String>>,
-}
-
-impl ActiveRun {
-    /// Ask the run to abort; the first reason given is the one it keeps.
-    fn ask_abort(&self, why: &str) {
-        self.abort.send_if_modified(|current| {
-            let first = current.is_none();
-            if first {
-                *current = Some(why.to_owned());
-            }
-            first
-        });
-    }
-}
-
-/// The runs in flight in this process, keyed by `namespace/run`.
-#[derive(Default)]
-pub struct Registry {
-    runs: Mutex<HashMap<String, ActiveRun>>,
-}
-
-impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ActiveRun>> {
-        // A panic while holding the lock leaves a map that is still valid.
-        self.runs.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Register a run; `false` when it is already being driven.
-    pub fn insert(&self, key: String, run: ActiveRun) -> bool {
-        let mut runs = self.lock();
-        if runs.contains_key(&key) {
-            return false;
-        }
-        runs.insert(key, run);
-        true
-    }
-
-    pub fn remove(&self, key: &str) {
-        self.lock().remove(key);
-    }
-
-    pub fn contains(&self, key: &str) -> bool {
-        self.lock().contains_key(key)
-    }
-
-    /// Runs of one experiment (`namespace/name`).
-    pub fn of_experiment(&self, experiment: &str) -> Vec<String> {
-        self.lock()
-            .iter()
-            .filter(|(_, r)| r.experiment == experiment)
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-
-    /// The run holding `target`, if any.
-    pub fn holder(&self, target: &str) -> Option<String> {
-        self.lock()
-            .iter()
-            .find(|(_, r)| r.target == target)
-            .map(|(k, _)| k.clone())
-    }
-
-    /// Ask every run of `experiment` to abort.
-    pub fn abort_experiment(&self, experiment: &str, why: &str) {
-        for run in self.lock().values().filter(|r| r.experiment == experiment) {
-            run.ask_abort(why);
-        }
-    }
-
-    /// Ask one run (`namespace/run`) to abort.
-    pub fn abort(&self, run: &str, why: &str) {
-        if let Some(r) = self.lock().get(run) {
-            r.ask_abort(why);
-        }
-    }
-
-    /// Ask every run to abort (the operator is stopping).
-    pub fn abort_all(&self, why: &str) {
-        for run in self.lock().values() {
-            run.ask_abort(why);
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// What a fault touches; two runs never hold the same target at once.
 pub fn target_key(exp: &ChaosExperiment) -> String {
-    target_key_of(
-        &exp.namespace().unwrap_or_default(),
-        &exp.name_any(),
-        &exp.spec,
-    )
+    target_key_of(&exp.namespace().unwrap_or_default(), &exp.spec)
 }
 
-/// [`target_key`] of an experiment `name` in `ns` with `spec` (a run's
-/// snapshot, for runs other instances drive).
-pub fn target_key_of(
-    ns: &str,
-    name: &str,
-    spec: &crate::resources::experiment::ChaosExperimentSpec,
-) -> String {
-    let ns = ns.to_owned();
-    let a = &spec.action;
-    if let Some(pk) = &a.pod_kill {
-        let sel = headroom_experiments::pod_kill::live::selector(pk)
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        format!(
-            "pods/{}/{sel}",
-            pk.namespace.as_deref().unwrap_or(ns.as_str())
-        )
-    } else if let Some(sd) = &a.scale_down {
-        format!(
-            "workload/{:?}/{}/{}",
-            sd.target.kind,
-            sd.target.namespace.as_deref().unwrap_or(ns.as_str()),
-            sd.target.name
-        )
-    } else if let Some(ce) = &a.connection_exhaustion {
-        match &ce.target {
-            Some(t) => format!(
-                "connections/{}/{}",
-                t.host
-                    .clone()
-                    .or_else(|| t.service.clone())
-                    .unwrap_or_default(),
-                t.port
-            ),
-            None => format!(
-                "clients/{}",
-                ce.clients.as_ref().map(|c| c.name.as_str()).unwrap_or("")
-            ),
-        }
-    } else {
-        format!("none/{ns}/{name}")
-    }
+/// [`target_key`] of an experiment in `ns` with `spec` (a run's snapshot,
+/// for runs other instances drive).
+pub fn target_key_of(ns: &str, spec: &ChaosExperimentSpec) -> String {
+    actions::spec_of(&spec.action).target_key(ns)
 }
 
 /// The run (`namespace/run`) holding `target`: one this process drives, or
@@ -228,36 +66,8 @@ pub fn target_holder(ctx: &Context, target: &str) -> Option<String> {
             crate::run_owner::holder_of(run, &ctx.instance, now),
             crate::run_owner::Holder::Live { .. }
         );
-        (live && target_key_of(&ns, &run.spec.experiment, &run.spec.snapshot) == target)
-            .then_some(run_key)
+        (live && target_key_of(&ns, &run.spec.snapshot) == target).then_some(run_key)
     })
-}
-
-/// The namespace the fault lands in: where the experiment's action points,
-/// else the experiment's own.
-pub fn target_namespace(exp: &ChaosExperiment) -> String {
-    let own = exp.namespace().unwrap_or_default();
-    let a = &exp.spec.action;
-    a.pod_kill
-        .as_ref()
-        .and_then(|p| p.namespace.clone())
-        .or_else(|| {
-            a.scale_down
-                .as_ref()
-                .and_then(|s| s.target.namespace.clone())
-        })
-        .or_else(|| {
-            a.connection_exhaustion
-                .as_ref()
-                .and_then(|c| c.clients.as_ref())
-                .and_then(|c| c.namespace.clone())
-        })
-        .unwrap_or(own)
-}
-
-/// `namespace/name` of an object.
-pub fn key(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
 }
 
 /// The gate for an experiment now, with the SLO figures it used.
@@ -327,7 +137,9 @@ pub async fn evaluate_gate(
     let decision = match lookup_error {
         Some(message) => Decision {
             open: false,
-            reason: "KubernetesApiError".into(),
+            reason: crate::reasons::RefuseReason::KubernetesApiError
+                .as_str()
+                .into(),
             message,
         },
         None => gate::decide(&GateInput {
@@ -366,14 +178,6 @@ pub fn abort_rule(tiers: &[TierPlan], policy: &Policy) -> Option<(Duration, f64)
     ))
 }
 
-pub fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
-}
-
-pub fn now_micro() -> MicroTime {
-    MicroTime(k8s_openapi::jiff::Timestamp::now())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,43 +198,5 @@ mod tests {
             abort_rule(&tiers, &policy),
             Some((Duration::from_secs(300), 6.0))
         );
-    }
-
-    #[test]
-    fn registry_aborts_only_the_experiment_asked() {
-        let reg = Registry::default();
-        let (tx_a, rx_a) = watch::channel(None);
-        let (tx_b, rx_b) = watch::channel(None);
-        assert!(reg.insert(
-            "ns/a-1".into(),
-            ActiveRun {
-                experiment: "ns/a".into(),
-                target: "pods/ns/app=a".into(),
-                abort: tx_a,
-            }
-        ));
-        assert!(reg.insert(
-            "ns/b-1".into(),
-            ActiveRun {
-                experiment: "ns/b".into(),
-                target: "pods/ns/app=b".into(),
-                abort: tx_b,
-            }
-        ));
-        let (tx_dup, _) = watch::channel(None);
-        assert!(!reg.insert(
-            "ns/a-1".into(),
-            ActiveRun {
-                experiment: "ns/a".into(),
-                target: "x".into(),
-                abort: tx_dup,
-            }
-        ));
-        reg.abort_experiment("ns/a", "experiment deleted");
-        assert_eq!(rx_a.borrow().as_deref(), Some("experiment deleted"));
-        assert_eq!(*rx_b.borrow(), None);
-        assert_eq!(reg.holder("pods/ns/app=b").as_deref(), Some("ns/b-1"));
-        reg.remove("ns/b-1");
-        assert_eq!(reg.holder("pods/ns/app=b"), None);
     }
 }

@@ -1,75 +1,26 @@
 //! What an action may touch. Every namespace it reaches (pods, workloads,
-//! Services) must be opted in and never the operator's own; a `host`
-//! target must be covered, address by address after resolution, by the
-//! operator's `--connection-target-allow` list. Anyone who may create a
+//! Services) must be opted in and never the operator's own; an action's
+//! own admission check (e.g. a `host` target against the operator's
+//! `--connection-target-allow`) runs beside it. Anyone who may create a
 //! ChaosExperiment would otherwise make the operator reach anything it can.
-
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 
 use kube::ResourceExt;
 use kube::api::Api;
 
+use super::actions::{self, Touched};
+use crate::reasons::{Refusal, RefuseReason};
 use crate::reconcile::Context;
 use crate::resources::CHAOS_ENABLED_LABEL;
 use crate::resources::experiment::ChaosExperiment;
-
-/// A namespace an action touches, and the spec field that puts it there
-/// (named in every refusal, so the user knows what to change).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Touched {
-    pub field: &'static str,
-    pub namespace: String,
-}
 
 /// Every namespace the experiment's action touches, each once. A `host`
 /// target touches no namespace of the cluster; the experiment's own is
 /// listed then, as for every action that defaults to it.
 pub fn touched_namespaces(exp: &ChaosExperiment) -> Vec<Touched> {
-    const OWN: &str = "metadata.namespace";
     let own = exp.namespace().unwrap_or_default();
-    let pick = |field: &'static str, ns: &Option<String>| match ns {
-        Some(ns) => Touched {
-            field,
-            namespace: ns.clone(),
-        },
-        None => Touched {
-            field: OWN,
-            namespace: own.clone(),
-        },
-    };
-    let a = &exp.spec.action;
-    let mut out: Vec<Touched> = Vec::new();
-    if let Some(pk) = &a.pod_kill {
-        out.push(pick("spec.action.podKill.namespace", &pk.namespace));
-    }
-    if let Some(sd) = &a.scale_down {
-        out.push(pick(
-            "spec.action.scaleDown.target.namespace",
-            &sd.target.namespace,
-        ));
-    }
-    if let Some(ce) = &a.connection_exhaustion {
-        if let Some(t) = &ce.target {
-            if t.service.is_some() {
-                out.push(pick(
-                    "spec.action.connectionExhaustion.target.namespace",
-                    &t.namespace,
-                ));
-            } else {
-                out.push(pick("metadata.namespace", &None));
-            }
-        }
-        if let Some(c) = &ce.clients {
-            out.push(pick(
-                "spec.action.connectionExhaustion.clients.namespace",
-                &c.namespace,
-            ));
-        }
-    }
+    let mut out = actions::spec_of(&exp.spec.action).touched(&own);
     if out.is_empty() {
-        out.push(pick(OWN, &None));
+        out.push(Touched::own(&own));
     }
     let mut seen = std::collections::BTreeSet::new();
     out.retain(|t| seen.insert(t.namespace.clone()));
@@ -77,17 +28,13 @@ pub fn touched_namespaces(exp: &ChaosExperiment) -> Vec<Touched> {
 }
 
 /// Refuse the experiment unless every namespace it touches is opted in and
-/// none is the operator's own. `Err((reason, message))`, the message naming
-/// the field.
-pub async fn check_namespaces(
-    ctx: &Context,
-    exp: &ChaosExperiment,
-) -> Result<(), (&'static str, String)> {
+/// none is the operator's own. The refusal's message names the field.
+pub async fn check_namespaces(ctx: &Context, exp: &ChaosExperiment) -> Result<(), Refusal> {
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
     for Touched { field, namespace } in touched_namespaces(exp) {
         if namespace == ctx.operator_namespace {
-            return Err((
-                "NamespaceNotAllowed",
+            return Err(Refusal::new(
+                RefuseReason::NamespaceNotAllowed,
                 format!(
                     "{field}: the action targets namespace {namespace}, the operator's own; Headroom never injects there"
                 ),
@@ -97,22 +44,22 @@ pub async fn check_namespaces(
             Ok(Some(n))
                 if n.labels().get(CHAOS_ENABLED_LABEL).map(String::as_str) == Some("enabled") => {}
             Ok(Some(_)) => {
-                return Err((
-                    "NamespaceNotOptedIn",
+                return Err(Refusal::new(
+                    RefuseReason::NamespaceNotOptedIn,
                     format!(
                         "{field}: namespace {namespace} is not opted in to experiments: run `kubectl label namespace {namespace} {CHAOS_ENABLED_LABEL}=enabled` or point {field} at an opted-in namespace"
                     ),
                 ));
             }
             Ok(None) => {
-                return Err((
-                    "NamespaceNotFound",
+                return Err(Refusal::new(
+                    RefuseReason::NamespaceNotFound,
                     format!("{field}: namespace {namespace} does not exist"),
                 ));
             }
             Err(e) => {
-                return Err((
-                    "KubernetesApiError",
+                return Err(Refusal::new(
+                    RefuseReason::KubernetesApiError,
                     format!("reading namespace {namespace} ({field}): {e}"),
                 ));
             }
@@ -121,226 +68,11 @@ pub async fn check_namespaces(
     Ok(())
 }
 
-/// One `--connection-target-allow` entry: `CIDR:PORT` (`10.0.0.0/8:5432`,
-/// `[fd00::]/8:5432`, a bare address meaning a /32 or /128) or
-/// `HOST:PORT` (`db.internal:5432`, allowing whatever that name resolves to).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AllowEntry {
-    Net { addr: IpAddr, prefix: u8, port: u16 },
-    Host { name: String, port: u16 },
-}
-
-impl FromStr for AllowEntry {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let (what, port) = s.rsplit_once(':').ok_or_else(|| {
-            format!("--connection-target-allow {s:?}: write CIDR:PORT or HOST:PORT, e.g. 10.0.0.0/8:5432 or db.internal:5432")
-        })?;
-        let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
-            format!("--connection-target-allow {s:?}: the port must be 1 to 65535")
-        })?;
-        let what = what.trim_start_matches('[').replace("]", "");
-        let (addr, prefix) = match what.split_once('/') {
-            Some((a, p)) => (a.to_owned(), Some(p)),
-            None => (what.clone(), None),
-        };
-        match addr.parse::<IpAddr>() {
-            Ok(ip) => {
-                let max = if ip.is_ipv4() { 32 } else { 128 };
-                let prefix = match prefix {
-                    None => max,
-                    Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
-                        format!(
-                            "--connection-target-allow {s:?}: the prefix length must be 0 to {max}"
-                        )
-                    })?,
-                };
-                Ok(AllowEntry::Net {
-                    addr: ip,
-                    prefix,
-                    port,
-                })
-            }
-            Err(_) if prefix.is_none() && valid_host_name(&addr) => Ok(AllowEntry::Host {
-                name: addr.to_ascii_lowercase(),
-                port,
-            }),
-            Err(_) => Err(format!(
-                "--connection-target-allow {s:?}: {addr:?} is neither an IP address, a CIDR nor a host name"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for AllowEntry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AllowEntry::Net {
-                addr: IpAddr::V6(a),
-                prefix,
-                port,
-            } => write!(f, "[{a}]/{prefix}:{port}"),
-            AllowEntry::Net { addr, prefix, port } => write!(f, "{addr}/{prefix}:{port}"),
-            AllowEntry::Host { name, port } => write!(f, "{name}:{port}"),
-        }
-    }
-}
-
-fn valid_host_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
-}
-
-/// `ip` within `net/prefix` (same family only).
-fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
-}
-
-/// The operator's allow-list for `host` targets. Empty: every host target
-/// is refused (Service targets are governed by the namespace opt-in).
-#[derive(Clone, Debug, Default)]
-pub struct AllowList(pub Vec<AllowEntry>);
-
-impl AllowList {
-    /// The host names the entries mention, to be resolved by the caller.
-    pub fn host_names(&self) -> impl Iterator<Item = (&str, u16)> {
-        self.0.iter().filter_map(|e| match e {
-            AllowEntry::Host { name, port } => Some((name.as_str(), *port)),
-            AllowEntry::Net { .. } => None,
-        })
-    }
-
-    /// Which of `resolved` no entry covers. `host_addrs` holds what each
-    /// `HOST:PORT` entry resolved to (its port included). Pure: the
-    /// caller resolves, so the decision is testable and the addresses it
-    /// approved are the ones connected to.
-    pub fn uncovered(&self, resolved: &[SocketAddr], host_addrs: &[SocketAddr]) -> Vec<SocketAddr> {
-        resolved
-            .iter()
-            .filter(|a| {
-                let by_net = self.0.iter().any(|e| match e {
-                    AllowEntry::Net { addr, prefix, port } => {
-                        *port == a.port() && in_net(a.ip(), *addr, *prefix)
-                    }
-                    AllowEntry::Host { .. } => false,
-                });
-                !by_net && !host_addrs.contains(a)
-            })
-            .copied()
-            .collect()
-    }
-
-    fn describe(&self) -> String {
-        if self.0.is_empty() {
-            "is empty".to_owned()
-        } else {
-            format!(
-                "is {}",
-                self.0
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
-        }
-    }
-}
-
-const HOST_FIELD: &str = "spec.action.connectionExhaustion.target.host";
-
-/// Resolve a `host` target and keep it only if the allow-list covers every
-/// address it resolves to. The addresses returned are the only ones the
-/// run connects to, so a name that later resolves elsewhere changes
-/// nothing. `Err((reason, message))` names the field and the fix.
-pub async fn allowed_addresses(
-    allow: &AllowList,
-    host: &str,
-    port: u16,
-) -> Result<Vec<SocketAddr>, (&'static str, String)> {
-    let resolved: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
-        Ok(a) => a.collect(),
-        Err(e) => {
-            return Err((
-                "TargetNotAllowed",
-                format!(
-                    "{HOST_FIELD}: {host} cannot be resolved ({e}), so the allow-list cannot be checked"
-                ),
-            ));
-        }
-    };
-    if resolved.is_empty() {
-        return Err((
-            "TargetNotAllowed",
-            format!("{HOST_FIELD}: {host} resolves to no address"),
-        ));
-    }
-    let mut host_addrs = Vec::new();
-    for (name, p) in allow.host_names() {
-        // An entry that does not resolve allows nothing; the others still do.
-        if let Ok(a) = tokio::net::lookup_host((name, p)).await {
-            host_addrs.extend(a);
-        }
-    }
-    let uncovered = allow.uncovered(&resolved, &host_addrs);
-    if uncovered.is_empty() {
-        return Ok(resolved);
-    }
-    Err((
-        "TargetNotAllowed",
-        format!(
-            "{HOST_FIELD}: {host}:{port} (resolved to {}) is not covered by the operator's --connection-target-allow, which {}; the operator's administrator adds the address and port (e.g. --connection-target-allow {}/{}:{port}), or use target.service for a Service in an opted-in namespace",
-            uncovered
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            allow.describe(),
-            uncovered[0].ip(),
-            if uncovered[0].is_ipv4() { 32 } else { 128 },
-        ),
-    ))
-}
-
 /// Everything the operator checks about what an experiment touches before
-/// it is valid: the namespaces, and a `host` target's addresses.
-pub async fn check(ctx: &Context, exp: &ChaosExperiment) -> Result<(), (&'static str, String)> {
+/// it is valid: the namespaces, then the action's own admission check.
+pub async fn check(ctx: &Context, exp: &ChaosExperiment) -> Result<(), Refusal> {
     check_namespaces(ctx, exp).await?;
-    if let Some(t) = exp
-        .spec
-        .action
-        .connection_exhaustion
-        .as_ref()
-        .and_then(|c| c.target.as_ref())
-        && let Some(host) = &t.host
-    {
-        let port = u16::try_from(t.port).map_err(|_| {
-            (
-                "InvalidTarget",
-                "spec.action.connectionExhaustion.target.port must be 1 to 65535".to_owned(),
-            )
-        })?;
-        allowed_addresses(&ctx.connection_allow, host, port).await?;
-    }
-    Ok(())
+    actions::spec_of(&exp.spec.action).admit(ctx).await
 }
 
 #[cfg(test)]
@@ -405,68 +137,5 @@ mod tests {
         for (action, want) in cases {
             assert_eq!(touched_namespaces(&exp(action.clone())), want, "{action}");
         }
-    }
-
-    #[test]
-    fn allow_entries_parse_or_name_the_flag() {
-        let ok = [
-            ("10.0.0.0/8:5432", "10.0.0.0/8:5432"),
-            ("127.0.0.1:5432", "127.0.0.1/32:5432"),
-            ("db.internal:5432", "db.internal:5432"),
-            ("DB.Internal:5432", "db.internal:5432"),
-            ("[fd00::]/8:5432", "[fd00::]/8:5432"),
-            ("[::1]:5432", "[::1]/128:5432"),
-        ];
-        for (s, shown) in ok {
-            let e: AllowEntry = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
-            assert_eq!(e.to_string(), shown);
-        }
-        for bad in [
-            "10.0.0.0/8",
-            "10.0.0.0/33:5432",
-            "db:0",
-            "db:70000",
-            "bad_name!:5432",
-            "db.internal/8:5432",
-        ] {
-            let e = bad.parse::<AllowEntry>().expect_err(bad);
-            assert!(e.contains("--connection-target-allow"), "{e}");
-        }
-    }
-
-    #[test]
-    fn every_resolved_address_must_be_covered_with_its_port() {
-        let list = AllowList(
-            ["10.0.0.0/8:5432", "127.0.0.1:6000", "db.internal:5432"]
-                .iter()
-                .map(|s| s.parse().expect("entry"))
-                .collect(),
-        );
-        let a = |s: &str| -> SocketAddr { s.parse().expect("addr") };
-        // What db.internal:5432 resolved to.
-        let host_addrs = [a("192.168.1.7:5432")];
-        let cases: [(&[SocketAddr], Vec<SocketAddr>); 7] = [
-            (&[a("10.1.2.3:5432")], vec![]),
-            (&[a("10.1.2.3:5433")], vec![a("10.1.2.3:5433")]),
-            (&[a("11.0.0.1:5432")], vec![a("11.0.0.1:5432")]),
-            (&[a("127.0.0.1:6000")], vec![]),
-            (&[a("127.0.0.2:6000")], vec![a("127.0.0.2:6000")]),
-            (&[a("192.168.1.7:5432")], vec![]),
-            // One address outside is enough to refuse.
-            (
-                &[a("10.1.2.3:5432"), a("8.8.8.8:5432")],
-                vec![a("8.8.8.8:5432")],
-            ),
-        ];
-        for (resolved, want) in cases {
-            assert_eq!(list.uncovered(resolved, &host_addrs), want, "{resolved:?}");
-        }
-        assert_eq!(
-            AllowList::default().uncovered(&[a("127.0.0.1:5432")], &[]),
-            vec![a("127.0.0.1:5432")]
-        );
-        let zero: AllowList = AllowList(vec!["0.0.0.0/0:5432".parse().expect("entry")]);
-        assert!(zero.uncovered(&[a("1.2.3.4:5432")], &[]).is_empty());
-        assert!(!zero.uncovered(&[a("[::1]:5432")], &[]).is_empty());
     }
 }

@@ -8,6 +8,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::Selector;
 use serde_json::json;
 
+use super::support::{RETRY_FOR, retry};
+use crate::resources::run::WorkloadRestore;
+
 /// A workload's replica count and pod selector.
 pub struct Workload {
     pub replicas: i32,
@@ -234,6 +237,48 @@ pub async fn owner_revision(
         _ => None,
     };
     (Some(format!("{}/{}", owner.kind, owner.name)), revision)
+}
+
+/// Set a workload back to its saved replica count, retried while the API
+/// server is away: an outage (a restart) must not leave the workload at
+/// the fault's count.
+pub async fn set_back(client: &kube::Client, w: &WorkloadRestore) -> Result<(), String> {
+    retry("restoring the replica count", RETRY_FOR, || {
+        scale(client, w.kind, &w.namespace, &w.name, w.replicas)
+    })
+    .await
+}
+
+/// Undo a replica change from the saved plan and wait (bounded) until the
+/// controller reports the pods available. `Ok` is the timeline's message.
+pub async fn restore_replicas(
+    client: &kube::Client,
+    w: &WorkloadRestore,
+) -> Result<String, String> {
+    set_back(client, w).await?;
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = None;
+    while tokio::time::Instant::now() < until {
+        // Read errors only mean "not known yet": the replica count is back.
+        if let Ok(Some(r)) = rollout(client, w.kind, &w.namespace, &w.name).await {
+            if r.available_at(w.replicas) {
+                return Ok(format!(
+                    "{:?} {}/{} back to {} replicas, {} available",
+                    w.kind, w.namespace, w.name, w.replicas, r.available
+                ));
+            }
+            last = Some(r);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    Ok(format!(
+        "{:?} {}/{} set back to {} replicas ({} available after 60s)",
+        w.kind,
+        w.namespace,
+        w.name,
+        w.replicas,
+        last.map_or_else(|| "none known".to_owned(), |r| r.available.to_string())
+    ))
 }
 
 #[cfg(test)]

@@ -84,10 +84,6 @@ async fn reconcile(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Actio
 /// Checks the API server cannot make (CEL has no cron parser, no clock).
 /// Returns the reason and a message naming the field and the fix.
 pub fn validate_spec(spec: &ChaosExperimentSpec) -> Result<(), (&'static str, String)> {
-    let kind = spec.action.kind().ok_or((
-        "InvalidAction",
-        "spec.action must set exactly one of podKill, scaleDown or connectionExhaustion".into(),
-    ))?;
     let duration = crate::duration::parse_duration(&spec.duration)
         .map_err(|e| ("InvalidDuration", format!("spec.duration: {e}")))?;
     let observe = crate::duration::parse_duration(&spec.observe_interval)
@@ -124,34 +120,9 @@ pub fn validate_spec(spec: &ChaosExperimentSpec) -> Result<(), (&'static str, St
     if let Some(schedule) = &spec.schedule {
         next_fire(schedule, Utc::now())?;
     }
-    if let Some(pk) = &spec.action.pod_kill {
-        headroom_experiments::pod_kill::live::selector(pk).map_err(|e| ("InvalidSelector", e))?;
-        if let Some(i) = &pk.interval {
-            crate::duration::parse_duration(i).map_err(|e| {
-                (
-                    "InvalidDuration",
-                    format!("spec.action.podKill.interval: {e}"),
-                )
-            })?;
-        }
-    }
-    if let Some(ce) = &spec.action.connection_exhaustion {
-        crate::duration::parse_duration(&ce.hold_for).map_err(|e| {
-            (
-                "InvalidDuration",
-                format!("spec.action.connectionExhaustion.holdFor: {e}"),
-            )
-        })?;
-        if let Some(i) = &ce.ramp_interval {
-            crate::duration::parse_duration(i).map_err(|e| {
-                (
-                    "InvalidDuration",
-                    format!("spec.action.connectionExhaustion.rampInterval: {e}"),
-                )
-            })?;
-        }
-    }
-    let _ = kind;
+    crate::engine::actions::spec_of(&spec.action)
+        .validate()
+        .map_err(|r| (r.reason.as_str(), r.message))?;
     Ok(())
 }
 
@@ -182,7 +153,9 @@ pub async fn check_target(
     ctx: &Context,
     exp: &ChaosExperiment,
 ) -> Result<(), (&'static str, String)> {
-    engine::scope::check(ctx, exp).await
+    engine::scope::check(ctx, exp)
+        .await
+        .map_err(|r| (r.reason.as_str(), r.message))
 }
 
 fn created(obj: &impl Resource) -> Option<DateTime<Utc>> {
@@ -227,7 +200,7 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
     let previous = exp.status.clone().unwrap_or_default();
     let generation = exp.meta().generation;
     let mut status = ChaosExperimentStatus {
-        action: exp.spec.action.kind().map(str::to_owned),
+        action: Some(exp.spec.action.kind().to_owned()),
         observed_generation: generation,
         conditions: previous.conditions.clone(),
         last_run: runs.last().map(ResourceExt::name_any),
@@ -809,6 +782,7 @@ async fn cleanup(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::experiment::ChaosAction;
     use headroom_experiments::PodKillSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -860,7 +834,7 @@ mod tests {
             (
                 "bad selector operator",
                 Box::new(|s| {
-                    s.action.pod_kill = Some(PodKillSpec {
+                    s.action = ChaosAction::PodKill(PodKillSpec {
                         selector: serde_json::from_value::<LabelSelector>(json!({
                             "matchExpressions": [{ "key": "app", "operator": "Near", "values": ["x"] }]
                         }))

@@ -41,7 +41,7 @@ pub struct Context {
     /// The process's watch cache of runs; `None` in one-shot commands.
     pub run_cache: Option<kube::runtime::reflector::Store<crate::resources::ExperimentRun>>,
     /// `--connection-target-allow`: what `host` targets may resolve to.
-    pub connection_allow: crate::engine::scope::AllowList,
+    pub connection_allow: crate::allow_list::AllowList,
 }
 
 impl Context {

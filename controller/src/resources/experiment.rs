@@ -39,7 +39,7 @@ pub struct ChaosExperimentSpec {
     pub budget_policy: BudgetPolicy,
 
     /// The fault. Set exactly one of podKill, scaleDown or connectionExhaustion.
-    pub action: Action,
+    pub action: ChaosAction,
 
     /// How long the fault stays in place, e.g. `5m`. Defaults to 5m.
     #[serde(default = "default_duration")]
@@ -141,34 +141,56 @@ pub struct BudgetPolicy {
     pub abort_burn_rate: Option<f64>,
 }
 
-/// The fault. Exactly one field is set.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+/// The fault. Exactly one of its fields is set; each is one action of the
+/// fault library (`controller/src/actions/`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.podKill) ? 1 : 0) + (has(self.scaleDown) ? 1 : 0) + (has(self.connectionExhaustion) ? 1 : 0) == 1").message("spec.action must set exactly one of podKill, scaleDown or connectionExhaustion"))]
-pub struct Action {
+#[schemars(transform = one_field_per_variant)]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.podKill) ? 1 : 0) + (has(self.scaleDown) ? 1 : 0) + (has(self.connectionExhaustion) ? 1 : 0) == 1", "message": "spec.action must set exactly one of podKill, scaleDown or connectionExhaustion"}]))]
+pub enum ChaosAction {
     /// Delete pods matching a selector.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_kill: Option<PodKillSpec>,
+    PodKill(PodKillSpec),
     /// Scale a workload up then down and record which pods were removed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scale_down: Option<ScaleDownSpec>,
+    ScaleDown(ScaleDownSpec),
     /// Open and hold connections until the target refuses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_exhaustion: Option<ConnectionExhaustionSpec>,
+    ConnectionExhaustion(ConnectionExhaustionSpec),
 }
 
-impl Action {
+/// The schema users see for [`ChaosAction`]: an object with one optional
+/// field per action, as Kubernetes unions are written, instead of the
+/// `oneOf` schemars derives for an enum. "Exactly one" is the CEL rule
+/// above, whose message names the fields; a `oneOf` error would not.
+fn one_field_per_variant(schema: &mut schemars::Schema) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    let Some(serde_json::Value::Array(variants)) = obj.remove("oneOf") else {
+        return;
+    };
+    let mut properties = serde_json::Map::new();
+    for variant in variants {
+        let description = variant.get("description").cloned();
+        if let Some(props) = variant.get("properties").and_then(|p| p.as_object()) {
+            for (name, prop) in props {
+                let mut prop = prop.clone();
+                if let (Some(d), Some(p)) = (&description, prop.as_object_mut()) {
+                    p.insert("description".into(), d.clone());
+                }
+                properties.insert(name.clone(), prop);
+            }
+        }
+    }
+    obj.insert("type".into(), "object".into());
+    obj.insert("properties".into(), properties.into());
+}
+
+impl ChaosAction {
     /// The action's name as written in the spec, e.g. `podKill`.
-    pub fn kind(&self) -> Option<&'static str> {
-        match (
-            &self.pod_kill,
-            &self.scale_down,
-            &self.connection_exhaustion,
-        ) {
-            (Some(_), None, None) => Some("podKill"),
-            (None, Some(_), None) => Some("scaleDown"),
-            (None, None, Some(_)) => Some("connectionExhaustion"),
-            _ => None,
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::PodKill(_) => "podKill",
+            Self::ScaleDown(_) => "scaleDown",
+            Self::ConnectionExhaustion(_) => "connectionExhaustion",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! before any fault is applied, so a restarted operator can undo it.
 
 use headroom_experiments::evidence::PodRecord;
+use headroom_experiments::scale_down::WorkloadKind;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -328,11 +329,11 @@ pub struct RestorePlan {
 }
 
 /// A workload's replica count before the fault.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadRestore {
     /// Deployment, StatefulSet or ReplicaSet.
-    pub kind: String,
+    pub kind: WorkloadKind,
     /// Namespace.
     pub namespace: String,
     /// Name.
