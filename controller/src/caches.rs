@@ -201,17 +201,17 @@ pub fn start(
     });
     let s = fill(
         slo_writer,
-        crate::reconcile::watched(client, watch_namespace),
+        crate::context::watched(client, watch_namespace),
         caches.slo_tap.clone(),
     );
     let e = fill(
         exp_writer,
-        crate::reconcile::watched(client, watch_namespace),
+        crate::context::watched(client, watch_namespace),
         caches.experiment_tap.clone(),
     );
     let r = fill(
         run_writer,
-        crate::reconcile::watched(client, watch_namespace),
+        crate::context::watched(client, watch_namespace),
         caches.run_tap.clone(),
     );
     (caches, async move {

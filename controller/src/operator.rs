@@ -12,9 +12,10 @@ use axum::routing::get;
 use tracing::info;
 
 use crate::cli::RunArgs;
+use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::prometheus::Prometheus;
-use crate::reconcile::{self, Context};
+use crate::reconcile;
 use crate::recorded::RecordedCache;
 
 /// Start the reconcilers and the HTTP server; return when a signal arrives.
@@ -59,7 +60,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         watch_namespace: args.watch_namespace.clone(),
         indicator_checks: Default::default(),
-        direct_reads: tokio::sync::Semaphore::new(crate::reconcile::DIRECT_READS),
+        direct_reads: tokio::sync::Semaphore::new(crate::context::DIRECT_READS),
         run_cache: Some(caches.runs.clone()),
         connection_allow: crate::allow_list::AllowList(args.connection_target_allow.clone()),
     });

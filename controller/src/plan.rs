@@ -10,14 +10,14 @@ use kube::api::{Api, ListParams};
 use tokio::sync::watch;
 
 use crate::cli::PlanArgs;
+use crate::context::Context;
 use crate::engine::{self, ActiveRun, evaluate_gate, key};
 use crate::metrics::Metrics;
 use crate::prometheus::Prometheus;
-use crate::reconcile::Context;
 use crate::reconcile::experiment::{check_target, validate_spec};
-use crate::reconcile::slo::Freshness;
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::{ExperimentRun, RunPhase};
+use crate::slo_reader::Freshness;
 
 /// One line of the plan.
 pub struct Line {
@@ -43,7 +43,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
         recorded: None,
         watch_namespace: args.namespace.clone(),
         indicator_checks: Default::default(),
-        direct_reads: tokio::sync::Semaphore::new(crate::reconcile::DIRECT_READS),
+        direct_reads: tokio::sync::Semaphore::new(crate::context::DIRECT_READS),
         run_cache: None,
         instance: crate::run_owner::Instance::new(crate::run_owner::DEFAULT_LEASE),
         peers_seen: Default::default(),

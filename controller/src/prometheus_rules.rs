@@ -18,7 +18,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::reconcile::{Context, MANAGER};
+use crate::context::{Context, MANAGER};
 use crate::resources::ServiceLevelObjective;
 use crate::rules;
 

@@ -9,7 +9,7 @@ use kube::runtime::reflector::Store;
 use tracing::{info, warn};
 
 use crate::cli::RunArgs;
-use crate::reconcile::Context;
+use crate::context::Context;
 use crate::resources::ServiceLevelObjective;
 use crate::rules;
 

@@ -21,13 +21,13 @@ use kube::runtime::reflector::{self, Store};
 use maud::Markup;
 use serde_json::json;
 
+use crate::context::Context;
 use crate::engine::abort_rule;
 use crate::gate::Policy;
-use crate::reconcile::Context;
-use crate::reconcile::slo::tier_plans;
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::ExperimentRun;
 use crate::resources::slo::ServiceLevelObjective;
+use crate::slo_reader::tier_plans;
 
 /// Annotation that asks for a run now (set by the dashboard's "run now").
 pub const RUN_NOW: &str = "headroom.dev/run-requested";

@@ -20,17 +20,17 @@ use super::observe::{self, Guard, Seen, interrupted, load_guards, read_guards};
 use super::record::Record;
 use super::state::{Event, Outcome};
 use super::support::key;
+use crate::context::Context;
 use crate::duration::parse_duration;
 use crate::gate::{self, Policy};
 use crate::metrics::RunLabels;
 use crate::reasons::{Abort, Refusal, RefuseReason, Step};
-use crate::reconcile::Context;
-use crate::reconcile::slo::{Freshness, assess};
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::{
     BudgetRecord, ExperimentRun, ExperimentRunStatus, GateRecord, Observations, RunPhase,
     SloBurnRate, Verdict,
 };
+use crate::slo_reader::{Freshness, assess};
 use crate::verdict::{self, Measured};
 
 /// Everything a run needs to start.

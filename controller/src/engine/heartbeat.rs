@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::reconcile::Context;
+use crate::context::Context;
 use crate::resources::run::ExperimentRun;
 use crate::run_owner::{Holder, Instance, holder_of};
 

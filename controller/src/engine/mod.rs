@@ -26,12 +26,12 @@ pub use crate::registry::{ActiveRun, Registry};
 pub use support::{key, now, now_micro};
 
 use crate::budget::TierPlan;
+use crate::context::Context;
 use crate::gate::{self, Decision, GateInput, Policy, SloReading};
-use crate::reconcile::Context;
-use crate::reconcile::slo::{Freshness, assess, tier_plans};
 use crate::resources::experiment::{ChaosExperiment, ChaosExperimentSpec};
 use crate::resources::run::{GateRecord, SloSnapshot};
 use crate::resources::slo::{ServiceLevelObjective, Severity};
+use crate::slo_reader::{Freshness, assess, tier_plans};
 
 /// What a fault touches; two runs never hold the same target at once.
 pub fn target_key(exp: &ChaosExperiment) -> String {

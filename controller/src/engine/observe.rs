@@ -10,14 +10,14 @@ use kube::api::Api;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::context::Context;
 use crate::duration::format_duration;
 use crate::gate::{self, GuardReading, Policy};
 use crate::indicator;
 use crate::reasons::{Abort, AbortReason};
-use crate::reconcile::Context;
-use crate::reconcile::slo::tier_plans;
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::slo::ServiceLevelObjective;
+use crate::slo_reader::tier_plans;
 
 use super::abort_rule;
 

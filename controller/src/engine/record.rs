@@ -14,8 +14,8 @@ use tracing::{info, warn};
 
 use super::state::{self, Event, Write};
 use super::support::{RETRY_FOR, now, now_micro, retry};
+use crate::context::{Context, MANAGER};
 use crate::reasons::{Refusal, StepName};
-use crate::reconcile::{Context, MANAGER};
 use crate::resources::run::{ExperimentRun, ExperimentRunStatus, TimelineEntry, Verdict};
 
 pub struct Record {

@@ -8,8 +8,8 @@ use kube::ResourceExt;
 use kube::api::Api;
 
 use super::actions::{self, Touched};
+use crate::context::Context;
 use crate::reasons::{Refusal, RefuseReason};
-use crate::reconcile::Context;
 use crate::resources::CHAOS_ENABLED_LABEL;
 use crate::resources::experiment::ChaosExperiment;
 

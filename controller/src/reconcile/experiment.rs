@@ -19,9 +19,9 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::slo::Freshness;
-use super::{Context, Error, MANAGER};
+use super::Error;
 use crate::conditions::{self, Status};
+use crate::context::{Context, MANAGER};
 use crate::engine::driver::{self, Job};
 use crate::engine::heartbeat::Outcome as Claim;
 use crate::engine::{self, ActiveRun, GateOutcome, evaluate_gate, key, now, now_micro};
@@ -31,6 +31,7 @@ use crate::resources::run::{
     ExperimentRun, ExperimentRunSpec, ExperimentRunStatus, RunPhase, TimelineEntry,
 };
 use crate::run_owner::{self, Holder};
+use crate::slo_reader::Freshness;
 
 /// Finalizer that holds an experiment until its runs are restored.
 pub const FINALIZER: &str = "headroom.dev/restore";

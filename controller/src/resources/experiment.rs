@@ -141,12 +141,12 @@ pub struct BudgetPolicy {
     pub abort_burn_rate: Option<f64>,
 }
 
-/// The fault. Exactly one of its fields is set; each is one action of the
-/// fault library (`controller/src/actions/`).
+/// The fault: one action of the fault library (`controller/src/engine/actions/`).
+/// Written in specs as an object with exactly one field set, as Kubernetes
+/// unions are (see [`ActionFields`]); an enum in the code, so every choice
+/// by action is a complete `match`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-#[schemars(transform = one_field_per_variant)]
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.podKill) ? 1 : 0) + (has(self.scaleDown) ? 1 : 0) + (has(self.connectionExhaustion) ? 1 : 0) == 1", "message": "spec.action must set exactly one of podKill, scaleDown or connectionExhaustion"}]))]
+#[serde(try_from = "ActionFields", into = "ActionFields")]
 pub enum ChaosAction {
     /// Delete pods matching a selector.
     PodKill(PodKillSpec),
@@ -156,32 +156,56 @@ pub enum ChaosAction {
     ConnectionExhaustion(ConnectionExhaustionSpec),
 }
 
-/// The schema users see for [`ChaosAction`]: an object with one optional
-/// field per action, as Kubernetes unions are written, instead of the
-/// `oneOf` schemars derives for an enum. "Exactly one" is the CEL rule
-/// above, whose message names the fields; a `oneOf` error would not.
-fn one_field_per_variant(schema: &mut schemars::Schema) {
-    let Some(obj) = schema.as_object_mut() else {
-        return;
-    };
-    let Some(serde_json::Value::Array(variants)) = obj.remove("oneOf") else {
-        return;
-    };
-    let mut properties = serde_json::Map::new();
-    for variant in variants {
-        let description = variant.get("description").cloned();
-        if let Some(props) = variant.get("properties").and_then(|p| p.as_object()) {
-            for (name, prop) in props {
-                let mut prop = prop.clone();
-                if let (Some(d), Some(p)) = (&description, prop.as_object_mut()) {
-                    p.insert("description".into(), d.clone());
-                }
-                properties.insert(name.clone(), prop);
-            }
+/// The fault as written in a spec. Set exactly one of podKill, scaleDown or
+/// connectionExhaustion (a field set to null counts as not set).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.podKill) ? 1 : 0) + (has(self.scaleDown) ? 1 : 0) + (has(self.connectionExhaustion) ? 1 : 0) == 1").message("spec.action must set exactly one of podKill, scaleDown or connectionExhaustion"))]
+pub struct ActionFields {
+    /// Delete pods matching a selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_kill: Option<PodKillSpec>,
+    /// Scale a workload up then down and record which pods were removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScaleDownSpec>,
+    /// Open and hold connections until the target refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_exhaustion: Option<ConnectionExhaustionSpec>,
+}
+
+impl TryFrom<ActionFields> for ChaosAction {
+    type Error = String;
+
+    fn try_from(f: ActionFields) -> Result<Self, String> {
+        match (f.pod_kill, f.scale_down, f.connection_exhaustion) {
+            (Some(a), None, None) => Ok(Self::PodKill(a)),
+            (None, Some(a), None) => Ok(Self::ScaleDown(a)),
+            (None, None, Some(a)) => Ok(Self::ConnectionExhaustion(a)),
+            _ => Err(
+                "spec.action must set exactly one of podKill, scaleDown or connectionExhaustion"
+                    .into(),
+            ),
         }
     }
-    obj.insert("type".into(), "object".into());
-    obj.insert("properties".into(), properties.into());
+}
+
+impl From<ChaosAction> for ActionFields {
+    fn from(a: ChaosAction) -> Self {
+        match a {
+            ChaosAction::PodKill(a) => Self {
+                pod_kill: Some(a),
+                ..Default::default()
+            },
+            ChaosAction::ScaleDown(a) => Self {
+                scale_down: Some(a),
+                ..Default::default()
+            },
+            ChaosAction::ConnectionExhaustion(a) => Self {
+                connection_exhaustion: Some(a),
+                ..Default::default()
+            },
+        }
+    }
 }
 
 impl ChaosAction {
@@ -236,4 +260,36 @@ pub struct ChaosExperimentStatus {
     /// budget gate is closed, or reason Open).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_action_is_written_as_one_field_and_read_back_as_its_variant() {
+        let pod_kill =
+            json!({ "podKill": { "selector": { "matchLabels": { "app": "web" } }, "count": 1 } });
+        let action: ChaosAction = serde_json::from_value(pod_kill.clone()).expect("podKill");
+        assert_eq!(action.kind(), "podKill");
+        assert_eq!(serde_json::to_value(&action).expect("json"), pod_kill);
+        // A field set to null is not set (merge patches and older objects).
+        let with_null = json!({ "podKill": null, "scaleDown": {
+            "target": { "kind": "Deployment", "name": "web" },
+            "scaleUpTo": 4, "scaleDownTo": 2, "expectOrder": "NewestFirst" } });
+        let action: ChaosAction = serde_json::from_value(with_null).expect("scaleDown");
+        assert_eq!(action.kind(), "scaleDown");
+        for bad in [
+            json!({}),
+            json!({ "podKill": null }),
+            json!({ "podKill": { "selector": {}, "count": 1 }, "connectionExhaustion": { "connections": 1, "holdFor": "1s", "target": { "host": "db", "port": 1 } } }),
+        ] {
+            let e = serde_json::from_value::<ChaosAction>(bad.clone()).expect_err("refused");
+            assert!(
+                e.to_string().contains("exactly one of podKill"),
+                "{bad}: {e}"
+            );
+        }
+    }
 }

@@ -15,13 +15,13 @@ use tokio::time::Instant;
 use super::scale_down::recover_replicas;
 use super::{ActionSpec, LiveAction, Touched};
 use crate::allow_list::allowed_addresses;
+use crate::context::Context;
 use crate::duration::parse_duration;
 use crate::engine::connections::{self, Held, Target};
 use crate::engine::record::Record;
 use crate::engine::support::now_micro;
 use crate::engine::workload;
 use crate::reasons::{Abort, AbortReason, Refusal, RefuseReason, Step};
-use crate::reconcile::Context;
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::{ConnectionDrop, Observations, RestorePlan, WorkloadRestore};
 

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::record::Record;
+use crate::context::Context;
 use crate::reasons::{Abort, Refusal};
-use crate::reconcile::Context;
 use crate::resources::experiment::{ChaosAction, ChaosExperiment};
 use crate::resources::run::{ExpectationResult, Observations, RestorePlan};
 use crate::verdict::Recovery;

@@ -18,11 +18,11 @@ use kube::core::Selector;
 use tokio::time::Instant;
 
 use super::{ActionSpec, LiveAction, Touched};
+use crate::context::Context;
 use crate::engine::record::Record;
 use crate::engine::support::now_micro;
 use crate::engine::workload::{self, Rollout};
 use crate::reasons::{Abort, AbortReason, Refusal, RefuseReason, Step};
-use crate::reconcile::Context;
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::{
     ExpectationResult, Observations, RestorePlan, Verdict, WorkloadRestore,
