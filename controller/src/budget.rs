@@ -98,18 +98,6 @@ impl TierPlan {
     }
 }
 
-/// E = bad / total.
-///
-/// `None` when `total` is zero, negative or not finite, or `bad` is negative
-/// or not finite: no traffic is "unknown", never "no errors", and a broken
-/// figure must not pass for a good one. `bad > total` (possible when the two
-/// queries are scraped or evaluated at slightly different moments) is
-/// reported as it is, a ratio above 1, not clamped: clamping would hide a
-/// query that counts the wrong thing, and a high figure only closes the gate.
-pub fn error_ratio(bad: f64, total: f64) -> Option<f64> {
-    (bad.is_finite() && total.is_finite() && total > 0.0 && bad >= 0.0).then(|| bad / total)
-}
-
 /// The error budget as a fraction of events: 1 − objective/100 (0.001 for
 /// 99.9).
 pub fn error_budget(objective_percent: f64) -> f64 {
@@ -350,16 +338,20 @@ pub fn tiers_for(
     Ok(out)
 }
 
-/// The highest page-tier threshold (the fastest page): the default abort
-/// burn rate for experiments. `None` without page tiers.
-pub fn page_threshold(tiers: &[TierPlan]) -> Option<f64> {
-    tiers
-        .iter()
-        .filter(|t| t.severity == Severity::Page)
-        .map(|t| t.threshold)
-        .fold(None, |acc: Option<f64>, t| {
-            Some(acc.map_or(t, |a| a.max(t)))
-        })
+/// The tier whose threshold is the default abort rule of experiments: the
+/// fastest page tier (highest threshold), or the fastest tier of any
+/// severity when no tier pages. `None` without tiers.
+pub fn abort_tier(tiers: &[TierPlan]) -> Option<&TierPlan> {
+    fn fastest<'a>(it: impl Iterator<Item = &'a TierPlan>) -> Option<&'a TierPlan> {
+        it.max_by(|a, b| a.threshold.total_cmp(&b.threshold))
+    }
+    fastest(tiers.iter().filter(|t| t.severity == Severity::Page)).or_else(|| fastest(tiers.iter()))
+}
+
+/// The share of the budget a run spent: its error ratio over the run, as a
+/// burn rate, for the run's share of the period (BR · t / P).
+pub fn spent(run_error_ratio: f64, objective_percent: f64, run: Duration, period: Duration) -> f64 {
+    burn_rate(run_error_ratio, objective_percent) * run.as_secs_f64() / period.as_secs_f64()
 }
 
 #[cfg(test)]
@@ -515,33 +507,6 @@ mod tests {
     }
 
     #[test]
-    fn error_ratio_table() {
-        // (bad, total, error ratio)
-        for (bad, total, want) in [
-            (1.44, 100.0, Some(0.0144)),
-            (1.0, 1000.0, Some(0.001)),
-            (0.0, 50.0, Some(0.0)),
-            (20.0, 100.0, Some(0.2)),
-            // bad > total: reported as it is, not clamped.
-            (12.0, 10.0, Some(1.2)),
-            // No traffic is unknown, not "no errors".
-            (0.0, 0.0, None),
-            (1.0, 0.0, None),
-            (1.0, -5.0, None),
-            (-1.0, 10.0, None),
-            (f64::NAN, 10.0, None),
-            (1.0, f64::NAN, None),
-            (1.0, f64::INFINITY, None),
-            (f64::INFINITY, 10.0, None),
-        ] {
-            match (error_ratio(bad, total), want) {
-                (Some(g), Some(w)) => assert!(close(g, w), "{bad}/{total}: {g} != {w}"),
-                (g, w) => assert_eq!(g, w, "{bad}/{total}"),
-            }
-        }
-    }
-
-    #[test]
     fn burn_rate_table() {
         // (error ratio, objective %, burn rate)
         for (e, slo, want) in [
@@ -629,6 +594,16 @@ mod tests {
         }
         // Short periods too: 1h at 14.4x, whole budget = 250s.
         assert_eq!(time_to_exhaustion(1.0, 14.4, secs(3600)), Some(secs(250)));
+    }
+
+    #[test]
+    fn a_run_spends_its_burn_rate_times_its_share_of_the_period() {
+        // 99.9%: an error ratio of 1.44% over 1h of a 30d period is 14.4x
+        // for 1/720 of the period: 2% of the budget, the Workbook's page.
+        assert!(close(spent(0.0144, 99.9, secs(3600), d(30)), 0.02));
+        assert!(close(spent(0.0, 99.9, secs(3600), d(30)), 0.0));
+        // At 1x for the whole period, the whole budget.
+        assert!(close(spent(0.001, 99.9, d(30), d(30)), 1.0));
     }
 
     #[test]
@@ -723,7 +698,10 @@ mod tests {
         assert!(close(tiers[0].threshold, 0.02 * 60.0 / 2.0));
         assert!(close(tiers[1].threshold, 0.1 * 6.0));
         assert_eq!((tiers[0].disabled, tiers[1].disabled), (false, true));
-        assert_eq!(page_threshold(&tiers), Some(tiers[0].threshold));
+        assert_eq!(
+            abort_tier(&tiers).map(|t| t.threshold),
+            Some(tiers[0].threshold)
+        );
         // Custom Workbook tiers on 30d equal the defaults.
         let custom = tiers_for(
             d(30),
@@ -735,8 +713,10 @@ mod tests {
         .expect("valid");
         let defaults = default_tiers(d(30));
         assert_eq!(custom[..], defaults[..2]);
-        assert_eq!(page_threshold(&defaults), Some(14.4));
-        assert_eq!(page_threshold(&defaults[2..]), None);
+        assert_eq!(abort_tier(&defaults).map(|t| t.threshold), Some(14.4));
+        // Without page tiers, the fastest ticket tier.
+        assert_eq!(abort_tier(&defaults[2..]).map(|t| t.threshold), Some(3.0));
+        assert_eq!(abort_tier(&[]), None);
     }
 
     #[test]

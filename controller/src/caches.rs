@@ -147,7 +147,7 @@ fn experiment_trigger(e: &ChaosExperiment) -> u64 {
             .map(|t| t.0.as_second())
             .hash(h);
         e.metadata.finalizers.hash(h);
-        e.annotations().get(crate::dashboard::RUN_NOW).hash(h);
+        e.annotations().get(crate::resources::RUN_NOW).hash(h);
     })
 }
 

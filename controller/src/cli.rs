@@ -77,10 +77,10 @@ pub struct RunArgs {
     #[arg(long, env = "HEADROOM_LISTEN", default_value = "127.0.0.1:9464")]
     pub listen: String,
     /// How often each SLO is re-read from Prometheus.
-    #[arg(long, default_value = "10s", value_parser = crate::operator::parse_flag_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse_flag_duration)]
     pub evaluation_interval: std::time::Duration,
     /// A Prometheus query slower than this counts as Prometheus unavailable.
-    #[arg(long, default_value = "5s", value_parser = crate::operator::parse_flag_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::duration::parse_flag_duration)]
     pub prometheus_timeout: std::time::Duration,
     /// Read each SLO with its own queries instead of the recording rules
     /// (for comparison; costs one query per window per SLO).
@@ -120,18 +120,18 @@ pub struct RunArgs {
     #[arg(long, default_value = "headroom")]
     pub lease_name: String,
     /// A leader that has not renewed for this long is replaced.
-    #[arg(long, default_value = "15s", value_parser = crate::operator::parse_flag_duration)]
+    #[arg(long, default_value = "15s", value_parser = crate::duration::parse_flag_duration)]
     pub lease_duration: std::time::Duration,
     /// How long a run's heartbeat holds (`status.driver`). The instance
     /// driving a run renews it every third of this; another instance
     /// adopts and restores the run only when it is older than this plus 2s.
-    #[arg(long, default_value = "10s", value_parser = crate::operator::parse_flag_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse_flag_duration)]
     pub run_lease_duration: std::time::Duration,
     /// A leader that has not renewed its lease for this long stops leading
     /// and drops its faults; shorter than `--lease-duration`, so it has
     /// stopped before a candidate may take over. Default: two thirds of
     /// the lease duration (as client-go).
-    #[arg(long, value_parser = crate::operator::parse_flag_duration)]
+    #[arg(long, value_parser = crate::duration::parse_flag_duration)]
     pub renew_deadline: Option<std::time::Duration>,
     /// `host` targets of connectionExhaustion that the operator may reach:
     /// comma-separated `CIDR:PORT` or `HOST:PORT` entries (e.g.

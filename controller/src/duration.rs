@@ -146,6 +146,11 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
+/// Parse `5s`-style durations for CLI flags.
+pub fn parse_flag_duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

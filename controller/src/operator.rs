@@ -160,8 +160,3 @@ async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoRespons
         metrics.render(),
     )
 }
-
-/// Parse `5s`-style durations for CLI flags.
-pub fn parse_flag_duration(text: &str) -> Result<Duration, String> {
-    crate::duration::parse_duration(text).map_err(|e| e.to_string())
-}

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::budget;
 use crate::conditions::{self, Status};
 use crate::resources::slo::{
     ServiceLevelObjectiveSpec, ServiceLevelObjectiveStatus, Severity, WindowBurnRate,
@@ -127,7 +128,7 @@ pub fn evaluate(
         }
     };
 
-    let budget = 1.0 - spec.objective / 100.0;
+    let objective = spec.objective;
     status.source = Some(figures.source.clone());
     status.traffic_per_second = figures.traffic_per_second;
     status.burn_rates = figures
@@ -137,14 +138,16 @@ pub fn evaluate(
         .map(|(window, ratio)| WindowBurnRate {
             window: window.clone(),
             error_ratio: *ratio,
-            burn_rate: ratio.map(|e| round(e / budget)),
+            burn_rate: ratio.map(|e| round(budget::burn_rate(e, objective))),
         })
         .collect();
     status
         .burn_rates
         .sort_by_key(|w| crate::duration::parse_duration(&w.window).unwrap_or(Duration::MAX));
     status.error_ratio = figures.error_ratios.get(period_window).copied().flatten();
-    status.budget_remaining = status.error_ratio.map(|e| round((budget - e) / budget));
+    status.budget_remaining = status
+        .error_ratio
+        .map(|e| round(budget::budget_remaining(e, objective)));
     status.data_present =
         !figures.error_ratios.is_empty() && figures.error_ratios.values().all(Option::is_some);
     status.last_evaluated = Some(now.clone());
@@ -218,7 +221,7 @@ pub fn evaluate(
             .get(&key)
             .copied()
             .flatten()
-            .map(|e| e / budget)
+            .map(|e| budget::burn_rate(e, objective))
     };
     // The same rule the generated alerts use: both windows over BR*.
     let firing: Vec<&TierPlan> = tiers

@@ -29,8 +29,7 @@ use crate::resources::run::ExperimentRun;
 use crate::resources::slo::ServiceLevelObjective;
 use crate::slo_reader::tier_plans;
 
-/// Annotation that asks for a run now (set by the dashboard's "run now").
-pub const RUN_NOW: &str = "headroom.dev/run-requested";
+use crate::resources::RUN_NOW;
 
 /// Shared state of the dashboard.
 pub struct Dashboard {

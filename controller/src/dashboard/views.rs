@@ -65,6 +65,31 @@ pub fn budget_text(remaining: Option<f64>) -> String {
     }
 }
 
+/// How long the remaining budget lasts at the burn rate of the longest
+/// window shown (a sustained pace, not a spike), in words.
+fn lasts(st: &crate::resources::slo::ServiceLevelObjectiveStatus, period: &str) -> String {
+    let (Some(remaining), Some((window, burn))) = (
+        st.budget_remaining,
+        st.burn_rates
+            .iter()
+            .rev()
+            .find_map(|b| Some((b.window.as_str(), b.burn_rate?))),
+    ) else {
+        return "not enough data to say how long the budget lasts".into();
+    };
+    let Ok(period) = crate::duration::parse_duration(period) else {
+        return String::new();
+    };
+    match crate::budget::time_to_exhaustion(remaining, burn, period) {
+        Some(d) if d.is_zero() => "the budget is spent".into(),
+        Some(d) => format!(
+            "at the {window} burn rate ({burn:.2}x) the remaining budget lasts {}",
+            crate::duration::format_duration(std::time::Duration::from_secs(d.as_secs()))
+        ),
+        None => format!("at the {window} burn rate ({burn:.2}x) the budget is not being spent"),
+    }
+}
+
 fn budget_bar(remaining: Option<f64>) -> Markup {
     let width = remaining.map_or(0.0, |r| (r * 100.0).clamp(0.0, 100.0));
     let class = match remaining {
@@ -120,7 +145,7 @@ pub fn overview(
                         td { a href=(format!("/runbooks/slo/{ns}/{}", s.name_any())) { (ns) "/" (s.name_any()) } }
                         td { (s.spec.service) }
                         td { (s.spec.objective) "% over " (s.spec.window) }
-                        td { (budget_bar(st.budget_remaining)) }
+                        td title=(lasts(&st, &s.spec.window)) { (budget_bar(st.budget_remaining)) }
                         td {
                             @for b in &st.burn_rates {
                                 span.muted { (b.window) ": " }

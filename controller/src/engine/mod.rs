@@ -30,7 +30,7 @@ use crate::context::Context;
 use crate::gate::{self, Decision, GateInput, Policy, SloReading};
 use crate::resources::experiment::{ChaosExperiment, ChaosExperimentSpec};
 use crate::resources::run::{GateRecord, SloSnapshot};
-use crate::resources::slo::{ServiceLevelObjective, Severity};
+use crate::resources::slo::ServiceLevelObjective;
 use crate::slo_reader::{Freshness, assess, tier_plans};
 
 /// What a fault touches; two runs never hold the same target at once.
@@ -163,19 +163,8 @@ pub async fn evaluate_gate(
 /// that aborts. The default threshold is the fastest page tier's, watched
 /// on that tier's short window, as the design asks.
 pub fn abort_rule(tiers: &[TierPlan], policy: &Policy) -> Option<(Duration, f64)> {
-    let fastest_page = tiers
-        .iter()
-        .filter(|t| t.severity == Severity::Page)
-        .max_by(|a, b| a.threshold.total_cmp(&b.threshold))
-        .or_else(|| {
-            tiers
-                .iter()
-                .max_by(|a, b| a.threshold.total_cmp(&b.threshold))
-        })?;
-    Some((
-        fastest_page.short,
-        policy.abort_burn_rate.unwrap_or(fastest_page.threshold),
-    ))
+    let tier = crate::budget::abort_tier(tiers)?;
+    Some((tier.short, policy.abort_burn_rate.unwrap_or(tier.threshold)))
 }
 
 #[cfg(test)]

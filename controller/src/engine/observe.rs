@@ -10,6 +10,7 @@ use kube::api::Api;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::budget;
 use crate::context::Context;
 use crate::duration::format_duration;
 use crate::gate::{self, GuardReading, Policy};
@@ -67,7 +68,7 @@ pub async fn read_guards(
 ) -> Result<Vec<GuardReading>, String> {
     let mut out = Vec::with_capacity(guards.len());
     for g in guards {
-        let budget = crate::budget::error_budget(g.slo.spec.objective);
+        let objective = g.slo.spec.objective;
         let q = indicator::window_queries(&g.slo.spec.indicator, &g.window)
             .map_err(|e| e.to_string())?;
         let ratio = ctx.prometheus.scalar(&q.error_ratio).await.map_err(|e| {
@@ -84,14 +85,21 @@ pub async fn read_guards(
                 ctx.metrics.prometheus_errors.inc();
                 e.to_string()
             })?;
-            e.map(|e| e / budget * elapsed.as_secs_f64() / g.period.as_secs_f64())
+            e.map(|e| {
+                budget::spent(
+                    e,
+                    objective,
+                    Duration::from_secs(elapsed.as_secs()),
+                    g.period,
+                )
+            })
         } else {
             None
         };
         out.push(GuardReading {
             slo: g.name.clone(),
             window: g.window.clone(),
-            burn_rate: ratio.map(|r| r / budget),
+            burn_rate: ratio.map(|r| budget::burn_rate(r, objective)),
             abort_at: g.abort_at,
             spent,
             projected: None,

@@ -389,7 +389,7 @@ fn due_now(
 ) -> Result<(bool, &'static str, String), Error> {
     let requested = exp
         .annotations()
-        .get(crate::dashboard::RUN_NOW)
+        .get(crate::resources::RUN_NOW)
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc));
     // Creation times are whole seconds: a request within the second of the

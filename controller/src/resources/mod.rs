@@ -16,6 +16,8 @@ use kube::CustomResourceExt;
 
 /// API group of every Headroom resource.
 pub const GROUP: &str = "headroom.dev";
+/// Annotation that asks for a run now (set by the dashboard's "run now").
+pub const RUN_NOW: &str = "headroom.dev/run-requested";
 /// Label that opts a namespace in to experiments.
 pub const CHAOS_ENABLED_LABEL: &str = "headroom.dev/chaos";
 
