@@ -20,15 +20,18 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::Error;
+use super::decision::{self, Next};
 use crate::conditions::{self, Status};
 use crate::context::{Context, MANAGER};
 use crate::engine::driver::{self, Job};
 use crate::engine::heartbeat::Outcome as Claim;
 use crate::engine::{self, ActiveRun, GateOutcome, evaluate_gate, key, now, now_micro};
 use crate::metrics::{ControllerLabels, ReasonLabels};
-use crate::resources::experiment::{ChaosExperiment, ChaosExperimentSpec, ChaosExperimentStatus};
+use crate::resources::experiment::{
+    ChaosExperiment, ChaosExperimentSpec, ChaosExperimentStatus, ExperimentPhase,
+};
 use crate::resources::run::{
-    ExperimentRun, ExperimentRunSpec, ExperimentRunStatus, RunPhase, TimelineEntry,
+    ExperimentRun, ExperimentRunSpec, ExperimentRunStatus, RunPhase, TimelineEntry, Trigger,
 };
 use crate::run_owner::{self, Holder};
 use crate::slo_reader::Freshness;
@@ -246,7 +249,7 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
             reason,
             "the spec is invalid; nothing runs".into(),
         );
-        status.phase = Some("Invalid".into());
+        status.phase = Some(ExperimentPhase::Invalid);
         write_status(&ctx, &exp, &previous, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
@@ -267,7 +270,7 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
             "Suspended",
             "spec.suspend is true".into(),
         );
-        status.phase = Some("Suspended".into());
+        status.phase = Some(ExperimentPhase::Suspended);
         write_status(&ctx, &exp, &previous, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
@@ -283,7 +286,7 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
                 }
             })
             .collect();
-        status.phase = Some("Running".into());
+        status.phase = Some(ExperimentPhase::Running);
         status.next_run = previous.next_run.clone();
         write_status(&ctx, &exp, &previous, &status).await?;
         tracing::debug!(experiment = %name, drivers = ?who, "a run of this experiment is driven by another operator instance");
@@ -297,25 +300,30 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
     }
 
     if !ctx.runs.of_experiment(&exp_key).is_empty() {
-        status.phase = Some("Running".into());
+        status.phase = Some(ExperimentPhase::Running);
         status.next_run = previous.next_run.clone();
         write_status(&ctx, &exp, &previous, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
 
     let now_utc = Utc::now();
-    // "Run now" from the dashboard: due once, if asked after the last run.
-    let (mut due, mut trigger, mut slot) = due_now(&exp, &runs, now_utc)?;
-    if due && ctx.run_cache.is_some() {
+    let due_from = |runs: &[ExperimentRun]| {
+        decision::due_for(&exp, runs, created, created(&*exp), now_utc, |s, t| {
+            next_fire(s, t).map_err(|(_, m)| m)
+        })
+        .map_err(Error::Invalid)
+    };
+    let mut due = due_from(&runs)?;
+    if due.now && ctx.run_cache.is_some() {
         // The cache may not hold a run created a moment ago: decide again
         // from the API server before starting or recording anything.
         runs = load_runs(&ctx, &ns, &name, true).await?;
-        (due, trigger, slot) = due_now(&exp, &runs, now_utc)?;
+        due = due_from(&runs)?;
     }
     let outcome = evaluate_gate(
         &ctx,
         &exp,
-        if due {
+        if due.now {
             Freshness::Fresh
         } else {
             Freshness::Cached
@@ -340,94 +348,41 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
             d.message.clone(),
         );
     }
-    status.phase = Some("Idle".into());
-    if due {
+    status.phase = Some(ExperimentPhase::Idle);
+    if due.now {
         ctx.metrics
             .gate_decisions
             .get_or_create(&ReasonLabels {
                 reason: d.reason.clone(),
             })
             .inc();
-        if d.open {
-            if let Some(run) = start_run(&ctx, &exp, trigger, &slot, outcome).await? {
+    }
+    let repeat = runs.last().is_some_and(|r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.phase == RunPhase::Gated && s.gate.as_ref().is_some_and(|g| g.reason == d.reason)
+        })
+    });
+    match decision::next(&due, d.open, repeat) {
+        Next::Start => {
+            if let Some(run) = start_run(&ctx, &exp, due.trigger, &due.slot, outcome).await? {
                 status.last_run = Some(run);
-                status.phase = Some("Running".into());
-            }
-        } else {
-            let repeat = runs.last().is_some_and(|r| {
-                r.status.as_ref().is_some_and(|s| {
-                    s.phase == RunPhase::Gated
-                        && s.gate.as_ref().is_some_and(|g| g.reason == d.reason)
-                })
-            });
-            // A scheduled slot is used up by its Gated record; a one-off
-            // experiment records each new reason once and keeps waiting.
-            if trigger != "Once" || !repeat {
-                // A Once experiment may record several reasons; a slot of a
-                // schedule or a manual request is recorded once.
-                let name = (trigger != "Once").then_some(slot.as_str());
-                if let Some(run) = record_gated(&ctx, &exp, trigger, name, &outcome).await? {
-                    status.last_run = Some(run);
-                }
+                status.phase = Some(ExperimentPhase::Running);
             }
         }
+        Next::RecordGated { slot } => {
+            if let Some(run) =
+                record_gated(&ctx, &exp, due.trigger, slot.as_deref(), &outcome).await?
+            {
+                status.last_run = Some(run);
+            }
+        }
+        Next::Wait => {}
     }
     if let Some(schedule) = &exp.spec.schedule {
         status.next_run = next_fire(schedule, Utc::now()).ok().and_then(to_time);
     }
     write_status(&ctx, &exp, &previous, &status).await?;
     Ok(Action::requeue(Duration::from_secs(5)))
-}
-
-/// Whether a run is due now, what triggers it, and the slot it fills (a
-/// suffix of the run's name: two instances deciding the same slot create
-/// the same name, and the API server lets only one of them create it).
-fn due_now(
-    exp: &ChaosExperiment,
-    runs: &[ExperimentRun],
-    now_utc: DateTime<Utc>,
-) -> Result<(bool, &'static str, String), Error> {
-    let requested = exp
-        .annotations()
-        .get(crate::resources::RUN_NOW)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
-    // Creation times are whole seconds: a request within the second of the
-    // last run's creation counts as served, so one request never starts two.
-    let manual = requested.is_some_and(|t| {
-        runs.last()
-            .and_then(created)
-            .is_none_or(|c| t > c + chrono::Duration::seconds(1))
-    });
-    Ok(match &exp.spec.schedule {
-        _ if manual => (
-            true,
-            "Manual",
-            format!("m{}", requested.map_or(0, |t| t.timestamp())),
-        ),
-        // A run without a status yet counts as an attempt: if status writes
-        // fail, better no retry than a loop of new runs.
-        None => (
-            !runs
-                .iter()
-                .any(|r| r.status.as_ref().is_none_or(|s| s.phase != RunPhase::Gated)),
-            "Once",
-            "once".into(),
-        ),
-        Some(schedule) => {
-            let since = runs
-                .last()
-                .and_then(created)
-                .or_else(|| created(exp))
-                .unwrap_or(now_utc);
-            let fire = next_fire(schedule, since).map_err(|(_, m)| Error::Invalid(m))?;
-            (
-                fire <= now_utc,
-                "Schedule",
-                format!("s{}", fire.timestamp()),
-            )
-        }
-    })
 }
 
 /// The experiment's runs, oldest first: from the watch cache, or `fresh`
@@ -526,7 +481,7 @@ fn adopt_orphans(ctx: &Arc<Context>, runs: &[ExperimentRun]) {
 /// else with a random suffix from the API server.
 fn new_run(
     exp: &ChaosExperiment,
-    trigger: &str,
+    trigger: Trigger,
     slot: Option<&str>,
     outcome: &GateOutcome,
 ) -> Result<ExperimentRun, Error> {
@@ -535,7 +490,7 @@ fn new_run(
         "",
         ExperimentRunSpec {
             experiment: name.clone(),
-            trigger: Some(trigger.to_owned()),
+            trigger: Some(trigger),
             snapshot: exp.spec.clone(),
             slos: outcome.record.slos.clone(),
         },
@@ -581,7 +536,7 @@ async fn create_run(
 async fn start_run(
     ctx: &Arc<Context>,
     exp: &ChaosExperiment,
-    trigger: &str,
+    trigger: Trigger,
     slot: &str,
     outcome: GateOutcome,
 ) -> Result<Option<String>, Error> {
@@ -624,7 +579,7 @@ async fn start_run(
 async fn record_gated(
     ctx: &Context,
     exp: &ChaosExperiment,
-    trigger: &str,
+    trigger: Trigger,
     slot: Option<&str>,
     outcome: &GateOutcome,
 ) -> Result<Option<String>, Error> {

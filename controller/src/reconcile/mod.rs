@@ -1,5 +1,6 @@
 //! Reconcilers: one for SLOs, one for experiments.
 
+pub mod decision;
 pub mod experiment;
 pub mod slo;
 

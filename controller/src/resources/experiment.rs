@@ -234,6 +234,19 @@ pub struct BlastRadius {
     pub max_percent: Option<f64>,
 }
 
+/// Where an experiment is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ExperimentPhase {
+    /// Waiting for its next run (or for the gate to open).
+    Idle,
+    /// A run is in flight.
+    Running,
+    /// `spec.suspend` is set.
+    Suspended,
+    /// The spec failed the operator's checks (see the Valid condition).
+    Invalid,
+}
+
 /// Observed state, written by the operator.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -243,7 +256,7 @@ pub struct ChaosExperimentStatus {
     pub action: Option<String>,
     /// `Idle`, `Running`, `Suspended` or `Invalid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<ExperimentPhase>,
     /// Name of the most recent ExperimentRun.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<String>,

@@ -35,12 +35,23 @@ pub struct ExperimentRunSpec {
     pub experiment: String,
     /// What started the run: `Schedule`, `Once` or `Manual`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trigger: Option<String>,
+    pub trigger: Option<Trigger>,
     /// The experiment's spec when the run was created.
     pub snapshot: ChaosExperimentSpec,
     /// The guarding SLOs' numbers when the run was created.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slos: Vec<SloSnapshot>,
+}
+
+/// What started a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Trigger {
+    /// A slot of `spec.schedule`.
+    Schedule,
+    /// An experiment without a schedule, run once the gate opens.
+    Once,
+    /// "Run now" from the dashboard.
+    Manual,
 }
 
 /// A guarding SLO's figures at the start of a run.

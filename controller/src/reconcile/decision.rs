@@ -1,0 +1,298 @@
+//! What the experiment reconciler does next, decided without a client:
+//! whether a run is due (and which slot it fills), and, given the gate,
+//! whether to start it, record the refusal, or wait. The reconciler gathers
+//! the inputs, calls these, and carries out the answer.
+
+use chrono::{DateTime, Utc};
+
+use crate::resources::experiment::ChaosExperiment;
+use crate::resources::run::{ExperimentRun, RunPhase, Trigger};
+
+/// A run the experiment asks for now, or the next one it will ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Due {
+    /// Whether the run is due now.
+    pub now: bool,
+    pub trigger: Trigger,
+    /// Suffix of the run's name: two instances deciding the same slot
+    /// create the same name, and the API server lets only one create it.
+    pub slot: String,
+}
+
+/// When an object was created, in whole seconds.
+pub type Created = fn(&ExperimentRun) -> Option<DateTime<Utc>>;
+
+/// Whether a run is due now. `requested` is the dashboard's "run now"
+/// annotation; `fire_after` gives a schedule's first fire after a time.
+pub fn due(
+    requested: Option<DateTime<Utc>>,
+    schedule: Option<&str>,
+    runs: &[(Option<DateTime<Utc>>, Option<RunPhase>)],
+    experiment_created: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    fire_after: impl Fn(&str, DateTime<Utc>) -> Result<DateTime<Utc>, String>,
+) -> Result<Due, String> {
+    let last_created = runs.last().and_then(|(c, _)| *c);
+    // Creation times are whole seconds: a request within the second of the
+    // last run's creation counts as served, so one request never starts two.
+    let manual =
+        requested.filter(|t| last_created.is_none_or(|c| *t > c + chrono::Duration::seconds(1)));
+    Ok(match (manual, schedule) {
+        (Some(t), _) => Due {
+            now: true,
+            trigger: Trigger::Manual,
+            slot: format!("m{}", t.timestamp()),
+        },
+        // A run without a status yet counts as an attempt: if status writes
+        // fail, better no retry than a loop of new runs.
+        (None, None) => Due {
+            now: !runs
+                .iter()
+                .any(|(_, phase)| phase.is_none_or(|p| p != RunPhase::Gated)),
+            trigger: Trigger::Once,
+            slot: "once".into(),
+        },
+        (None, Some(schedule)) => {
+            let since = last_created.or(experiment_created).unwrap_or(now);
+            let fire = fire_after(schedule, since)?;
+            Due {
+                now: fire <= now,
+                trigger: Trigger::Schedule,
+                slot: format!("s{}", fire.timestamp()),
+            }
+        }
+    })
+}
+
+/// [`due`] for an experiment and its runs (oldest first).
+pub fn due_for(
+    exp: &ChaosExperiment,
+    runs: &[ExperimentRun],
+    created: Created,
+    experiment_created: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    fire_after: impl Fn(&str, DateTime<Utc>) -> Result<DateTime<Utc>, String>,
+) -> Result<Due, String> {
+    use kube::ResourceExt;
+    let requested = exp
+        .annotations()
+        .get(crate::resources::RUN_NOW)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let runs: Vec<_> = runs
+        .iter()
+        .map(|r| (created(r), r.status.as_ref().map(|s| s.phase)))
+        .collect();
+    due(
+        requested,
+        exp.spec.schedule.as_deref(),
+        &runs,
+        experiment_created,
+        now,
+        fire_after,
+    )
+}
+
+/// What to do about a due run once the gate is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Create the run and drive it.
+    Start,
+    /// Record the refusal as a Gated run, named after the slot when one is
+    /// given (a schedule's slot or a manual request is recorded once).
+    RecordGated { slot: Option<String> },
+    /// Nothing to write: not due, or this refusal is already on record.
+    Wait,
+}
+
+/// Start, record the closed gate, or wait. A scheduled slot or a manual
+/// request is used up by its Gated record; a one-off experiment records
+/// each new reason once and keeps waiting for the gate to open.
+pub fn next(due: &Due, gate_open: bool, last_gated_for_same_reason: bool) -> Next {
+    match (due.now, gate_open, due.trigger) {
+        (false, _, _) => Next::Wait,
+        (true, true, _) => Next::Start,
+        (true, false, Trigger::Once) if last_gated_for_same_reason => Next::Wait,
+        (true, false, Trigger::Once) => Next::RecordGated { slot: None },
+        (true, false, _) => Next::RecordGated {
+            slot: Some(due.slot.clone()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).expect("time")
+    }
+
+    /// A schedule that fires every 60s (on the minute, relative to t(0)).
+    fn every_minute(_: &str, after: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+        let since = after.timestamp() - t(0).timestamp();
+        Ok(t((since / 60 + 1) * 60))
+    }
+
+    #[test]
+    fn which_run_is_due() {
+        let gated = (Some(t(0)), Some(RunPhase::Gated));
+        let completed = (Some(t(0)), Some(RunPhase::Completed));
+        let no_status = (Some(t(0)), None);
+        #[allow(clippy::type_complexity)]
+        let cases: [(
+            &str,
+            Option<DateTime<Utc>>,
+            Option<&str>,
+            Vec<(Option<DateTime<Utc>>, Option<RunPhase>)>,
+            i64,
+            (bool, Trigger, &str),
+        ); 9] = [
+            (
+                "once, never run",
+                None,
+                None,
+                vec![],
+                5,
+                (true, Trigger::Once, "once"),
+            ),
+            (
+                "once, only gated so far",
+                None,
+                None,
+                vec![gated],
+                5,
+                (true, Trigger::Once, "once"),
+            ),
+            (
+                "once, ran",
+                None,
+                None,
+                vec![completed],
+                5,
+                (false, Trigger::Once, "once"),
+            ),
+            (
+                "once, a run without status is an attempt",
+                None,
+                None,
+                vec![no_status],
+                5,
+                (false, Trigger::Once, "once"),
+            ),
+            (
+                "run now after the last run",
+                Some(t(10)),
+                None,
+                vec![completed],
+                20,
+                (true, Trigger::Manual, "m1700000010"),
+            ),
+            (
+                "run now within the second of the last run is served",
+                Some(t(1)),
+                None,
+                vec![completed],
+                20,
+                (false, Trigger::Once, "once"),
+            ),
+            (
+                "schedule, slot not reached",
+                None,
+                Some("* * * * *"),
+                vec![],
+                30,
+                (false, Trigger::Schedule, "s1700000060"),
+            ),
+            (
+                "schedule, slot reached",
+                None,
+                Some("* * * * *"),
+                vec![],
+                61,
+                (true, Trigger::Schedule, "s1700000060"),
+            ),
+            (
+                "schedule, next slot after the last run",
+                None,
+                Some("* * * * *"),
+                vec![(Some(t(60)), Some(RunPhase::Completed))],
+                90,
+                (false, Trigger::Schedule, "s1700000120"),
+            ),
+        ];
+        for (name, requested, schedule, runs, now, (want_now, trigger, slot)) in cases {
+            let d = due(requested, schedule, &runs, Some(t(0)), t(now), every_minute).expect(name);
+            assert_eq!(
+                (d.now, d.trigger, d.slot.as_str()),
+                (want_now, trigger, slot),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn start_record_or_wait() {
+        let due_as = |now: bool, trigger: Trigger| Due {
+            now,
+            trigger,
+            slot: "s60".into(),
+        };
+        let gated_slot = Next::RecordGated {
+            slot: Some("s60".into()),
+        };
+        for (name, due, open, repeat, want) in [
+            (
+                "not due",
+                due_as(false, Trigger::Schedule),
+                true,
+                false,
+                Next::Wait,
+            ),
+            (
+                "due, gate open",
+                due_as(true, Trigger::Schedule),
+                true,
+                false,
+                Next::Start,
+            ),
+            (
+                "manual, gate open",
+                due_as(true, Trigger::Manual),
+                true,
+                true,
+                Next::Start,
+            ),
+            (
+                "once, closed, new reason",
+                due_as(true, Trigger::Once),
+                false,
+                false,
+                Next::RecordGated { slot: None },
+            ),
+            (
+                "once, closed, same reason again",
+                due_as(true, Trigger::Once),
+                false,
+                true,
+                Next::Wait,
+            ),
+            (
+                "schedule, closed: the slot is used up",
+                due_as(true, Trigger::Schedule),
+                false,
+                true,
+                gated_slot.clone(),
+            ),
+            (
+                "manual, closed",
+                due_as(true, Trigger::Manual),
+                false,
+                false,
+                gated_slot.clone(),
+            ),
+        ] {
+            assert_eq!(next(&due, open, repeat), want, "{name}");
+        }
+    }
+}
