@@ -428,3 +428,19 @@ async fn restore_orphan(ctx: &Context, rec: &mut Record, run: &ExperimentRun, pr
     )
     .await;
 }
+
+/// One run without its heartbeat or metrics, for the mock-API tests: the
+/// status it ends with.
+#[cfg(test)]
+pub(super) async fn run_for_test(ctx: &Context, job: Job) -> ExperimentRunStatus {
+    let mut rec = Record::new(
+        ctx,
+        &job.run,
+        ExperimentRunStatus {
+            gate: Some(job.gate.clone()),
+            ..Default::default()
+        },
+    );
+    run(ctx, &mut rec, job).await;
+    rec.status
+}

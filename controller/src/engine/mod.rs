@@ -17,6 +17,9 @@ pub mod state;
 pub mod support;
 pub mod workload;
 
+#[cfg(test)]
+mod driver_tests;
+
 use std::time::Duration;
 
 use kube::ResourceExt;
