@@ -164,25 +164,27 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
     let started = Instant::now();
     let deadline = started + timing.duration;
     let mut seen = Seen::default();
-    let _ = rec.advance(Event::Injected).await;
-    rec.event(false, "Injecting", action.describe()).await;
-
-    // Whichever ends first wins: the fault running its course, an abort
-    // rule, or an interruption (suspend, deletion, shutdown).
-    let abort: Option<(Abort, Instant)> = {
-        let inject = action.inject(ctx, rec, deadline);
-        let observer = observe::observe(
-            ctx,
-            &guards,
-            policy,
-            started,
-            timing.observe_every,
-            &mut seen,
-        );
-        tokio::select! {
-            res = inject => res.err().map(|a| (a, Instant::now())),
-            a = observer => Some(a),
-            a = interrupted(&mut abort_rx) => Some(a),
+    let abort: Option<(Abort, Instant)> = match action.inject(ctx, rec).await {
+        Err(refused) => Some((refused, Instant::now())),
+        Ok(()) => {
+            let _ = rec.advance(Event::Injected).await;
+            rec.event(false, "Injected", action.describe()).await;
+            // Whichever ends first wins: the fault running its course, an
+            // abort rule, or an interruption (suspend, deletion, shutdown).
+            let progress = action.progress(ctx, rec, deadline);
+            let observer = observe::observe(
+                ctx,
+                &guards,
+                policy,
+                started,
+                timing.observe_every,
+                &mut seen,
+            );
+            tokio::select! {
+                res = progress => res.err().map(|a| (a, Instant::now())),
+                a = observer => Some(a),
+                a = interrupted(&mut abort_rx) => Some(a),
+            }
         }
     };
 

@@ -176,7 +176,6 @@ fn to_time(t: DateTime<Utc>) -> Option<Time> {
 async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = exp.namespace().unwrap_or_default();
     let name = exp.name_any();
-    let exp_key = key(&ns, &name);
     // From the watch cache: an idle experiment costs the API server
     // nothing. Before anything is acted on (an orphan adopted, a run
     // started), the runs are read again from the API server.
@@ -188,127 +187,126 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
         runs = load_runs(&ctx, &ns, &name, true).await?;
         adopt_orphans(&ctx, &runs);
     }
-    // Runs another live instance drives: left alone, and looked at again
-    // when their heartbeat would run out.
-    let elsewhere: Vec<(String, Timestamp)> = runs
-        .iter()
-        .filter_map(|r| match held_by(&ctx, r) {
-            Some(Holder::Live { instance, expires }) => {
-                engine::heartbeat::note_peer(&ctx, &instance, &r.name_any());
-                Some((instance, expires))
-            }
-            _ => None,
-        })
-        .collect();
-
     let previous = exp.status.clone().unwrap_or_default();
-    let generation = exp.meta().generation;
-    let mut status = ChaosExperimentStatus {
-        action: Some(exp.spec.action.kind().to_owned()),
-        observed_generation: generation,
-        conditions: previous.conditions.clone(),
-        last_run: runs.last().map(ResourceExt::name_any),
-        last_verdict: runs
-            .iter()
-            .rev()
-            .filter(|r| {
-                r.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase != RunPhase::Gated)
-            })
-            .find_map(|r| r.status.as_ref().and_then(|s| s.verdict))
-            .map(|v| format!("{v:?}")),
-        ..Default::default()
-    };
-    let t = now();
-    let set =
-        |status: &mut ChaosExperimentStatus, type_: &str, s: Status, reason: &str, msg: String| {
-            conditions::upsert(
-                &mut status.conditions,
-                type_,
-                s,
-                reason,
-                msg,
-                generation,
-                t.clone(),
-            );
-        };
+    let mut draft = Draft::new(&exp, &runs, &previous);
+    let requeue = step(&ctx, &exp, runs, &previous, &mut draft).await?;
+    write_status(&ctx, &exp, &previous, &draft.status).await?;
+    Ok(Action::requeue(requeue))
+}
 
+/// The experiment's status as this reconcile computes it.
+struct Draft {
+    status: ChaosExperimentStatus,
+    generation: Option<i64>,
+    time: Time,
+}
+
+impl Draft {
+    fn new(
+        exp: &ChaosExperiment,
+        runs: &[ExperimentRun],
+        previous: &ChaosExperimentStatus,
+    ) -> Self {
+        let generation = exp.meta().generation;
+        let status = ChaosExperimentStatus {
+            action: Some(exp.spec.action.kind().to_owned()),
+            observed_generation: generation,
+            conditions: previous.conditions.clone(),
+            last_run: runs.last().map(ResourceExt::name_any),
+            last_verdict: runs
+                .iter()
+                .rev()
+                .filter(|r| {
+                    r.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase != RunPhase::Gated)
+                })
+                .find_map(|r| r.status.as_ref().and_then(|s| s.verdict))
+                .map(|v| format!("{v:?}")),
+            ..Default::default()
+        };
+        Self {
+            status,
+            generation,
+            time: now(),
+        }
+    }
+
+    fn set(&mut self, type_: &str, s: Status, reason: &str, msg: String) {
+        conditions::upsert(
+            &mut self.status.conditions,
+            type_,
+            s,
+            reason,
+            msg,
+            self.generation,
+            self.time.clone(),
+        );
+    }
+}
+
+/// Validity, suspension, runs in flight here or elsewhere, then the gate
+/// and the run if one is due. Returns when to look again.
+async fn step(
+    ctx: &Arc<Context>,
+    exp: &ChaosExperiment,
+    mut runs: Vec<ExperimentRun>,
+    previous: &ChaosExperimentStatus,
+    draft: &mut Draft,
+) -> Result<Duration, Error> {
+    let ns = exp.namespace().unwrap_or_default();
+    let name = exp.name_any();
+    let exp_key = key(&ns, &name);
     let valid = match validate_spec(&exp.spec) {
-        Ok(()) => check_target(&ctx, &exp).await,
+        Ok(()) => check_target(ctx, exp).await,
         Err(e) => Err(e),
     };
     if let Err((reason, message)) = valid {
         ctx.runs
             .abort_experiment(&exp_key, &format!("the spec is no longer valid: {message}"));
-        set(&mut status, "Valid", Status::False, reason, message.clone());
-        set(
-            &mut status,
+        draft.set("Valid", Status::False, reason, message.clone());
+        draft.set(
             "Gated",
             Status::True,
             reason,
             "the spec is invalid; nothing runs".into(),
         );
-        status.phase = Some(ExperimentPhase::Invalid);
-        write_status(&ctx, &exp, &previous, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(30)));
+        draft.status.phase = Some(ExperimentPhase::Invalid);
+        return Ok(Duration::from_secs(30));
     }
-    set(
-        &mut status,
+    draft.set(
         "Valid",
         Status::True,
         "Valid",
         "the spec passed the operator's checks".into(),
     );
-
     if exp.spec.suspend {
         ctx.runs.abort_experiment(&exp_key, "spec.suspend was set");
-        set(
-            &mut status,
+        draft.set(
             "Gated",
             Status::True,
             "Suspended",
             "spec.suspend is true".into(),
         );
-        status.phase = Some(ExperimentPhase::Suspended);
-        write_status(&ctx, &exp, &previous, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(30)));
+        draft.status.phase = Some(ExperimentPhase::Suspended);
+        return Ok(Duration::from_secs(30));
     }
-
-    if let Some(expires) = elsewhere.iter().map(|(_, e)| *e).min() {
-        let who: Vec<&str> = elsewhere
-            .iter()
-            .map(|(i, _)| {
-                if i.is_empty() {
-                    "an instance starting it"
-                } else {
-                    i.as_str()
-                }
-            })
-            .collect();
-        status.phase = Some(ExperimentPhase::Running);
-        status.next_run = previous.next_run.clone();
-        write_status(&ctx, &exp, &previous, &status).await?;
-        tracing::debug!(experiment = %name, drivers = ?who, "a run of this experiment is driven by another operator instance");
-        let wait_ms = expires
-            .as_millisecond()
-            .saturating_sub(Timestamp::now().as_millisecond())
-            .clamp(500, 5000);
-        return Ok(Action::requeue(Duration::from_millis(
-            u64::try_from(wait_ms).unwrap_or(5000),
-        )));
+    // Runs another live instance drives: left alone, and looked at again
+    // when their heartbeat would run out.
+    if let Some(wait) = driven_elsewhere(ctx, &name, &runs) {
+        draft.status.phase = Some(ExperimentPhase::Running);
+        draft.status.next_run = previous.next_run.clone();
+        return Ok(wait);
     }
-
     if !ctx.runs.of_experiment(&exp_key).is_empty() {
-        status.phase = Some(ExperimentPhase::Running);
-        status.next_run = previous.next_run.clone();
-        write_status(&ctx, &exp, &previous, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        draft.status.phase = Some(ExperimentPhase::Running);
+        draft.status.next_run = previous.next_run.clone();
+        return Ok(Duration::from_secs(5));
     }
 
     let now_utc = Utc::now();
     let due_from = |runs: &[ExperimentRun]| {
-        decision::due_for(&exp, runs, created, created(&*exp), now_utc, |s, t| {
+        decision::due_for(exp, runs, created, created(&*exp), now_utc, |s, t| {
             next_fire(s, t).map_err(|(_, m)| m)
         })
         .map_err(Error::Invalid)
@@ -317,12 +315,12 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
     if due.now && ctx.run_cache.is_some() {
         // The cache may not hold a run created a moment ago: decide again
         // from the API server before starting or recording anything.
-        runs = load_runs(&ctx, &ns, &name, true).await?;
+        runs = load_runs(ctx, &ns, &name, true).await?;
         due = due_from(&runs)?;
     }
     let outcome = evaluate_gate(
-        &ctx,
-        &exp,
+        ctx,
+        exp,
         if due.now {
             Freshness::Fresh
         } else {
@@ -332,23 +330,11 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
     .await;
     let d = &outcome.decision;
     if d.open {
-        set(
-            &mut status,
-            "Gated",
-            Status::False,
-            "Open",
-            d.message.clone(),
-        );
+        draft.set("Gated", Status::False, "Open", d.message.clone());
     } else {
-        set(
-            &mut status,
-            "Gated",
-            Status::True,
-            &d.reason,
-            d.message.clone(),
-        );
+        draft.set("Gated", Status::True, &d.reason, d.message.clone());
     }
-    status.phase = Some(ExperimentPhase::Idle);
+    draft.status.phase = Some(ExperimentPhase::Idle);
     if due.now {
         ctx.metrics
             .gate_decisions
@@ -364,25 +350,58 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
     });
     match decision::next(&due, d.open, repeat) {
         Next::Start => {
-            if let Some(run) = start_run(&ctx, &exp, due.trigger, &due.slot, outcome).await? {
-                status.last_run = Some(run);
-                status.phase = Some(ExperimentPhase::Running);
+            if let Some(run) = start_run(ctx, exp, due.trigger, &due.slot, outcome).await? {
+                draft.status.last_run = Some(run);
+                draft.status.phase = Some(ExperimentPhase::Running);
             }
         }
         Next::RecordGated { slot } => {
             if let Some(run) =
-                record_gated(&ctx, &exp, due.trigger, slot.as_deref(), &outcome).await?
+                record_gated(ctx, exp, due.trigger, slot.as_deref(), &outcome).await?
             {
-                status.last_run = Some(run);
+                draft.status.last_run = Some(run);
             }
         }
         Next::Wait => {}
     }
     if let Some(schedule) = &exp.spec.schedule {
-        status.next_run = next_fire(schedule, Utc::now()).ok().and_then(to_time);
+        draft.status.next_run = next_fire(schedule, Utc::now()).ok().and_then(to_time);
     }
-    write_status(&ctx, &exp, &previous, &status).await?;
-    Ok(Action::requeue(Duration::from_secs(5)))
+    Ok(Duration::from_secs(5))
+}
+
+/// When another live instance drives a run of this experiment: how long
+/// until its heartbeat would run out (bounded to 0.5–5 s).
+fn driven_elsewhere(ctx: &Context, name: &str, runs: &[ExperimentRun]) -> Option<Duration> {
+    let elsewhere: Vec<(String, Timestamp)> = runs
+        .iter()
+        .filter_map(|r| match held_by(ctx, r) {
+            Some(Holder::Live { instance, expires }) => {
+                engine::heartbeat::note_peer(ctx, &instance, &r.name_any());
+                Some((instance, expires))
+            }
+            _ => None,
+        })
+        .collect();
+    let expires = elsewhere.iter().map(|(_, e)| *e).min()?;
+    let who: Vec<&str> = elsewhere
+        .iter()
+        .map(|(i, _)| {
+            if i.is_empty() {
+                "an instance starting it"
+            } else {
+                i.as_str()
+            }
+        })
+        .collect();
+    tracing::debug!(experiment = %name, drivers = ?who, "a run of this experiment is driven by another operator instance");
+    let wait_ms = expires
+        .as_millisecond()
+        .saturating_sub(Timestamp::now().as_millisecond())
+        .clamp(500, 5000);
+    Some(Duration::from_millis(
+        u64::try_from(wait_ms).unwrap_or(5000),
+    ))
 }
 
 /// The experiment's runs, oldest first: from the watch cache, or `fresh`

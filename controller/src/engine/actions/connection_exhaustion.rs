@@ -202,7 +202,7 @@ impl LiveAction for Hold {
         }
     }
 
-    async fn inject(
+    async fn progress(
         &mut self,
         _ctx: &Context,
         rec: &mut Record,
@@ -253,7 +253,7 @@ impl LiveAction for Clients {
         }
     }
 
-    async fn inject(
+    async fn progress(
         &mut self,
         ctx: &Context,
         rec: &mut Record,

@@ -89,12 +89,13 @@ pub trait ActionSpec: Sync {
 }
 
 /// An action prepared for one run. The driver saves [`restore_plan`]
-/// first, then runs [`inject`] beside the observation of the guarding SLOs
-/// (whichever ends first wins), then [`release`] and [`restore`] always,
-/// then judges [`expectations`] with the SLO ones.
+/// first, then [`inject`]s, then runs [`progress`] beside the observation
+/// of the guarding SLOs (whichever ends first wins), then [`release`] and
+/// [`restore`] always, then judges [`expectations`] with the SLO ones.
 ///
 /// [`restore_plan`]: LiveAction::restore_plan
 /// [`inject`]: LiveAction::inject
+/// [`progress`]: LiveAction::progress
 /// [`release`]: LiveAction::release
 /// [`restore`]: LiveAction::restore
 /// [`expectations`]: LiveAction::expectations
@@ -117,10 +118,18 @@ pub trait LiveAction: Send + Sync {
         format!("dry run: would {}", self.describe())
     }
 
-    /// Apply the fault and carry it through until `deadline`, writing steps
-    /// and evidence to `rec`. Dropped (cancelled) when the run aborts, so
-    /// state the restore needs lives in `self`, not in the future.
-    async fn inject(
+    /// Apply the fault: its first step (a round of deletions, the scale
+    /// up), after the restore plan is written and before the phase becomes
+    /// Observing. Nothing for actions whose fault builds up step by step.
+    async fn inject(&mut self, _ctx: &Context, _rec: &mut Record) -> Result<(), Abort> {
+        Ok(())
+    }
+
+    /// Carry the fault through until `deadline`, writing steps and evidence
+    /// to `rec`, while the guarding SLOs are watched beside it. Dropped
+    /// (cancelled) when the run aborts, so state the restore needs lives in
+    /// `self`, not in the future.
+    async fn progress(
         &mut self,
         ctx: &Context,
         rec: &mut Record,

@@ -98,6 +98,7 @@ impl ActionSpec for PodKillSpec {
                 .and_then(|r| parse_duration(r).ok())
                 .unwrap_or(Duration::from_secs(30)),
             first_kill: None,
+            started: None,
             recovering_since: None,
             recoveries: Vec::new(),
         }))
@@ -144,6 +145,9 @@ struct PodKill {
     round_every: Duration,
     recover_bound: Duration,
     first_kill: Option<Instant>,
+    /// When the first round was applied; later rounds follow every
+    /// `round_every` from it.
+    started: Option<Instant>,
     /// When the last round's pods were deleted, while recovery is pending.
     recovering_since: Option<Instant>,
     /// Time to recover, per round.
@@ -278,15 +282,24 @@ impl LiveAction for PodKill {
         }
     }
 
-    async fn inject(
+    async fn inject(&mut self, ctx: &Context, rec: &mut Record) -> Result<(), Abort> {
+        self.started = Some(Instant::now());
+        self.kill_round(ctx, rec, 0)
+            .await
+            .map_err(|e| Abort::new(AbortReason::InjectionRefused, e))?;
+        rec.save_or_log().await;
+        Ok(())
+    }
+
+    async fn progress(
         &mut self,
         ctx: &Context,
         rec: &mut Record,
         deadline: Instant,
     ) -> Result<(), Abort> {
-        let started = Instant::now();
-        let mut next_round = started;
-        for round in 0..self.rounds {
+        let started = self.started.unwrap_or_else(Instant::now);
+        let mut next_round = started + self.round_every;
+        for round in 1..self.rounds {
             // Between rounds, watch the recovery of the last one.
             while Instant::now() < next_round {
                 if self.recovering_since.is_some() {

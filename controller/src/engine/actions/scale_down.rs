@@ -129,7 +129,23 @@ impl LiveAction for ScaleDown {
         }
     }
 
-    async fn inject(
+    async fn inject(&mut self, ctx: &Context, rec: &mut Record) -> Result<(), Abort> {
+        let (kind, name) = (self.spec.target.kind, self.spec.target.name.as_str());
+        workload::scale(&ctx.client, kind, &self.ns, name, self.spec.scale_up_to)
+            .await
+            .map_err(|e| Abort::new(AbortReason::ActionFailed, e))?;
+        rec.step(
+            Step::ScaledUp,
+            format!(
+                "{kind:?} {}/{name} scaled to {}",
+                self.ns, self.spec.scale_up_to
+            ),
+        );
+        rec.save_or_log().await;
+        Ok(())
+    }
+
+    async fn progress(
         &mut self,
         ctx: &Context,
         rec: &mut Record,
@@ -177,12 +193,6 @@ async fn sequence(
 ) -> Result<(), String> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let (kind, name) = (spec.target.kind, spec.target.name.as_str());
-    workload::scale(&ctx.client, kind, ns, name, spec.scale_up_to).await?;
-    rec.step(
-        Step::ScaledUp,
-        format!("{kind:?} {ns}/{name} scaled to {}", spec.scale_up_to),
-    );
-    rec.save_or_log().await;
     let up = spec.scale_up_to;
     // The controller's own count of available pods: surge pods, several
     // ReplicaSets and minReadySeconds are its business, not an exact
