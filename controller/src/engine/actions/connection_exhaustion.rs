@@ -173,6 +173,29 @@ impl ActionSpec for ConnectionExhaustionSpec {
     }
 }
 
+/// The ramp of a spec, with its defaults: `rampStep` (1) added every
+/// `rampInterval` (1s), then held for `holdFor` (30s when unreadable; the
+/// spec is validated before a run).
+struct Ramp {
+    step: i32,
+    every: Duration,
+    hold_for: Duration,
+}
+
+impl Ramp {
+    fn of(spec: &ConnectionExhaustionSpec) -> Self {
+        Self {
+            step: spec.ramp_step.unwrap_or(1).max(1),
+            every: spec
+                .ramp_interval
+                .as_deref()
+                .and_then(|d| parse_duration(d).ok())
+                .unwrap_or(Duration::from_secs(1)),
+            hold_for: parse_duration(&spec.hold_for).unwrap_or(Duration::from_secs(30)),
+        }
+    }
+}
+
 /// Mode Hold prepared for one run: the connections live in this process.
 struct Hold {
     spec: ConnectionExhaustionSpec,
@@ -277,15 +300,12 @@ async fn hold_sequence(
     deadline: Instant,
 ) -> Result<(), String> {
     let want = usize::try_from(spec.connections).unwrap_or(0);
-    let step = usize::try_from(spec.ramp_step.unwrap_or(1))
-        .unwrap_or(1)
-        .max(1);
-    let every = spec
-        .ramp_interval
-        .as_deref()
-        .and_then(|d| parse_duration(d).ok())
-        .unwrap_or(Duration::from_secs(1));
-    let hold_for = parse_duration(&spec.hold_for).unwrap_or(Duration::from_secs(30));
+    let Ramp {
+        step,
+        every,
+        hold_for,
+    } = Ramp::of(spec);
+    let step = usize::try_from(step).unwrap_or(1);
     let mut refused = false;
     while held.len() < want && !refused {
         note_drops(rec, target, connections::prune(held), held.len());
@@ -429,13 +449,11 @@ async fn clients_sequence(
     deadline: Instant,
 ) -> Result<(), String> {
     let (kind, ns, name, from) = (w.kind, w.namespace.as_str(), w.name.as_str(), w.replicas);
-    let step = spec.ramp_step.unwrap_or(1).max(1);
-    let every = spec
-        .ramp_interval
-        .as_deref()
-        .and_then(|d| parse_duration(d).ok())
-        .unwrap_or(Duration::from_secs(1));
-    let hold_for = parse_duration(&spec.hold_for).unwrap_or(Duration::from_secs(30));
+    let Ramp {
+        step,
+        every,
+        hold_for,
+    } = Ramp::of(spec);
     let mut replicas = from;
     while replicas < spec.connections {
         replicas = (replicas + step).min(spec.connections);
