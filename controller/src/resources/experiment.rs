@@ -141,82 +141,77 @@ pub struct BudgetPolicy {
     pub abort_burn_rate: Option<f64>,
 }
 
-/// The fault: one action of the fault library (`controller/src/engine/actions/`).
-/// Written in specs as an object with exactly one field set, as Kubernetes
-/// unions are (see [`ActionFields`]); an enum in the code, so every choice
-/// by action is a complete `match`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(try_from = "ActionFields", into = "ActionFields")]
-pub enum ChaosAction {
+/// Declares [`ChaosAction`] and its spec form [`ActionFields`] from one
+/// list, so an action is added by one line here (and its modules).
+macro_rules! chaos_actions {
+    (refusal: $refusal:literal; $($(#[doc = $doc:literal])* $variant:ident($spec:ty) = $field:ident, $name:literal;)+) => {
+        /// The fault: one action of the fault library
+        /// (`controller/src/engine/actions/`). Written in specs as an object
+        /// with exactly one field set, as Kubernetes unions are (see
+        /// [`ActionFields`]); an enum in the code, so every choice by action
+        /// is a complete `match`.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+        #[serde(try_from = "ActionFields", into = "ActionFields")]
+        pub enum ChaosAction {
+            $($(#[doc = $doc])* $variant($spec),)+
+        }
+
+        /// The fault as written in a spec: exactly one field set (a field
+        /// set to null counts as not set).
+        #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+        #[x_kube(validation = Rule::new(concat!($("(has(self.", $name, ") ? 1 : 0) + ",)+ "0 == 1")).message($refusal))]
+        pub struct ActionFields {
+            $(
+                $(#[doc = $doc])*
+                #[serde(rename = $name, default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$spec>,
+            )+
+        }
+
+        impl TryFrom<ActionFields> for ChaosAction {
+            type Error = String;
+
+            fn try_from(f: ActionFields) -> Result<Self, String> {
+                let mut set = Vec::new();
+                $(if let Some(a) = f.$field {
+                    set.push(Self::$variant(a));
+                })+
+                match (set.pop(), set.is_empty()) {
+                    (Some(a), true) => Ok(a),
+                    _ => Err($refusal.into()),
+                }
+            }
+        }
+
+        impl From<ChaosAction> for ActionFields {
+            fn from(a: ChaosAction) -> Self {
+                let mut f = Self::default();
+                match a {
+                    $(ChaosAction::$variant(a) => f.$field = Some(a),)+
+                }
+                f
+            }
+        }
+
+        impl ChaosAction {
+            /// The action's name as written in the spec, e.g. `podKill`.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $name,)+
+                }
+            }
+        }
+    };
+}
+
+chaos_actions! {
+    refusal: "spec.action must set exactly one of podKill, scaleDown or connectionExhaustion";
     /// Delete pods matching a selector.
-    PodKill(PodKillSpec),
+    PodKill(PodKillSpec) = pod_kill, "podKill";
     /// Scale a workload up then down and record which pods were removed.
-    ScaleDown(ScaleDownSpec),
+    ScaleDown(ScaleDownSpec) = scale_down, "scaleDown";
     /// Open and hold connections until the target refuses.
-    ConnectionExhaustion(ConnectionExhaustionSpec),
-}
-
-/// The fault as written in a spec. Set exactly one of podKill, scaleDown or
-/// connectionExhaustion (a field set to null counts as not set).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.podKill) ? 1 : 0) + (has(self.scaleDown) ? 1 : 0) + (has(self.connectionExhaustion) ? 1 : 0) == 1").message("spec.action must set exactly one of podKill, scaleDown or connectionExhaustion"))]
-pub struct ActionFields {
-    /// Delete pods matching a selector.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_kill: Option<PodKillSpec>,
-    /// Scale a workload up then down and record which pods were removed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scale_down: Option<ScaleDownSpec>,
-    /// Open and hold connections until the target refuses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_exhaustion: Option<ConnectionExhaustionSpec>,
-}
-
-impl TryFrom<ActionFields> for ChaosAction {
-    type Error = String;
-
-    fn try_from(f: ActionFields) -> Result<Self, String> {
-        match (f.pod_kill, f.scale_down, f.connection_exhaustion) {
-            (Some(a), None, None) => Ok(Self::PodKill(a)),
-            (None, Some(a), None) => Ok(Self::ScaleDown(a)),
-            (None, None, Some(a)) => Ok(Self::ConnectionExhaustion(a)),
-            _ => Err(
-                "spec.action must set exactly one of podKill, scaleDown or connectionExhaustion"
-                    .into(),
-            ),
-        }
-    }
-}
-
-impl From<ChaosAction> for ActionFields {
-    fn from(a: ChaosAction) -> Self {
-        match a {
-            ChaosAction::PodKill(a) => Self {
-                pod_kill: Some(a),
-                ..Default::default()
-            },
-            ChaosAction::ScaleDown(a) => Self {
-                scale_down: Some(a),
-                ..Default::default()
-            },
-            ChaosAction::ConnectionExhaustion(a) => Self {
-                connection_exhaustion: Some(a),
-                ..Default::default()
-            },
-        }
-    }
-}
-
-impl ChaosAction {
-    /// The action's name as written in the spec, e.g. `podKill`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::PodKill(_) => "podKill",
-            Self::ScaleDown(_) => "scaleDown",
-            Self::ConnectionExhaustion(_) => "connectionExhaustion",
-        }
-    }
+    ConnectionExhaustion(ConnectionExhaustionSpec) = connection_exhaustion, "connectionExhaustion";
 }
 
 /// Upper bounds on the fault's reach.
