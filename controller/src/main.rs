@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Run(args) = cli.command {
         init_tracing();
-        return match headroom::operator::run(args).await {
+        return match headroom::operator::run(*args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("headroom: {err:#}");

@@ -37,7 +37,6 @@ pub async fn run(
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("--rules-dir {}", dir.display()))?;
     let path = dir.join(file_name(ctx.watch_namespace.as_deref()));
-    let http = reqwest::Client::new();
     // An empty cache before the first list would write an empty file.
     slos.wait_until_ready()
         .await
@@ -95,13 +94,8 @@ pub async fn run(
         }
         // Retried each cycle until Prometheus takes it.
         if reload_pending {
-            let url = format!("{}/-/reload", args.prometheus_url.trim_end_matches('/'));
-            match http
-                .post(&url)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-            {
+            // The operator's own client: the same TLS, credentials and headers.
+            match ctx.prometheus.reload().await {
                 Ok(_) => reload_pending = false,
                 Err(e) => warn!(error = %e, "Prometheus reload failed; retrying next cycle"),
             }
