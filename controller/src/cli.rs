@@ -38,6 +38,11 @@ pub enum Command {
             default_value = "http://127.0.0.1:9464"
         )]
         dashboard_url: String,
+        /// How long windows are computed: `recorded` (only the shortest
+        /// window reads raw samples; the others are tiled from recorded
+        /// shorter windows) or `exact` (every window reads raw samples).
+        #[arg(long, value_enum, default_value_t = crate::long_windows::Mode::Recorded)]
+        long_windows: crate::long_windows::Mode,
     },
     /// Show SLOs, experiments and recent runs as a table.
     Status {

@@ -13,6 +13,7 @@ pub mod gate;
 pub mod import;
 pub mod indicator;
 pub mod leader;
+pub mod long_windows;
 pub mod metrics;
 pub mod operator;
 pub mod pause;
