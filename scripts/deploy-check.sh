@@ -94,6 +94,18 @@ for want in 'runAsNonRoot: true' 'readOnlyRootFilesystem: true' 'allowPrivilegeE
   grep -qF -- "$want" <<<"$rendered" || failed "deploy/ renders without '$want'"
 done
 
+step "kubectl apply --dry-run=server -k examples/deploy-prometheus-auth/ (Prometheus credentials from a mounted Secret)"
+if ! k apply --dry-run=server --validate=strict -k examples/deploy-prometheus-auth/ >"$out" 2>&1; then
+  failed "kubectl apply --dry-run=server -k examples/deploy-prometheus-auth/ was refused: $(cat "$out")"
+fi
+rendered="$(k kustomize examples/deploy-prometheus-auth/)"
+for want in '--prometheus-url=https://' '--prometheus-basic-auth-file=/etc/headroom/prometheus-auth' \
+  'mountPath: /etc/headroom/prometheus-auth' 'secretName: headroom-prometheus' '--leader-elect'; do
+  grep -qF -- "$want" <<<"$rendered" || failed "examples/deploy-prometheus-auth/ renders without '$want'"
+done
+grep -q -- '--prometheus-url=http://prometheus-operated' <<<"$rendered" \
+  && failed "examples/deploy-prometheus-auth/ replaced another argument than --prometheus-url"
+
 step "the operator's RBAC, applied for real"
 must k apply -f deploy/namespace.yaml -f deploy/serviceaccount.yaml -f deploy/clusterrole.yaml -f deploy/role.yaml
 

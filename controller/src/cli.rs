@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
@@ -38,6 +38,11 @@ pub enum Command {
             default_value = "http://127.0.0.1:9464"
         )]
         dashboard_url: String,
+        /// How long windows are computed: `recorded` (only the shortest
+        /// window reads raw samples; the others are tiled from recorded
+        /// shorter windows) or `exact` (every window reads raw samples).
+        #[arg(long, value_enum, default_value_t = crate::long_windows::Mode::Recorded)]
+        long_windows: crate::long_windows::Mode,
     },
     /// Show SLOs, experiments and recent runs as a table.
     Status {
@@ -70,7 +75,8 @@ pub enum Command {
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
-    /// Prometheus base URL.
+    /// Prometheus base URL; may end in a path prefix (`/prometheus` for
+    /// Mimir, Thanos behind a router).
     #[arg(long, env = "PROMETHEUS_URL", default_value = "http://127.0.0.1:9090")]
     pub prometheus_url: String,
     /// Address of the dashboard, JSON API and /metrics.
@@ -82,6 +88,8 @@ pub struct RunArgs {
     /// A Prometheus query slower than this counts as Prometheus unavailable.
     #[arg(long, default_value = "5s", value_parser = crate::duration::parse_flag_duration)]
     pub prometheus_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub prometheus_client: crate::prometheus_client::ClientArgs,
     /// Read each SLO with its own queries instead of the recording rules
     /// (for comparison; costs one query per window per SLO).
     #[arg(long)]
@@ -89,6 +97,16 @@ pub struct RunArgs {
     /// Write the generated Prometheus rules to `DIR/headroom-slos.yml`.
     #[arg(long, value_name = "DIR", env = "HEADROOM_RULES_DIR")]
     pub rules_dir: Option<PathBuf>,
+    /// A label on every generated `PrometheusRule` object, `KEY=VALUE`
+    /// (e.g. `release=kube-prometheus-stack`, what that chart's Prometheus
+    /// selects by default); may be repeated. An SLO's
+    /// `spec.alerting.prometheusRule.labels` win over it.
+    #[arg(long = "prometheus-rule-label", value_name = "KEY=VALUE", value_parser = crate::rule_metadata::parse_label_flag)]
+    pub prometheus_rule_labels: Vec<(String, String)>,
+    /// An annotation on every generated `PrometheusRule` object,
+    /// `KEY=VALUE`; may be repeated.
+    #[arg(long = "prometheus-rule-annotation", value_name = "KEY=VALUE", value_parser = crate::rule_metadata::parse_annotation_flag)]
+    pub prometheus_rule_annotations: Vec<(String, String)>,
     /// After writing rules, ask Prometheus to reload (`POST /-/reload`).
     #[arg(long)]
     pub prometheus_reload: bool,
@@ -165,6 +183,11 @@ pub struct PlanArgs {
     /// Prometheus base URL.
     #[arg(long, env = "PROMETHEUS_URL", default_value = "http://127.0.0.1:9090")]
     pub prometheus_url: String,
+    /// A Prometheus query slower than this counts as Prometheus unavailable.
+    #[arg(long, default_value = "5s", value_parser = crate::duration::parse_flag_duration)]
+    pub prometheus_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub prometheus_client: crate::prometheus_client::ClientArgs,
     /// The operator's namespace (never a target; home of the pause).
     #[arg(long, env = "POD_NAMESPACE", default_value = "headroom-system")]
     pub operator_namespace: String,

@@ -39,6 +39,10 @@ pub enum IndicatorError {
 pub struct WindowQueries {
     pub error_ratio: String,
     pub total_rate: Option<String>,
+    /// The bad events' rate alone, where the indicator has one (not for
+    /// Sloth's or Pyrra's recorded ratios): long windows are tiled from
+    /// the error and request rates of shorter ones (`long_windows.rs`).
+    pub error_rate: Option<String>,
 }
 
 /// Replace every `$window` with a Prometheus range such as `5m`.
@@ -87,6 +91,7 @@ pub fn window_queries(
             Ok(WindowQueries {
                 error_ratio: q,
                 total_rate: None,
+                error_rate: None,
             })
         }
         (None, None, None, Some(pyrra)) => {
@@ -103,6 +108,7 @@ pub fn window_queries(
             Ok(WindowQueries {
                 error_ratio: q,
                 total_rate: None,
+                error_rate: None,
             })
         }
         _ => Err(IndicatorError::NotExactlyOne),
@@ -124,6 +130,7 @@ fn ratio_queries(ratio: &RatioIndicator, window: &str) -> Result<WindowQueries, 
     Ok(WindowQueries {
         error_ratio: format!("({errors}) / ({total})"),
         total_rate: Some(total),
+        error_rate: Some(errors),
     })
 }
 
@@ -161,6 +168,7 @@ fn latency_queries(
     check("spec.indicator.latency", &error_ratio)?;
     Ok(WindowQueries {
         error_ratio,
+        error_rate: Some(format!("({total}) - ({good})")),
         total_rate: Some(total),
     })
 }

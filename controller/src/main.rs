@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Run(args) = cli.command {
         init_tracing();
-        return match headroom::operator::run(args).await {
+        return match headroom::operator::run(*args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("headroom: {err:#}");
@@ -54,13 +54,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Rules {
             files,
             dashboard_url,
+            long_windows,
         } => {
             let slos = if files.is_empty() {
                 headroom::cli_support::slos_from_cluster().await?
             } else {
                 headroom::cli_support::slos_from_files(&files)?
             };
-            let (file, skipped) = headroom::rules::rule_file(&slos, &dashboard_url);
+            let (file, skipped) =
+                headroom::rules::rule_file_with(&slos, &dashboard_url, long_windows);
             print!("{}", headroom::rules::to_yaml(&file)?);
             for (slo, reason) in &skipped {
                 eprintln!("headroom: no rules for {slo}: {reason}");

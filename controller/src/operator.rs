@@ -24,9 +24,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
     let metrics = Arc::new(Metrics::default());
-    let prometheus = Prometheus::new(&args.prometheus_url, args.prometheus_timeout)
-        .with_context(|| format!("--prometheus-url {}", args.prometheus_url))?
-        .with_query_counter(metrics.prometheus_queries.clone());
+    let prometheus = Prometheus::with_options(&crate::prometheus_client::ClientOptions {
+        url: args.prometheus_url.clone(),
+        timeout: args.prometheus_timeout,
+        args: args.prometheus_client.clone(),
+    })
+    .with_context(|| format!("--prometheus-url {}", args.prometheus_url))?
+    .with_query_counter(metrics.prometheus_queries.clone());
     let recorder = kube::runtime::events::Recorder::new(
         client.clone(),
         kube::runtime::events::Reporter {
@@ -114,10 +118,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    let rules = crate::rules_writer::run(ctx.clone(), args.clone(), caches.slos.clone());
+    let rules = crate::rules_writer::run(
+        ctx.clone(),
+        crate::rules_writer::Options {
+            rules_dir: args.rules_dir.clone(),
+            dashboard_url: args.dashboard_url.clone(),
+            prometheus_reload: args.prometheus_reload,
+        },
+        caches.slos.clone(),
+    );
     let engine = ctx.clone();
-    let prometheus_rules =
-        crate::prometheus_rules::run(ctx.clone(), args.dashboard_url.clone(), caches.slos.clone());
+    let prometheus_rules = crate::prometheus_rules::run(
+        ctx.clone(),
+        args.dashboard_url.clone(),
+        crate::rule_metadata::Defaults::new(
+            &args.prometheus_rule_labels,
+            &args.prometheus_rule_annotations,
+        ),
+        caches.slos.clone(),
+    );
     let lost = async {
         match elector.as_mut() {
             Some(e) => e.hold(acquired).await,

@@ -36,8 +36,12 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let ctx = Context {
         client: client.clone(),
-        prometheus: Prometheus::new(&args.prometheus_url, Duration::from_secs(5))
-            .with_context(|| format!("--prometheus-url {}", args.prometheus_url))?,
+        prometheus: Prometheus::with_options(&crate::prometheus_client::ClientOptions {
+            url: args.prometheus_url.clone(),
+            timeout: args.prometheus_timeout,
+            args: args.prometheus_client.clone(),
+        })
+        .with_context(|| format!("--prometheus-url {}", args.prometheus_url))?,
         metrics,
         evaluation_interval: Duration::from_secs(10),
         recorded: None,

@@ -31,6 +31,8 @@ pub struct Series {
 /// benchmark reports queries per evaluation cycle).
 pub struct Prometheus {
     client: prometheus_http_query::Client,
+    /// The `Authorization` header, from a file read again when it changes.
+    credentials: crate::prometheus_client::Credentials,
     /// The same HTTP client, for reads parsed without the library's
     /// per-series label maps (see [`Prometheus::instant_per_slo`]).
     http: reqwest::Client,
@@ -41,23 +43,103 @@ pub struct Prometheus {
 impl Prometheus {
     /// `timeout` bounds every request: a slow Prometheus is an unavailable one.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, PrometheusError> {
-        let unavailable = |message: String| PrometheusError::Unavailable {
+        Self::with_options(&crate::prometheus_client::ClientOptions {
             url: url.to_owned(),
+            timeout,
+            args: Default::default(),
+        })
+    }
+
+    /// A client with TLS, credentials and extra headers (see
+    /// [`crate::prometheus_client`]); errors name the flag to fix.
+    pub fn with_options(
+        options: &crate::prometheus_client::ClientOptions,
+    ) -> Result<Self, PrometheusError> {
+        let unavailable = |message: String| PrometheusError::Unavailable {
+            url: options.url.clone(),
             message,
         };
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
+        let url = options.base_url().map_err(unavailable)?;
+        let http = options.http_client().map_err(unavailable)?;
+        let client = prometheus_http_query::Client::from(http.clone(), &url)
             .map_err(|e| unavailable(e.to_string()))?;
-        let client = prometheus_http_query::Client::from(http.clone(), url)
-            .map_err(|e| unavailable(e.to_string()))?;
+        let credentials = crate::prometheus_client::Credentials::new(options.credential_source());
+        // A credential file that cannot be read is a start-up error, not
+        // a quiet "Prometheus unavailable" on every SLO later.
+        credentials.header().map_err(unavailable)?;
         Ok(Self {
             client,
+            credentials,
             http,
-            url: url.to_owned(),
+            url,
             queries: Default::default(),
         })
+    }
+
+    /// The `Authorization` header to send now, if any.
+    fn authorization(&self) -> Result<Option<reqwest::header::HeaderValue>, PrometheusError> {
+        self.credentials
+            .header()
+            .map_err(|message| PrometheusError::Unavailable {
+                url: self.url.clone(),
+                message,
+            })
+    }
+
+    /// `POST /-/reload` (after writing a rule file), with the same TLS,
+    /// credentials and headers as the queries.
+    pub async fn reload(&self) -> Result<(), PrometheusError> {
+        let mut request = self.http.post(format!("{}/-/reload", self.url));
+        if let Some(auth) = self.authorization()? {
+            request = request.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.unavailable(None, &e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(self.refused(status, &response.text().await.unwrap_or_default()))
+    }
+
+    /// Unavailable, with the flag to look at when the cause says which.
+    fn unavailable(
+        &self,
+        status: Option<u16>,
+        err: &(dyn std::error::Error + 'static),
+    ) -> PrometheusError {
+        let text = crate::prometheus_client::error_chain(err);
+        let status = status.or_else(|| crate::prometheus_client::status_in(err));
+        let message = match crate::prometheus_client::hint(status, &text, self.credentials.source())
+        {
+            Some(hint) => format!("{hint} ({text})"),
+            None => text,
+        };
+        PrometheusError::Unavailable {
+            url: self.url.clone(),
+            message,
+        }
+    }
+
+    /// An HTTP answer that is not the query API's: an auth layer or a
+    /// proxy refused the request.
+    fn refused(&self, status: reqwest::StatusCode, body: &str) -> PrometheusError {
+        let body: String = body.trim().chars().take(200).collect();
+        let text = format!("HTTP {status}: {body}");
+        let message = match crate::prometheus_client::hint(
+            Some(status.as_u16()),
+            &text,
+            self.credentials.source(),
+        ) {
+            Some(hint) => format!("{hint} ({text})"),
+            None => text,
+        };
+        PrometheusError::Unavailable {
+            url: self.url.clone(),
+            message,
+        }
     }
 
     /// The base URL.
@@ -83,12 +165,15 @@ impl Prometheus {
     /// values as `None`.
     pub async fn instant(&self, query: &str) -> Result<Vec<Series>, PrometheusError> {
         self.queries.inc();
-        let result = self
-            .client
-            .query(query)
-            .post()
+        let mut request = self.client.query(query);
+        if let Some(auth) = self.authorization()? {
+            request = request.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let response = request
+            .post_raw()
             .await
-            .map_err(|e| self.classify(query, e))?;
+            .map_err(|e| self.unavailable(None, &e))?;
+        let result = self.answer(query, response).await?;
         let (data, _) = result.into_inner();
         Ok(match data {
             Data::Vector(v) => v
@@ -119,12 +204,15 @@ impl Prometheus {
         step: f64,
     ) -> Result<Vec<(f64, f64)>, PrometheusError> {
         self.queries.inc();
-        let result = self
-            .client
-            .query_range(query, start, end, step)
-            .get()
+        let mut request = self.client.query_range(query, start, end, step);
+        if let Some(auth) = self.authorization()? {
+            request = request.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let response = request
+            .get_raw()
             .await
-            .map_err(|e| self.classify(query, e))?;
+            .map_err(|e| self.unavailable(None, &e))?;
+        let result = self.answer(query, response).await?;
         let (data, _) = result.into_inner();
         Ok(match data {
             Data::Matrix(m) => m
@@ -168,9 +256,9 @@ impl Prometheus {
             url: self.url.clone(),
             message,
         };
-        let response = self
+        let mut request = self
             .http
-            .post(format!("{}/api/v1/query", self.url.trim_end_matches('/')))
+            .post(format!("{}/api/v1/query", self.url))
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
@@ -178,26 +266,31 @@ impl Prometheus {
             .body(format!(
                 "query={}",
                 percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC)
-            ))
+            ));
+        if let Some(auth) = self.authorization()? {
+            request = request.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let response = request
             .send()
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| self.unavailable(None, &e))?;
         let http_status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let answer: wire::Answer<'_> = serde_json::from_slice(&body)
-            .map_err(|e| unavailable(format!("HTTP {http_status}, unreadable answer: {e}")))?;
+            .map_err(|e| self.unavailable(Some(http_status.as_u16()), &e))?;
+        let Ok(answer) = serde_json::from_slice::<wire::Answer<'_>>(&body) else {
+            // Not the query API talking: an auth layer or a proxy.
+            return Err(self.refused(http_status, &String::from_utf8_lossy(&body)));
+        };
         if answer.status != "success" {
             let message = answer.error.unwrap_or_default().into_owned();
-            return Err(match answer.error_type.as_deref() {
-                Some("bad_data" | "execution") => PrometheusError::BadQuery {
-                    query: query.to_owned(),
-                    message,
-                },
-                _ => unavailable(format!("HTTP {http_status}: {message}")),
-            });
+            return Err(self.error_answer(
+                query,
+                http_status,
+                answer.error_type.as_deref(),
+                message,
+            ));
         }
         let data = answer
             .data
@@ -211,18 +304,50 @@ impl Prometheus {
         Ok(())
     }
 
-    fn classify(&self, query: &str, err: prometheus_http_query::Error) -> PrometheusError {
-        match err {
-            prometheus_http_query::Error::Prometheus(e) if is_query_error(&e) => {
-                PrometheusError::BadQuery {
-                    query: query.to_owned(),
-                    message: e.to_string(),
-                }
-            }
-            other => PrometheusError::Unavailable {
-                url: self.url.clone(),
-                message: other.to_string(),
+    /// The query API's answer, or why there is none: a refused query
+    /// (`bad_data`, `execution`) apart from everything else.
+    async fn answer(
+        &self,
+        query: &str,
+        response: reqwest::Response,
+    ) -> Result<prometheus_http_query::response::PromqlResult, PrometheusError> {
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.unavailable(Some(status.as_u16()), &e))?;
+        let Ok(answer) = serde_json::from_slice::<wire::Full>(&body) else {
+            // Not the query API talking: an auth layer or a proxy.
+            return Err(self.refused(status, &String::from_utf8_lossy(&body)));
+        };
+        match (answer.status.as_str(), answer.data) {
+            ("success", Some(data)) => Ok(data),
+            ("success", None) => Err(self.refused(status, "a successful answer without data")),
+            _ => Err(self.error_answer(
+                query,
+                status,
+                answer.error_type.as_deref(),
+                answer.error.unwrap_or_default(),
+            )),
+        }
+    }
+
+    /// An answer with `"status": "error"`: Prometheus's own (a refused
+    /// query) or a proxy's in the same shape (prom-label-proxy's missing
+    /// tenant header, `errorType: prom-label-proxy`).
+    fn error_answer(
+        &self,
+        query: &str,
+        status: reqwest::StatusCode,
+        error_type: Option<&str>,
+        message: String,
+    ) -> PrometheusError {
+        match error_type {
+            Some("bad_data" | "execution") => PrometheusError::BadQuery {
+                query: query.to_owned(),
+                message,
             },
+            _ => self.refused(status, &message),
         }
     }
 }
@@ -233,6 +358,18 @@ mod wire {
     use std::borrow::Cow;
 
     use serde::Deserialize;
+
+    /// The whole answer, parsed by the library's types.
+    #[derive(Deserialize)]
+    pub struct Full {
+        pub status: String,
+        #[serde(default)]
+        pub data: Option<prometheus_http_query::response::PromqlResult>,
+        #[serde(default, rename = "errorType")]
+        pub error_type: Option<String>,
+        #[serde(default)]
+        pub error: Option<String>,
+    }
 
     #[derive(Deserialize)]
     pub struct Answer<'a> {
@@ -267,11 +404,6 @@ mod wire {
         #[serde(borrow, default)]
         pub slo: Option<Cow<'a, str>>,
     }
-}
-
-fn is_query_error(e: &prometheus_http_query::error::PrometheusError) -> bool {
-    use prometheus_http_query::error::PrometheusErrorType as T;
-    matches!(e.error_type(), T::BadData | T::Execution)
 }
 
 fn finite(v: f64) -> Option<f64> {
@@ -380,6 +512,85 @@ mod tests {
             matches!(err, PrometheusError::Unavailable { .. }),
             "{err:?}"
         );
+    }
+
+    /// A stand-in behind basic auth and a tenant header, under a path
+    /// prefix, as Mimir's or a proxy's: 401 in plain text without them.
+    async fn guarded() -> String {
+        use axum::response::IntoResponse as _;
+        let app = axum::Router::new().route(
+            "/prefix/api/v1/query",
+            axum::routing::post(|headers: axum::http::HeaderMap| async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+                let tenant = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok());
+                // "u:p" in base64.
+                if auth != Some("Basic dTpw") || tenant != Some("team-a") {
+                    return (axum::http::StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
+                }
+                axum::Json(serde_json::json!({ "status": "success", "data": { "resultType": "vector", "result": [
+                    { "metric": { "namespace": "shop", "slo": "a" }, "value": [1.0, "0.5"] }
+                ]}}))
+                .into_response()
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/prefix/", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn credentials_from_a_file_and_headers_reach_prometheus_under_its_path_prefix() {
+        let url = guarded().await;
+        let dir = std::env::temp_dir().join(format!("headroom-prom-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("basic-auth");
+        std::fs::write(&file, "u:p\n").expect("write");
+        let options =
+            |file: &std::path::Path, tenant: &str| crate::prometheus_client::ClientOptions {
+                url: url.clone(),
+                timeout: Duration::from_secs(2),
+                args: crate::prometheus_client::ClientArgs {
+                    prometheus_basic_auth_file: Some(file.to_owned()),
+                    prometheus_headers: vec![
+                        crate::prometheus_client::parse_header(&format!("X-Scope-OrgID: {tenant}"))
+                            .expect("header"),
+                    ],
+                    ..Default::default()
+                },
+            };
+        let prom = Prometheus::with_options(&options(&file, "team-a")).expect("client");
+        assert_eq!(prom.scalar("m").await.expect("answer"), Some(0.5));
+        let mut seen = Vec::new();
+        prom.instant_per_slo("m", |_, _, v| seen.push(v))
+            .await
+            .expect("answer");
+        assert_eq!(seen, vec![Some(0.5)]);
+
+        // The password changes on disk: read again, and refused naming the flag.
+        std::fs::write(&file, "u:wrong\n").expect("write");
+        for err in [
+            prom.scalar("m").await.expect_err("refused"),
+            prom.instant_per_slo("m", |_, _, _| {})
+                .await
+                .expect_err("refused"),
+        ] {
+            let text = err.to_string();
+            assert!(matches!(err, PrometheusError::Unavailable { .. }), "{text}");
+            assert!(text.contains("--prometheus-basic-auth-file"), "{text}");
+            assert!(text.contains("401"), "{text}");
+        }
+        let missing = dir.join("missing");
+        let err = Prometheus::with_options(&options(&missing, "team-a"))
+            .err()
+            .expect("a missing credential file is refused at start");
+        assert!(
+            err.to_string().contains("--prometheus-basic-auth-file"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

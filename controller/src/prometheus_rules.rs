@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::context::{Context, MANAGER};
 use crate::resources::ServiceLevelObjective;
+use crate::rule_metadata::Defaults;
 use crate::rules;
 
 pub const GROUP: &str = "monitoring.coreos.com";
@@ -27,7 +28,7 @@ pub const VERSION: &str = "v1";
 pub const KIND: &str = "PrometheusRule";
 
 /// Label on every object this writer owns; also how it finds them again.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub use crate::rule_metadata::MANAGED_BY_LABEL;
 pub const MANAGED_BY: &str = "headroom";
 /// Names the SLO an object belongs to, for `kubectl get -l`.
 pub const SLO_LABEL: &str = "headroom.dev/slo";
@@ -56,7 +57,11 @@ pub fn object_name(slo_name: &str) -> String {
 
 /// The `PrometheusRule` for one SLO, or why there is none. The SLO must come
 /// from the API server: the owner reference needs its uid.
-pub fn build(slo: &ServiceLevelObjective, dashboard_url: &str) -> Result<DynamicObject, String> {
+pub fn build(
+    slo: &ServiceLevelObjective,
+    dashboard_url: &str,
+    metadata: &Defaults,
+) -> Result<DynamicObject, String> {
     let name = slo.metadata.name.as_deref().ok_or("SLO without a name")?;
     let namespace = slo
         .metadata
@@ -71,20 +76,29 @@ pub fn build(slo: &ServiceLevelObjective, dashboard_url: &str) -> Result<Dynamic
         return Err(reason);
     }
     let spec = serde_json::json!({ "groups": file.groups });
-    let labels = BTreeMap::from([
+    let own = BTreeMap::from([
         (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
         (SLO_LABEL.to_owned(), name.to_owned()),
     ]);
+    let per_slo = slo
+        .spec
+        .alerting
+        .as_ref()
+        .and_then(|a| a.prometheus_rule.as_ref());
+    let (labels, mut annotations) =
+        crate::rule_metadata::merge(&own, &BTreeMap::new(), metadata, per_slo)?;
     let owners = vec![owner];
     let hash = content_hash(&serde_json::json!({
         "labels": labels,
+        "annotations": annotations,
         "ownerReferences": owners,
         "spec": spec,
     }));
+    annotations.insert(CONTENT_HASH_ANNOTATION.to_owned(), hash);
     let mut obj = DynamicObject::new(&object_name(name), &api_resource()).within(namespace);
     obj.metadata = ObjectMeta {
         labels: Some(labels),
-        annotations: Some(BTreeMap::from([(CONTENT_HASH_ANNOTATION.to_owned(), hash)])),
+        annotations: Some(annotations),
         owner_references: Some(owners),
         ..obj.metadata
     };
@@ -131,6 +145,7 @@ async fn discover(client: &kube::Client) -> Option<bool> {
 pub async fn run(
     ctx: Arc<Context>,
     dashboard_url: String,
+    metadata: Defaults,
     slos: Store<ServiceLevelObjective>,
 ) -> anyhow::Result<()> {
     let mut served = false;
@@ -170,7 +185,7 @@ pub async fn run(
             .map(|s| ObjectRef::from_obj(s.as_ref()))
             .collect();
         drop(state);
-        let result = sync(&ctx, &slos, keys, &dashboard_url).await;
+        let result = sync(&ctx, &slos, keys, &dashboard_url, &metadata).await;
         if result.is_ok() {
             synced = Some(specs);
         }
@@ -235,6 +250,7 @@ async fn sync(
     store: &Store<ServiceLevelObjective>,
     keys: Vec<ObjectRef<ServiceLevelObjective>>,
     dashboard_url: &str,
+    metadata: &Defaults,
 ) -> Result<(), kube::Error> {
     let applied = applied_hashes(ctx).await?;
     let mut wanted = BTreeSet::new();
@@ -244,7 +260,7 @@ async fn sync(
         let Some(slo) = store.get(&slo_key) else {
             continue;
         };
-        let obj = match build(&slo, dashboard_url) {
+        let obj = match build(&slo, dashboard_url, metadata) {
             Ok(obj) => obj,
             Err(reason) => {
                 warn!(namespace = ?slo.namespace(), slo = %slo.name_any(), %reason, "no {KIND} for SLO");
@@ -263,7 +279,7 @@ async fn sync(
             // for the whole pass would be the pass's largest cost.
             let Some(obj) = store
                 .get(&slo_key)
-                .and_then(|s| build(&s, dashboard_url).ok())
+                .and_then(|s| build(&s, dashboard_url, metadata).ok())
             else {
                 return Ok(());
             };
@@ -342,7 +358,7 @@ spec:
     #[test]
     fn object_holds_the_rule_groups_owned_by_the_slo() {
         let s = slo(CHECKOUT);
-        let obj = build(&s, "http://dash").expect("object");
+        let obj = build(&s, "http://dash", &Defaults::default()).expect("object");
         let value = serde_json::to_value(&obj).expect("json");
         assert_eq!(value["apiVersion"], "monitoring.coreos.com/v1");
         assert_eq!(value["kind"], "PrometheusRule");
@@ -376,10 +392,14 @@ spec:
 
     #[test]
     fn hash_follows_content() {
-        let a = build(&slo(CHECKOUT), "http://dash").expect("object");
-        let same = build(&slo(CHECKOUT), "http://dash").expect("object");
-        let changed =
-            build(&slo(&CHECKOUT.replace("99.9", "99.5")), "http://dash").expect("object");
+        let a = build(&slo(CHECKOUT), "http://dash", &Defaults::default()).expect("object");
+        let same = build(&slo(CHECKOUT), "http://dash", &Defaults::default()).expect("object");
+        let changed = build(
+            &slo(&CHECKOUT.replace("99.9", "99.5")),
+            "http://dash",
+            &Defaults::default(),
+        )
+        .expect("object");
         assert!(applied_hash(&a).is_some());
         assert_eq!(applied_hash(&a), applied_hash(&same));
         assert_ne!(applied_hash(&a), applied_hash(&changed));
@@ -389,13 +409,13 @@ spec:
     fn no_object_without_uid_or_with_untranslatable_spec() {
         let no_uid = CHECKOUT.replace(", uid: 0b5c7c1e-1111-4a2b-9c3d-123456789abc", "");
         assert!(
-            build(&slo(&no_uid), "http://dash")
+            build(&slo(&no_uid), "http://dash", &Defaults::default())
                 .expect_err("needs a uid")
                 .contains("uid")
         );
         let bad = CHECKOUT.replace("[$window]))\n      total", "[$window])\n      total");
         assert!(
-            build(&slo(&bad), "http://dash")
+            build(&slo(&bad), "http://dash", &Defaults::default())
                 .expect_err("bad PromQL")
                 .contains("spec.indicator.ratio.errors")
         );

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::duration::format_duration;
 use crate::indicator::{self, IndicatorError};
+use crate::long_windows::{self, Mode, Source};
 use crate::resources::slo::{ServiceLevelObjective, Severity};
 use crate::slo_eval::TierPlan;
 
@@ -23,6 +24,12 @@ pub fn recorded_metric(window: &str) -> String {
 /// Name of the recorded event rate (traffic) over `window`.
 pub fn recorded_traffic_metric(window: &str) -> String {
     format!("headroom:slo_requests:rate{window}")
+}
+
+/// Name of the recorded bad-event rate over `window` (long windows are
+/// tiled from it, see `long_windows.rs`).
+pub fn recorded_errors_metric(window: &str) -> String {
+    format!("headroom:slo_errors:rate{window}")
 }
 
 /// Name of the burn-rate alert.
@@ -79,6 +86,7 @@ pub fn slo_rules(
     period: std::time::Duration,
     tiers: &[TierPlan],
     dashboard_url: &str,
+    mode: Mode,
 ) -> Result<RuleGroup, IndicatorError> {
     let ns = slo
         .metadata
@@ -100,21 +108,72 @@ pub fn slo_rules(
     windows.dedup();
 
     let mut rules = Vec::new();
-    for w in &windows {
-        let w = format_duration(*w);
-        let q = indicator::window_queries(&slo.spec.indicator, &w)?;
-        rules.push(Rule {
-            record: Some(recorded_metric(&w)),
-            alert: None,
-            expr: q.error_ratio,
-            for_duration: None,
-            labels: ids.clone(),
-            annotations: BTreeMap::new(),
-        });
+    let record = |name: String, expr: String| Rule {
+        record: Some(name),
+        alert: None,
+        expr,
+        for_duration: None,
+        labels: ids.clone(),
+        annotations: BTreeMap::new(),
+    };
+    // Indicators with separate error and request rates get cheap long
+    // windows; Sloth's and Pyrra's recorded ratios are read as they are.
+    let splittable = match windows.first() {
+        Some(w) => indicator::window_queries(&slo.spec.indicator, &format_duration(*w))?
+            .error_rate
+            .is_some(),
+        None => false,
+    };
+    let mode = if splittable { mode } else { Mode::Exact };
+    for (w, source) in long_windows::plan(&windows, mode) {
+        let w = format_duration(w);
+        let (errors_m, requests_m) = (recorded_errors_metric(&w), recorded_traffic_metric(&w));
+        match (mode, source) {
+            (Mode::Exact, _) => {
+                let q = indicator::window_queries(&slo.spec.indicator, &w)?;
+                rules.push(record(recorded_metric(&w), q.error_ratio));
+                continue;
+            }
+            (Mode::Recorded, Source::Raw) => {
+                let q = indicator::window_queries(&slo.spec.indicator, &w)?;
+                let (Some(errors), Some(total)) = (q.error_rate, q.total_rate) else {
+                    rules.push(record(recorded_metric(&w), q.error_ratio));
+                    continue;
+                };
+                rules.push(record(errors_m.clone(), errors));
+                rules.push(record(requests_m.clone(), total));
+            }
+            (Mode::Recorded, Source::Tiled { from, tiles }) => {
+                let from_w = format_duration(from);
+                rules.push(record(
+                    errors_m.clone(),
+                    long_windows::tiled_expr(
+                        &recorded_errors_metric(&from_w),
+                        &selector,
+                        from,
+                        tiles,
+                    ),
+                ));
+                rules.push(record(
+                    requests_m.clone(),
+                    long_windows::tiled_expr(
+                        &recorded_traffic_metric(&from_w),
+                        &selector,
+                        from,
+                        tiles,
+                    ),
+                ));
+            }
+        }
+        rules.push(record(
+            recorded_metric(&w),
+            format!("{errors_m}{selector} / {requests_m}{selector}"),
+        ));
     }
 
-    // Traffic over the shortest window, for the minTrafficPerSecond floor.
-    if let Some(shortest) = windows.first() {
+    // Traffic over the shortest window, for the minTrafficPerSecond floor
+    // (recorded above with every window's rates in Recorded mode).
+    if let (Mode::Exact, Some(shortest)) = (mode, windows.first()) {
         let w = format_duration(*shortest);
         if let Some(total) = indicator::window_queries(&slo.spec.indicator, &w)?.total_rate {
             rules.push(Rule {
@@ -268,10 +327,19 @@ pub fn rule_file<'a>(
     slos: impl IntoIterator<Item = &'a ServiceLevelObjective>,
     dashboard_url: &str,
 ) -> (RuleFile, Vec<(String, String)>) {
+    rule_file_with(slos, dashboard_url, Mode::default())
+}
+
+/// [`rule_file`] with long windows computed as `mode` says.
+pub fn rule_file_with<'a>(
+    slos: impl IntoIterator<Item = &'a ServiceLevelObjective>,
+    dashboard_url: &str,
+    mode: Mode,
+) -> (RuleFile, Vec<(String, String)>) {
     let mut groups = Vec::new();
     let mut skipped = Vec::new();
     for slo in slos {
-        match group_for(slo, dashboard_url) {
+        match group_for(slo, dashboard_url, mode) {
             Ok(group) => groups.push(group),
             Err(why) => skipped.push(why),
         }
@@ -284,6 +352,7 @@ pub fn rule_file<'a>(
 fn group_for(
     slo: &ServiceLevelObjective,
     dashboard_url: &str,
+    mode: Mode,
 ) -> Result<RuleGroup, (String, String)> {
     crate::duration::parse_duration(&slo.spec.window)
         .map_err(|e| format!("spec.window: {e}"))
@@ -299,7 +368,7 @@ fn group_for(
                     format!("spec.alerting.absent[{i}].selector is not a PromQL selector: {e}")
                 })?;
             }
-            slo_rules(slo, period, &tiers, dashboard_url).map_err(|e| e.to_string())
+            slo_rules(slo, period, &tiers, dashboard_url, mode).map_err(|e| e.to_string())
         })
         .map_err(|reason| {
             (
@@ -334,7 +403,7 @@ pub fn write_rule_file<W: std::io::Write>(
     let mut skipped = Vec::new();
     let mut any = false;
     for (_, slo) in order {
-        match group_for(slo, dashboard_url) {
+        match group_for(slo, dashboard_url, Mode::default()) {
             Ok(group) => {
                 if !any {
                     out.write_all(b"groups:\n")?;
@@ -413,8 +482,13 @@ spec:
         assert!(skipped.is_empty(), "{skipped:?}");
         let rules = &file.groups[0].rules;
         let records: Vec<&str> = rules.iter().filter_map(|r| r.record.as_deref()).collect();
+        let ratios: Vec<&str> = records
+            .iter()
+            .copied()
+            .filter(|r| r.starts_with("headroom:slo_error_ratio:"))
+            .collect();
         assert_eq!(
-            records,
+            ratios,
             vec![
                 "headroom:slo_error_ratio:rate5m",
                 "headroom:slo_error_ratio:rate30m",
@@ -424,8 +498,32 @@ spec:
                 "headroom:slo_error_ratio:rate1d",
                 "headroom:slo_error_ratio:rate3d",
                 "headroom:slo_error_ratio:rate30d",
-                "headroom:slo_requests:rate5m",
             ]
+        );
+        assert!(records.contains(&"headroom:slo_requests:rate5m"));
+        // Only the shortest window reads raw samples: no range but [5m].
+        for r in rules.iter().filter(|r| r.record.is_some()) {
+            for range in r.expr.split('[').skip(1) {
+                assert!(
+                    range.starts_with("5m]"),
+                    "{}: {}",
+                    r.record.as_deref().unwrap_or_default(),
+                    r.expr
+                );
+            }
+        }
+        // Today's exact rules stay one ratio per window, from raw samples.
+        let (exact, _) = rule_file_with(
+            &[slo(CHECKOUT)],
+            "http://headroom.example:9464/",
+            Mode::Exact,
+        );
+        assert!(
+            exact.groups[0]
+                .rules
+                .iter()
+                .any(|r| r.expr.contains("[30d]")),
+            "the exact rules read 30 days"
         );
         let alerts: Vec<&Rule> = rules.iter().filter(|r| r.alert.is_some()).collect();
         assert_eq!(alerts.len(), 4);

@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use kube::runtime::reflector::Store;
 use tracing::{info, warn};
 
-use crate::cli::RunArgs;
 use crate::context::Context;
 use crate::resources::ServiceLevelObjective;
 use crate::rules;
@@ -22,13 +21,24 @@ pub fn file_name(watch_namespace: Option<&str>) -> String {
     }
 }
 
+/// What the writer needs from the operator's flags.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--rules-dir`: where the file goes; `None` writes nothing.
+    pub rules_dir: Option<std::path::PathBuf>,
+    /// `--dashboard-url`: base of the default runbook links.
+    pub dashboard_url: String,
+    /// `--prometheus-reload`: ask Prometheus to reload after a write.
+    pub prometheus_reload: bool,
+}
+
 /// Rewrite the rule file whenever the SLOs change; never returns unless
 /// the directory cannot be written at start. Reads the process's SLO cache:
 /// listing every SLO each cycle would cost the API server and this process
 /// a full copy of them every interval.
 pub async fn run(
     ctx: Arc<Context>,
-    args: RunArgs,
+    args: Options,
     slos: Store<ServiceLevelObjective>,
 ) -> anyhow::Result<()> {
     let Some(dir) = args.rules_dir.clone() else {
@@ -37,7 +47,6 @@ pub async fn run(
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("--rules-dir {}", dir.display()))?;
     let path = dir.join(file_name(ctx.watch_namespace.as_deref()));
-    let http = reqwest::Client::new();
     // An empty cache before the first list would write an empty file.
     slos.wait_until_ready()
         .await
@@ -95,13 +104,8 @@ pub async fn run(
         }
         // Retried each cycle until Prometheus takes it.
         if reload_pending {
-            let url = format!("{}/-/reload", args.prometheus_url.trim_end_matches('/'));
-            match http
-                .post(&url)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-            {
+            // The operator's own client: the same TLS, credentials and headers.
+            match ctx.prometheus.reload().await {
                 Ok(_) => reload_pending = false,
                 Err(e) => warn!(error = %e, "Prometheus reload failed; retrying next cycle"),
             }

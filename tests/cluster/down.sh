@@ -47,7 +47,7 @@ if [[ -d "$C/pids" ]]; then
   for f in "$C"/pids/headroom*.pid; do
     [[ -e "$f" ]] && stop "$(basename "$f" .pid)"
   done
-  for name in checkout prometheus kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  for name in checkout prom-label-proxy prometheus-tls prometheus kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     stop "$name"
   done
   if [[ -f "$C/pids/postgresql.pid" ]]; then

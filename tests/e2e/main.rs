@@ -11,6 +11,7 @@ mod disruptive;
 mod experiment;
 mod hostile;
 mod instances;
+mod prometheus_auth;
 mod prometheus_outage;
 mod prometheus_rules;
 mod queries;

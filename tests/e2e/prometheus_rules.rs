@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use headroom::prometheus_rules::{api_resource, object_name};
 use headroom::resources::slo::ServiceLevelObjective;
 use headroom_e2e::{Cluster, Operator, eventually, repo_root};
-use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -160,5 +160,152 @@ async fn slo_gets_its_prometheus_rule_and_loses_it_with_the_slo() -> Result<()> 
         || async { Ok(rules.get_opt(&name).await?.is_none().then_some(())) },
     )
     .await?;
+    Ok(())
+}
+
+/// A Prometheus Operator `ruleSelector` as a label-selector string (what a
+/// list call's `labelSelector` and `kubectl -l` take): `matchLabels` as
+/// `k=v`, `matchExpressions` as `k in (...)`, `k notin (...)`, `k`, `!k`.
+fn selector_string(selector: &Value) -> Result<String> {
+    let mut parts = Vec::new();
+    if let Some(labels) = selector["matchLabels"].as_object() {
+        for (k, v) in labels {
+            parts.push(format!("{k}={}", v.as_str().context("label value")?));
+        }
+    }
+    for e in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let key = e["key"].as_str().context("key")?;
+        let values = || -> Result<String> {
+            let v: Vec<&str> = e["values"]
+                .as_array()
+                .context("values")?
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            Ok(v.join(","))
+        };
+        parts.push(match e["operator"].as_str().context("operator")? {
+            "In" => format!("{key} in ({})", values()?),
+            "NotIn" => format!("{key} notin ({})", values()?),
+            "Exists" => key.to_owned(),
+            "DoesNotExist" => format!("!{key}"),
+            other => bail!("unknown operator {other}"),
+        });
+    }
+    Ok(parts.join(","))
+}
+
+#[tokio::test]
+async fn operator_and_slo_labels_let_a_rule_selector_select_the_objects() -> Result<()> {
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    cluster.install_prometheus_rule_crd()?;
+    let ns = cluster.namespace("promrule-sel").await?;
+    let slos: Api<ServiceLevelObjective> = Api::namespaced(cluster.client.clone(), &ns.name);
+    let rules: Api<DynamicObject> =
+        Api::namespaced_with(cluster.client.clone(), &ns.name, &api_resource());
+    let mut payments = slo("payments")?;
+    payments
+        .spec
+        .alerting
+        .get_or_insert_with(Default::default)
+        .prometheus_rule = Some(serde_json::from_value(json!({
+        "labels": { "team": "payments" },
+        "annotations": { "owner": "payments-oncall" }
+    }))?);
+    slos.create(&PostParams::default(), &payments).await?;
+    slos.create(&PostParams::default(), &slo("search")?).await?;
+    let operator = Operator::start_in(
+        &cluster,
+        &ns.name,
+        &[
+            "--evaluation-interval",
+            "1s",
+            "--prometheus-rule-label",
+            "release=kube-prometheus-stack",
+            "--prometheus-rule-label",
+            "team=platform",
+            "--prometheus-rule-annotation",
+            "owner=sre",
+        ],
+    )?;
+    let names = |list: Vec<DynamicObject>| -> Vec<String> {
+        let mut n: Vec<String> = list.iter().map(ResourceExt::name_any).collect();
+        n.sort();
+        n
+    };
+    let both = vec![object_name("payments"), object_name("search")];
+
+    // kube-prometheus-stack's default: select the release's rules.
+    let release: Value = json!({ "matchLabels": { "release": "kube-prometheus-stack" } });
+    let selected = eventually(
+        "both objects selected by the release ruleSelector",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let lp = ListParams::default().labels(&selector_string(&release)?);
+            let found = names(rules.list(&lp).await?.items);
+            Ok((found == both).then_some(found))
+        },
+    )
+    .await
+    .with_context(|| operator.log())?;
+    assert_eq!(selected, both);
+
+    // One team's Prometheus: the SLO's label wins over the operator's.
+    let team: Value = json!({
+        "matchLabels": { "release": "kube-prometheus-stack" },
+        "matchExpressions": [{ "key": "team", "operator": "In", "values": ["payments"] }]
+    });
+    let lp = ListParams::default().labels(&selector_string(&team)?);
+    assert_eq!(
+        names(rules.list(&lp).await?.items),
+        vec![object_name("payments")]
+    );
+    // The same selection through kubectl -l, as a user checks it.
+    let out = cluster.kubectl(&[
+        "get",
+        "prometheusrules",
+        "-n",
+        &ns.name,
+        "-l",
+        &selector_string(&team)?,
+        "-o",
+        "name",
+    ])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "prometheusrule.monitoring.coreos.com/{}",
+            object_name("payments")
+        )
+    );
+    // A selector they do not match selects nothing.
+    let other: Value = json!({ "matchLabels": { "release": "another-stack" } });
+    let lp = ListParams::default().labels(&selector_string(&other)?);
+    assert!(rules.list(&lp).await?.items.is_empty());
+
+    let obj = rules.get(&object_name("payments")).await?;
+    assert_eq!(
+        obj.annotations().get("owner").map(String::as_str),
+        Some("payments-oncall")
+    );
+    let obj = rules.get(&object_name("search")).await?;
+    assert_eq!(
+        obj.annotations().get("owner").map(String::as_str),
+        Some("sre")
+    );
+    assert_eq!(
+        obj.labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("headroom")
+    );
     Ok(())
 }

@@ -387,6 +387,7 @@ pub fn translate(doc: Value) -> Result<(Vec<ServiceLevelObjective>, Vec<String>)
                 alert_name: Some(alert_name.unwrap_or(DEFAULT_ALERT_NAME).to_owned()),
                 tiers: Some(tiers),
                 absent,
+                prometheus_rule: None,
             }),
             min_traffic_per_second: None,
         },

@@ -389,6 +389,7 @@ fn one(
                 alert_name: alert_name.map(str::to_owned),
                 tiers: Some(tiers),
                 absent: Vec::new(),
+                prometheus_rule: None,
             }),
             min_traffic_per_second: None,
         },

@@ -187,6 +187,27 @@ pub struct Alerting {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub absent: Vec<AbsentAlertSpec>,
+    /// Labels and annotations of the `PrometheusRule` object that holds
+    /// this SLO's rules, e.g. `labels: { release: kube-prometheus-stack }`
+    /// for a Prometheus whose `ruleSelector` selects by label. They win over
+    /// the operator's `--prometheus-rule-label` / `--prometheus-rule-annotation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_rule: Option<RuleObjectMetadata>,
+}
+
+/// Metadata for a generated `PrometheusRule` object. Headroom's own
+/// `app.kubernetes.io/managed-by` and `headroom.dev/*` keys cannot be set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleObjectMetadata {
+    /// Labels, e.g. `release: kube-prometheus-stack`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Fire while `selector` matches no series: `absent(<selector>) == 1`.
