@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use headroom::resources::experiment::ChaosExperiment;
-use headroom::resources::run::RunPhase;
+use headroom::resources::run::{ExperimentRun, RunPhase};
 use headroom::resources::slo::ServiceLevelObjective;
 use headroom_e2e::{CHECKOUT, Cluster, Operator, TestNamespace, eventually};
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -107,11 +108,27 @@ async fn one_driver_then_adoption(
     let mut beats = 0;
     let until = Instant::now() + Duration::from_secs_f64(3.0 * LEASE_S);
     while Instant::now() < until {
-        let all = runs(cluster, &ns.name).await?;
+        // A Gated record (an instance that saw the gate closed before the
+        // SLO's first evaluation) started nothing; a second run that is not
+        // Gated would be a second fault.
+        let every = runs(cluster, &ns.name).await?;
+        let all: Vec<&ExperimentRun> = every
+            .iter()
+            .filter(|r| r.status.as_ref().is_none_or(|s| s.phase != RunPhase::Gated))
+            .collect();
         ensure!(
             all.len() == 1,
-            "{} runs: the second instance started another",
-            all.len()
+            "{} runs started: the second instance started another ({})",
+            all.len(),
+            every
+                .iter()
+                .map(|r| format!(
+                    "{} {:?}",
+                    r.name_any(),
+                    r.status.as_ref().map(|s| (s.phase, s.reason.clone()))
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
         let st = all[0].status.clone().context("status")?;
         ensure!(
