@@ -222,6 +222,22 @@ impl PodKill {
         Ok(killed)
     }
 
+    /// Until `until`, note the last round's recovery as soon as it happens.
+    async fn watch_recovery_until(&mut self, rec: &mut Record, until: Instant) {
+        while Instant::now() < until {
+            if self.recovering_since.is_some() && self.check_recovered(rec).await {
+                rec.save_or_log().await;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            tokio::time::sleep(if self.recovering_since.is_some() {
+                RECOVERY_POLL.min(left)
+            } else {
+                left
+            })
+            .await;
+        }
+    }
+
     /// Note the recovery when enough pods are Ready again.
     async fn check_recovered(&mut self, rec: &mut Record) -> bool {
         let Some(since) = self.recovering_since else {
@@ -301,20 +317,7 @@ impl LiveAction for PodKill {
         let mut next_round = started + self.round_every;
         for round in 1..self.rounds {
             // Between rounds, watch the recovery of the last one.
-            while Instant::now() < next_round {
-                if self.recovering_since.is_some() {
-                    if self.check_recovered(rec).await {
-                        rec.save_or_log().await;
-                    } else {
-                        tokio::time::sleep(
-                            RECOVERY_POLL.min(next_round.saturating_duration_since(Instant::now())),
-                        )
-                        .await;
-                    }
-                } else {
-                    tokio::time::sleep_until(next_round).await;
-                }
-            }
+            self.watch_recovery_until(rec, next_round).await;
             if Instant::now() >= deadline {
                 break;
             }
@@ -325,18 +328,7 @@ impl LiveAction for PodKill {
             next_round += self.round_every;
         }
         // The fault's time runs out; recovery is still watched meanwhile.
-        while Instant::now() < deadline {
-            if self.recovering_since.is_some() && self.check_recovered(rec).await {
-                rec.save_or_log().await;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::sleep(if self.recovering_since.is_some() {
-                RECOVERY_POLL.min(left)
-            } else {
-                left
-            })
-            .await;
-        }
+        self.watch_recovery_until(rec, deadline).await;
         Ok(())
     }
 
