@@ -11,6 +11,7 @@
 #                           Prometheus
 #   BENCH_PROMETHEUS_TIMEOUT=30s  the operator's --prometheus-timeout
 #   BENCH_ABORT_RUNS=20     runs for the abort-reaction distribution
+#   BENCH_SPEND_CAP_RUNS=10 runs for the spend-cap overshoot (spent / cap)
 # Runs alone: thousands of SLOs load the API server and the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."

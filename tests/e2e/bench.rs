@@ -13,6 +13,9 @@
 //! - Abort reaction over BENCH_ABORT_RUNS runs (default 20): from the first
 //!   instant Prometheus shows the burn rate over the abort threshold to
 //!   the start of the restore.
+//! - Spend-cap overshoot over BENCH_SPEND_CAP_RUNS runs (default 10): the
+//!   budget a run spent over its `maxBudgetSpend`, when only the cap can stop
+//!   it (the scenario of `safety::the_spend_cap_stops_…`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -417,6 +420,41 @@ async fn bench_abort_reaction() -> Result<()> {
         pick(0.5),
         pick(0.95),
         pick(1.0)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "a benchmark: make bench"]
+async fn bench_spend_cap_overshoot() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let n: usize = std::env::var("BENCH_SPEND_CAP_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut rows = Vec::new();
+    for i in 0..n {
+        let o = crate::safety::spend_cap_run(&cluster).await?;
+        println!(
+            "run {:>2}: {:?} spent/cap {:.2} ({})",
+            i + 1,
+            o.phase,
+            o.ratio,
+            o.reason.split(':').next().unwrap_or_default()
+        );
+        rows.push(o);
+    }
+    let mut ratios: Vec<f64> = rows.iter().map(|o| o.ratio).collect();
+    ratios.sort_by(f64::total_cmp);
+    let mean = ratios.iter().sum::<f64>() / ratios.len().max(1) as f64;
+    let over = ratios.iter().filter(|r| **r > 1.0).count();
+    println!(
+        "\nSpend-cap overshoot over {n} runs (cap {}% of the budget, SLO 90% over 2m, errors at 35% = burn rate 3.5, observeInterval 10s; spent/cap from status.budget.spent):\n  min {:.2}  mean {mean:.2}  max {:.2}  runs over the cap: {over}",
+        crate::safety::SPEND_CAP_PERCENT,
+        ratios.first().copied().unwrap_or(f64::NAN),
+        ratios.last().copied().unwrap_or(f64::NAN),
     );
     Ok(())
 }

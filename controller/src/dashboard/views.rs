@@ -232,10 +232,12 @@ fn runs_table(runs: &[&ExperimentRun]) -> Markup {
 fn pods_table(id: &str, pods: &[PodRecord]) -> Markup {
     html! {
         table id=(id) {
-            tr { th { "Pod" } th { "Created" } th { "Node" } th { "Zone" } th { "Ready" } th { "Deletion cost" } th { "Seen at" } }
+            tr { th { "Pod" } th { "Owner" } th { "Revision" } th { "Created" } th { "Node" } th { "Zone" } th { "Ready" } th { "Deletion cost" } th { "Seen at" } }
             @for p in pods {
                 tr {
                     td { (p.name) }
+                    td { (p.owner.clone().unwrap_or_default()) }
+                    td { (p.revision.clone().unwrap_or_default()) }
                     td { (p.created.clone().unwrap_or_default()) }
                     td { (p.node.clone().unwrap_or_default()) }
                     td { (p.zone.clone().unwrap_or_default()) }
@@ -287,6 +289,14 @@ pub fn run_page(run: &ExperimentRun, chart: Option<Markup>, paused: Option<&str>
                 "before " (budget_text(b.remaining_before))
                 " · after " (budget_text(b.remaining_after))
                 " · spent by this run " (b.spent.map_or("—".to_owned(), |s| format!("{:.2}%", s * 100.0)))
+                @if let Some(ratio) = b.spent_of_cap {
+                    @let cap = crate::gate::Policy::from_spec(&run.spec.snapshot.budget_policy).max_budget_spend * 100.0;
+                    // Above 1 the run let through more than its cap: the
+                    // spend between two observations outran the projection.
+                    " · " span id="spent-of-cap" class=(if ratio > 1.0 { "Refuted" } else { "Confirmed" }) {
+                        (format!("{:.0}% of its {cap:.1}% cap", ratio * 100.0))
+                    }
+                }
             }
             @if let Some(g) = &st.gate {
                 p { "Gate: " span class=(if g.open { "Open" } else { "Gated" }) { (g.reason) } " — " (g.message.clone().unwrap_or_default()) }
@@ -309,6 +319,17 @@ pub fn run_page(run: &ExperimentRun, chart: Option<Markup>, paused: Option<&str>
                 p id="refusal" { "The target first refused with " (n) " connections held: " code { (obs.refusal_message.clone().unwrap_or_default()) } }
             }
             @if let Some(n) = obs.max_connections_held { p { "Most connections held at once: " (n) } }
+            @if let Some(n) = obs.connections_dropped {
+                p id="dropped" { "Held connections the target dropped: " (n) }
+                @if !obs.connection_drops.is_empty() {
+                    table id="drops" {
+                        tr { th { "Seen at" } th { "Dropped" } th { "Still held" } }
+                        @for d in &obs.connection_drops {
+                            tr { td { (d.time.0.to_string()) } td { (d.dropped) } td { (d.held) } }
+                        }
+                    }
+                }
+            }
             @if !obs.max_burn_rates.is_empty() {
                 p { "Highest burn rate during the run: "
                     @for m in &obs.max_burn_rates { (m.slo) " " (format!("{:.2}", m.burn_rate)) " " } }
@@ -430,6 +451,43 @@ mod tests {
         let runbook = slo_runbook(&slo, &[], &[], None).into_string();
         assert!(!runbook.contains("<img src=x"));
         assert!(runbook.contains("&quot;&gt;&lt;img"));
+    }
+
+    /// The run page shows the evidence a run records about its target:
+    /// which ReplicaSet and revision each removed pod came from, the
+    /// connections the target dropped, and the spend against the cap.
+    #[test]
+    fn run_page_shows_owner_revision_drops_and_spend_of_cap() {
+        let run: ExperimentRun = serde_json::from_value(json!({
+            "apiVersion": "headroom.dev/v1alpha1", "kind": "ExperimentRun",
+            "metadata": { "name": "r", "namespace": "shop" },
+            "spec": { "experiment": "e", "snapshot": {
+                "hypothesis": { "description": "h" }, "slos": ["s"],
+                "budgetPolicy": { "maxBudgetSpend": 5 },
+                "action": { "scaleDown": { "target": { "kind": "Deployment", "name": "web" }, "scaleUpTo": 4, "scaleDownTo": 2, "expectOrder": "NewestFirst" } }
+            } },
+            "status": {
+                "phase": "Aborted",
+                "budget": { "spent": 0.06, "spentOfCap": 1.2 },
+                "observations": {
+                    "removedPods": [{ "name": "web-1", "ready": true, "owner": "ReplicaSet/web-7ccf45cd94", "revision": "2" }],
+                    "connectionsDropped": 7,
+                    "connectionDrops": [{ "time": "2026-11-30T10:00:00.000000Z", "dropped": 7, "held": 3 }]
+                }
+            }
+        }))
+        .expect("run");
+        let html = run_page(&run, None, None).into_string();
+        for want in [
+            "ReplicaSet/web-7ccf45cd94",
+            "<td>2</td>",
+            "Held connections the target dropped: 7",
+            "<td>3</td>",
+            "120% of its 5.0% cap",
+            "class=\"Refuted\"",
+        ] {
+            assert!(html.contains(want), "{want} missing from {html}");
+        }
     }
 
     #[test]

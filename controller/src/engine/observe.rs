@@ -124,6 +124,7 @@ pub async fn abort_check(
     if let Ok(r) = &mut readings {
         seen.project(r, guards, elapsed, next_in);
         seen.note(r);
+        seen.latest = r.clone();
     }
     if let Some(abort) = gate::abort_reason(&readings, max_budget_spend) {
         return Some(abort);
@@ -149,6 +150,9 @@ pub struct Seen {
     pub spent: BTreeMap<String, f64>,
     /// Each guard's spend at the previous observation, for its pace.
     last_spend: BTreeMap<String, gate::SpendPoint>,
+    /// The last observation's readings, projections included (they pace
+    /// the next one).
+    pub latest: Vec<GuardReading>,
 }
 
 impl Seen {
@@ -214,7 +218,6 @@ pub async fn observe(
     let mut next = started + observe_every;
     loop {
         tokio::time::sleep_until(next).await;
-        next += observe_every;
         let tick = Instant::now();
         if let Some(abort) = abort_check(
             ctx,
@@ -228,6 +231,15 @@ pub async fn observe(
         {
             return (abort, tick);
         }
+        let next_in = gate::next_observation(&seen.latest, policy.max_budget_spend, observe_every);
+        if next_in < observe_every {
+            tracing::debug!(
+                next_in = ?next_in,
+                readings = ?seen.latest,
+                "the run is spending fast: next observation sooner"
+            );
+        }
+        next += next_in;
     }
 }
 
