@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.scaleUpTo > self.scaleDownTo").message("spec.action.scaleDown.scaleUpTo must be greater than spec.action.scaleDown.scaleDownTo"))]
+#[x_kube(validation = Rule::new("!has(self.expectZoneSpread) || !self.expectZoneSpread || self.scaleDownTo >= 1").message("spec.action.scaleDown.expectZoneSpread needs scaleDownTo of at least 1: scaling to 0 empties every zone"))]
 pub struct ScaleDownSpec {
     /// The workload to scale.
     pub target: ScaleTarget,
@@ -31,6 +32,12 @@ pub struct ScaleDownSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 317))]
     pub expect_label: Option<String>,
+
+    /// A second hypothesis: no zone (`topology.kubernetes.io/zone` of the
+    /// pods' nodes) loses all of its replicas. Refuted naming the zones the
+    /// scale-down emptied; needs `scaleDownTo` of at least 1.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expect_zone_spread: bool,
 }
 
 /// A workload that has a scale subresource.
@@ -128,6 +135,83 @@ pub fn score_order(
         matched,
         removed: removed.len(),
     })
+}
+
+/// Replicas of one zone before and after the scale-down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZoneCount {
+    pub zone: String,
+    pub before: usize,
+    pub after: usize,
+}
+
+/// What the scale-down did to the spread of replicas over zones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ZoneSpread {
+    /// Some pods ran on nodes without a zone label: nothing to judge.
+    Unknown { unzoned: Vec<String> },
+    /// Every replica was in one zone before: there was no spread to keep.
+    OneZone(String),
+    /// Every zone kept at least one replica.
+    Kept(Vec<ZoneCount>),
+    /// These zones lost all of their replicas.
+    Emptied {
+        zones: Vec<String>,
+        counts: Vec<ZoneCount>,
+    },
+}
+
+/// Count replicas per zone before (removed and surviving pods) and after
+/// (surviving pods), and name the zones left with none.
+pub fn zone_spread(
+    removed: &[crate::evidence::PodRecord],
+    survivors: &[crate::evidence::PodRecord],
+) -> ZoneSpread {
+    use std::collections::BTreeMap;
+    let unzoned: Vec<String> = removed
+        .iter()
+        .chain(survivors)
+        .filter(|p| p.zone.is_none())
+        .map(|p| p.name.clone())
+        .collect();
+    if !unzoned.is_empty() {
+        return ZoneSpread::Unknown { unzoned };
+    }
+    let mut per_zone: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for p in removed {
+        per_zone
+            .entry(p.zone.as_deref().unwrap_or_default())
+            .or_default()
+            .0 += 1;
+    }
+    for p in survivors {
+        let e = per_zone
+            .entry(p.zone.as_deref().unwrap_or_default())
+            .or_default();
+        e.0 += 1;
+        e.1 += 1;
+    }
+    let counts: Vec<ZoneCount> = per_zone
+        .iter()
+        .map(|(zone, (before, after))| ZoneCount {
+            zone: (*zone).to_owned(),
+            before: *before,
+            after: *after,
+        })
+        .collect();
+    if let [only] = counts.as_slice() {
+        return ZoneSpread::OneZone(only.zone.clone());
+    }
+    let zones: Vec<String> = counts
+        .iter()
+        .filter(|c| c.before > 0 && c.after == 0)
+        .map(|c| c.zone.clone())
+        .collect();
+    if zones.is_empty() {
+        ZoneSpread::Kept(counts)
+    } else {
+        ZoneSpread::Emptied { zones, counts }
+    }
 }
 
 #[cfg(test)]
@@ -238,5 +322,61 @@ mod tests {
             })
         );
         assert_eq!(score_order(ExpectOrder::LabelFirst, &[ready], &[]), None);
+    }
+
+    #[test]
+    fn zone_spread_names_the_zones_left_without_replicas() {
+        let at = |name: &str, zone: Option<&str>| PodRecord {
+            name: name.into(),
+            zone: zone.map(Into::into),
+            ready: true,
+            ..Default::default()
+        };
+        let count = |zone: &str, before, after| ZoneCount {
+            zone: zone.into(),
+            before,
+            after,
+        };
+        // (case, removed, survivors, want)
+        let cases = [
+            (
+                "both zones keep one",
+                vec![at("a1", Some("a")), at("b1", Some("b"))],
+                vec![at("a2", Some("a")), at("b2", Some("b"))],
+                ZoneSpread::Kept(vec![count("a", 2, 1), count("b", 2, 1)]),
+            ),
+            (
+                "zone b emptied",
+                vec![at("b1", Some("b")), at("b2", Some("b"))],
+                vec![at("a1", Some("a")), at("a2", Some("a"))],
+                ZoneSpread::Emptied {
+                    zones: vec!["b".into()],
+                    counts: vec![count("a", 2, 2), count("b", 2, 0)],
+                },
+            ),
+            (
+                "one zone only",
+                vec![at("a1", Some("a"))],
+                vec![at("a2", Some("a"))],
+                ZoneSpread::OneZone("a".into()),
+            ),
+            (
+                "a node without a zone label",
+                vec![at("x", None)],
+                vec![at("a1", Some("a"))],
+                ZoneSpread::Unknown {
+                    unzoned: vec!["x".into()],
+                },
+            ),
+            (
+                "nothing removed",
+                vec![],
+                vec![at("a1", Some("a")), at("b1", Some("b"))],
+                ZoneSpread::Kept(vec![count("a", 1, 1), count("b", 1, 1)]),
+            ),
+        ];
+        for (name, removed, survivors, want) in cases {
+            assert_eq!(zone_spread(&removed, &survivors), want, "{name}");
+        }
     }
 }

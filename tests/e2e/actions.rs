@@ -383,3 +383,118 @@ async fn bad_targets_give_a_clear_message_and_inject_nothing() -> Result<()> {
     }
     Ok(())
 }
+
+/// One scaleDown of a Deployment spread evenly over the two zones of the
+/// kwok nodes (3 pods per zone at 6 replicas), down to `down_to`, with
+/// `expectZoneSpread`; returns the zone-spread expectation.
+async fn zone_spread_run(
+    cluster: &Cluster,
+    down_to: i32,
+) -> Result<headroom::resources::run::ExpectationResult> {
+    let ns = cluster.namespace("zone-spread").await?;
+    Api::<Deployment>::namespaced(cluster.client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": { "name": "spread" },
+                "spec": {
+                    "replicas": 2,
+                    "selector": { "matchLabels": { "app": "spread" } },
+                    "template": {
+                        "metadata": { "labels": { "app": "spread" } },
+                        "spec": {
+                            "nodeSelector": { "type": "kwok" },
+                            "terminationGracePeriodSeconds": 0,
+                            "containers": [{ "name": "spread", "image": "headroom.local/spread:test" }],
+                            "tolerations": [{ "key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule" }],
+                            "topologySpreadConstraints": [{
+                                "maxSkew": 1,
+                                "topologyKey": "topology.kubernetes.io/zone",
+                                "whenUnsatisfiable": "DoNotSchedule",
+                                "labelSelector": { "matchLabels": { "app": "spread" } }
+                            }]
+                        }
+                    }
+                }
+            }))?,
+        )
+        .await?;
+    let operator = Operator::start_in(cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+        .await?;
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &experiment(
+                "zones",
+                "checkout",
+                json!({
+                    "hypothesis": { "description": "no zone loses all of its replicas on scale-down", "recoversWithin": null },
+                    "action": { "podKill": null, "scaleDown": {
+                        "target": { "kind": "Deployment", "name": "spread" },
+                        "scaleUpTo": 6, "scaleDownTo": down_to, "expectOrder": "MostCrowdedNodeFirst",
+                        "expectZoneSpread": true
+                    }},
+                    "duration": "60s",
+                    "blastRadius": null
+                }),
+            )?,
+        )
+        .await?;
+    let run = final_run(cluster, &ns.name, Duration::from_secs(90))
+        .await
+        .with_context(|| operator.log())?;
+    let status = run.status.context("status")?;
+    ensure!(
+        status.phase == RunPhase::Completed,
+        "{:?} {:?}\n{:?}",
+        status.phase,
+        status.reason,
+        status.timeline
+    );
+    let obs = status.observations.context("observations")?;
+    let zones: Vec<String> = obs
+        .removed_pods
+        .iter()
+        .chain(&obs.surviving_pods)
+        .map(|p| p.zone.clone().unwrap_or_default())
+        .collect();
+    ensure!(
+        zones.iter().filter(|z| *z == "zone-a").count() == 3
+            && zones.iter().filter(|z| *z == "zone-b").count() == 3,
+        "the 6 pods were not 3 per zone: {zones:?}"
+    );
+    status
+        .expectations
+        .into_iter()
+        .find(|e| e.name == "expectZoneSpread")
+        .context("no expectZoneSpread result")
+}
+
+#[tokio::test]
+async fn scale_down_zone_spread_is_refuted_naming_the_zone_it_emptied_and_confirmed_when_each_keeps_one()
+-> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    set_error_ratio(&cluster, 0.0).await?;
+    calm(&cluster).await?;
+    // 6 → 1: one zone is left with nothing, whichever the controller picks.
+    let emptied = zone_spread_run(&cluster, 1).await?;
+    println!("6 → 1: {emptied:?}");
+    ensure!(emptied.result == Verdict::Refuted, "{emptied:?}");
+    let message = emptied.message.clone().unwrap_or_default();
+    let measured = emptied.measured.clone().unwrap_or_default();
+    ensure!(
+        (message.contains("zone zone-a") && measured.contains("zone-a 3→0"))
+            || (message.contains("zone zone-b") && measured.contains("zone-b 3→0")),
+        "the refutation does not name the emptied zone: {emptied:?}"
+    );
+    // 6 → 4: two removals cannot empty a zone of three.
+    let kept = zone_spread_run(&cluster, 4).await?;
+    println!("6 → 4: {kept:?}");
+    ensure!(kept.result == Verdict::Confirmed, "{kept:?}");
+    Ok(())
+}

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
     group = "headroom.dev",
     version = "v1alpha1",
     kind = "ChaosExperiment",
+    doc = "A hypothesis about a service under a fault (podKill, scaleDown, connectionExhaustion), run only while the guarding SLOs have error budget to spare; each attempt is an ExperimentRun with a verdict and its evidence.",
     plural = "chaosexperiments",
     shortname = "chaos",
     namespaced,

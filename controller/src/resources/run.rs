@@ -17,6 +17,7 @@ use super::experiment::ChaosExperimentSpec;
     group = "headroom.dev",
     version = "v1alpha1",
     kind = "ExperimentRun",
+    doc = "One attempt of a ChaosExperiment, written by the operator: the gate decision, the restore plan saved before the fault, the timeline, the evidence, the budget spent and the verdict.",
     plural = "experimentruns",
     shortname = "run",
     namespaced,
@@ -151,6 +152,9 @@ pub struct ExperimentRunStatus {
     pub restore: Option<RestorePlan>,
     /// Seed of the random choice of targets, so the choice can be replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // int64, not schemars' uint64, which the API server does not know and
+    // warns about on apply; seeds have 53 bits, so they fit either.
+    #[schemars(extend("format" = "int64", "minimum" = 0))]
     pub seed: Option<u64>,
     /// Why the run was aborted or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
     group = "headroom.dev",
     version = "v1alpha1",
     kind = "ServiceLevelObjective",
+    doc = "A Service Level Objective: the share of good events a service promises over a rolling window, read from Prometheus; its error budget and burn rates gate the experiments that name it.",
     plural = "servicelevelobjectives",
     shortname = "slo",
     namespaced,

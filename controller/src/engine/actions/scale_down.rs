@@ -10,7 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use headroom_experiments::evidence::PodRecord;
 use headroom_experiments::pod_kill::live;
-use headroom_experiments::scale_down::{ScaleDownSpec, score_order};
+use headroom_experiments::scale_down::{
+    ScaleDownSpec, ZoneCount, ZoneSpread, score_order, zone_spread,
+};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::Api;
@@ -161,7 +163,11 @@ impl LiveAction for ScaleDown {
     }
 
     fn expectations(&self, observations: Option<&Observations>) -> Vec<ExpectationResult> {
-        vec![order_result(&self.spec, observations)]
+        let mut results = vec![order_result(&self.spec, observations)];
+        if self.spec.expect_zone_spread {
+            results.push(zone_spread_result(observations));
+        }
+        results
     }
 }
 
@@ -353,6 +359,62 @@ fn order_result(spec: &ScaleDownSpec, obs: Option<&Observations>) -> Expectation
         result,
         measured: matched.map(|m| format!("{m} of {removed} removals matched")),
         bound: Some(format!("{removed} of {removed}")),
+        message: Some(message),
+    }
+}
+
+/// The `expectZoneSpread` expectation: no zone lost all of its replicas.
+fn zone_spread_result(obs: Option<&Observations>) -> ExpectationResult {
+    let spread = obs.filter(|o| !o.removed_pods.is_empty() || !o.surviving_pods.is_empty());
+    let counts_text = |counts: &[ZoneCount]| {
+        counts
+            .iter()
+            .map(|c| format!("{} {}→{}", c.zone, c.before, c.after))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (result, measured, message) = match spread
+        .map(|o| zone_spread(&o.removed_pods, &o.surviving_pods))
+    {
+        None => (
+            Verdict::Inconclusive,
+            None,
+            "no pods were recorded".to_owned(),
+        ),
+        Some(ZoneSpread::Unknown { unzoned }) => (
+            Verdict::Inconclusive,
+            None,
+            format!(
+                "the nodes of {} carry no topology.kubernetes.io/zone label",
+                unzoned.join(", ")
+            ),
+        ),
+        Some(ZoneSpread::OneZone(zone)) => (
+            Verdict::Inconclusive,
+            Some(format!("{zone} only")),
+            format!(
+                "every replica was in zone {zone} before the scale-down: there was no spread to keep"
+            ),
+        ),
+        Some(ZoneSpread::Kept(counts)) => (
+            Verdict::Confirmed,
+            Some(counts_text(&counts)),
+            "every zone kept at least one replica".to_owned(),
+        ),
+        Some(ZoneSpread::Emptied { zones, counts }) => (
+            Verdict::Refuted,
+            Some(counts_text(&counts)),
+            format!(
+                "the scale-down removed every replica of zone {}: a loss of the zones left would take the service down",
+                zones.join(", ")
+            ),
+        ),
+    };
+    ExpectationResult {
+        name: "expectZoneSpread".to_owned(),
+        result,
+        measured,
+        bound: Some("at least 1 replica in every zone".to_owned()),
         message: Some(message),
     }
 }
