@@ -24,7 +24,7 @@ k() { "$KUBECTL" "$@"; }
 build_operator() {
   local logfile=.cluster/logs/build-headroom.log t0=$SECONDS next pid
   command -v cargo >/dev/null || PATH="$PATH:$HOME/.cargo/bin"
-  say "building the operator (cargo build -p headroom; the first build takes several minutes, log: $logfile)"
+  say "building the operator (cargo build -p headroom; the first build takes ~6 minutes on 2 cores, log: $logfile)"
   cargo build -p headroom --locked >"$logfile" 2>&1 &
   pid=$!
   next=$((t0 + 30))

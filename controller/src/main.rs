@@ -62,7 +62,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 headroom::cli_support::slos_from_files(&files)?
             };
             let (file, skipped) =
-                headroom::rules::rule_file_with(&slos, &dashboard_url, long_windows);
+                headroom::rules::operator_rule_file(&slos, &dashboard_url, long_windows);
             print!("{}", headroom::rules::to_yaml(&file)?);
             for (slo, reason) in &skipped {
                 eprintln!("headroom: no rules for {slo}: {reason}");

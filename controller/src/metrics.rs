@@ -14,6 +14,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
+use crate::resources::experiment::ChaosExperiment;
 use crate::resources::slo::ServiceLevelObjective;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -42,6 +43,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// Budget, burn rates and data presence per SLO.
     pub slo_gauges: Arc<SloGauges>,
+    /// The last verdict per experiment.
+    pub experiment_gauges: Arc<ExperimentGauges>,
     pub evaluation_seconds: Histogram,
     pub prometheus_errors: Counter,
     pub prometheus_queries: Counter,
@@ -67,6 +70,8 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("headroom");
         let slo_gauges = Arc::new(SloGauges::default());
         registry.register_collector(Box::new(slo_gauges.clone()));
+        let experiment_gauges = Arc::new(ExperimentGauges::default());
+        registry.register_collector(Box::new(experiment_gauges.clone()));
         let evaluation_seconds =
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
         registry.register(
@@ -169,6 +174,7 @@ impl Default for Metrics {
             active_runs,
             pods_killed,
             slo_gauges,
+            experiment_gauges,
             evaluation_seconds,
             prometheus_errors,
             prometheus_queries,
@@ -273,6 +279,61 @@ impl Collector for SloGauges {
             family
                 .encode_family(&[("namespace", ns), ("slo", name)])?
                 .encode_gauge(&i64::from(status.data_present))?;
+        }
+        Ok(())
+    }
+}
+
+/// `experiment_last_verdict{namespace, experiment, verdict}`: 1 for each
+/// experiment whose runs have reached a verdict, labelled with the last one.
+/// The `HeadroomHypothesisRefuted` alert (`headroom rules`) fires on
+/// `verdict="Refuted"`; a later confirming run clears it. Rendered at scrape
+/// time from the experiments' status in the watch cache, like the SLO
+/// gauges: one series per experiment, gone with the experiment.
+#[derive(Debug, Default)]
+pub struct ExperimentGauges {
+    experiments: OnceLock<Store<ChaosExperiment>>,
+}
+
+impl ExperimentGauges {
+    /// Export the verdicts of the experiments in `store` from now on.
+    pub fn serve(&self, store: Store<ChaosExperiment>) {
+        let _ = self.experiments.set(store);
+    }
+}
+
+impl Collector for ExperimentGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(store) = self.experiments.get() else {
+            return Ok(());
+        };
+        let mut verdicts: Vec<(String, String, String)> = store
+            .state()
+            .iter()
+            .filter_map(|e| {
+                let verdict = e.status.as_ref()?.last_verdict.clone()?;
+                Some((
+                    e.metadata.namespace.clone().unwrap_or_default(),
+                    e.metadata.name.clone().unwrap_or_default(),
+                    verdict,
+                ))
+            })
+            .collect();
+        verdicts.sort();
+        let mut family = encoder.encode_descriptor(
+            "experiment_last_verdict",
+            "1 per experiment, labelled with the verdict of its last finished run",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (ns, name, verdict) in &verdicts {
+            family
+                .encode_family(&[
+                    ("namespace", ns.as_str()),
+                    ("experiment", name.as_str()),
+                    ("verdict", verdict.as_str()),
+                ])?
+                .encode_gauge(&1i64)?;
         }
         Ok(())
     }

@@ -63,6 +63,61 @@ pub struct Rule {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// The alert on experiments whose last run refuted their hypothesis.
+pub const REFUTED_ALERT: &str = "HeadroomHypothesisRefuted";
+/// The group that holds it, beside the SLOs' groups.
+pub const EXPERIMENTS_GROUP: &str = "headroom-experiments";
+
+/// `HeadroomHypothesisRefuted`: one alert per experiment whose last run was
+/// refuted (`headroom_experiment_last_verdict{verdict="Refuted"}`), linking
+/// to the experiment's runbook page with the finding. A later run that
+/// confirms the hypothesis clears it. `max by` keeps one series per
+/// experiment when several operator replicas are scraped.
+pub fn experiment_group(dashboard_url: &str) -> RuleGroup {
+    let labels = "{{ $labels.namespace }}/{{ $labels.experiment }}";
+    RuleGroup {
+        name: EXPERIMENTS_GROUP.to_owned(),
+        rules: vec![Rule {
+            record: None,
+            alert: Some(REFUTED_ALERT.to_owned()),
+            expr: r#"max by (namespace, experiment) (headroom_experiment_last_verdict{verdict="Refuted"}) == 1"#.to_owned(),
+            for_duration: None,
+            labels: BTreeMap::from([("severity".to_owned(), "ticket".to_owned())]),
+            annotations: BTreeMap::from([
+                (
+                    "summary".to_owned(),
+                    format!("Experiment {labels}: hypothesis refuted"),
+                ),
+                (
+                    "description".to_owned(),
+                    format!(
+                        "The last run of ChaosExperiment {labels} broke an expectation: a known weakness, with its evidence on the run page. The fault was restored when the run ended. A later run that confirms the hypothesis clears this alert."
+                    ),
+                ),
+                (
+                    "runbook_url".to_owned(),
+                    format!(
+                        "{}/runbooks/experiment/{{{{ $labels.namespace }}}}/{{{{ $labels.experiment }}}}",
+                        dashboard_url.trim_end_matches('/')
+                    ),
+                ),
+            ]),
+        }],
+    }
+}
+
+/// The operator's whole rule file: every SLO's group, then the experiments'
+/// group. What `headroom rules` prints and `--rules-dir` holds.
+pub fn operator_rule_file<'a>(
+    slos: impl IntoIterator<Item = &'a ServiceLevelObjective>,
+    dashboard_url: &str,
+    mode: Mode,
+) -> (RuleFile, Vec<(String, String)>) {
+    let (mut file, skipped) = rule_file_with(slos, dashboard_url, mode);
+    file.groups.push(experiment_group(dashboard_url));
+    (file, skipped)
+}
+
 /// The runbook an SLO's alerts link to: its own, else the dashboard's page.
 pub fn runbook_url(slo: &ServiceLevelObjective, dashboard_url: &str) -> String {
     slo.spec
@@ -382,7 +437,7 @@ fn group_for(
         })
 }
 
-/// Write the same document as `to_yaml(&rule_file(..))`, one group at a
+/// Write the same document as `to_yaml(&operator_rule_file(..))`, one group at a
 /// time: ten thousand SLOs make tens of megabytes of YAML, which the
 /// operator should not hold in memory at once. Returns the SLOs left out.
 pub fn write_rule_file<W: std::io::Write>(
@@ -400,23 +455,16 @@ pub fn write_rule_file<W: std::io::Write>(
         .collect();
     order.sort_by(|a, b| a.0.cmp(&b.0));
     out.write_all(HEADER.as_bytes())?;
+    // Never empty: the experiments' group closes every file.
+    out.write_all(b"groups:\n")?;
     let mut skipped = Vec::new();
-    let mut any = false;
     for (_, slo) in order {
         match group_for(slo, dashboard_url, Mode::default()) {
-            Ok(group) => {
-                if !any {
-                    out.write_all(b"groups:\n")?;
-                    any = true;
-                }
-                serde_yaml::to_writer(&mut out, &[group])?;
-            }
+            Ok(group) => serde_yaml::to_writer(&mut out, &[group])?,
             Err(why) => skipped.push(why),
         }
     }
-    if !any {
-        out.write_all(b"groups: []\n")?;
-    }
+    serde_yaml::to_writer(&mut out, &[experiment_group(dashboard_url)])?;
     out.flush()?;
     Ok(skipped)
 }
@@ -445,7 +493,7 @@ mod tests {
         bad.spec.window = "soon".into();
         for set in [vec![], vec![&a], vec![&a, &b, &bad], vec![&bad]] {
             let owned: Vec<ServiceLevelObjective> = set.iter().map(|s| (*s).clone()).collect();
-            let (file, skipped) = rule_file(&owned, "http://x");
+            let (file, skipped) = operator_rule_file(&owned, "http://x", Mode::default());
             let mut out = Vec::new();
             let streamed_skipped = write_rule_file(&mut out, &set, "http://x").expect("written");
             assert_eq!(

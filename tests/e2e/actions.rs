@@ -454,6 +454,23 @@ async fn zone_spread_run(
         status.reason,
         status.timeline
     );
+    // The verdict reaches /metrics, where HeadroomHypothesisRefuted reads it.
+    let verdict = format!("{:?}", status.verdict.context("no verdict")?);
+    let series = format!(
+        "headroom_experiment_last_verdict{{namespace=\"{}\",experiment=\"zones\",verdict=\"{verdict}\"}} 1",
+        ns.name
+    );
+    eventually(
+        "the last verdict on /metrics",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let text = reqwest::get(&operator.metrics_url).await?.text().await?;
+            Ok(text.lines().any(|l| l == series).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| format!("{series} not exported"))?;
     let obs = status.observations.context("observations")?;
     let zones: Vec<String> = obs
         .removed_pods
@@ -485,6 +502,8 @@ async fn scale_down_zone_spread_is_refuted_naming_the_zone_it_emptied_and_confir
     let emptied = zone_spread_run(&cluster, 1).await?;
     println!("6 → 1: {emptied:?}");
     ensure!(emptied.result == Verdict::Refuted, "{emptied:?}");
+    // (zone_spread_run checked that the run's verdict is on /metrics as
+    // headroom_experiment_last_verdict, which the refuted alert reads.)
     let message = emptied.message.clone().unwrap_or_default();
     let measured = emptied.measured.clone().unwrap_or_default();
     ensure!(

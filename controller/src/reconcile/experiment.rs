@@ -46,6 +46,9 @@ pub const EXPERIMENT_LABEL: &str = "headroom.dev/experiment";
 /// now" request and any change to an owned run do.
 pub async fn run(ctx: Arc<Context>, caches: Arc<crate::caches::Caches>) {
     let trigger = caches.experiment_tap.subscribe(&caches.experiments);
+    ctx.metrics
+        .experiment_gauges
+        .serve(caches.experiments.clone());
     Controller::for_shared_stream(trigger, caches.experiments.clone())
         .owns_shared_stream(caches.run_tap.subscribe(&caches.runs))
         .with_config(
