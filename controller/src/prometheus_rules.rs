@@ -106,6 +106,41 @@ pub fn build(
     Ok(obj)
 }
 
+/// Name of the `PrometheusRule` that holds a namespace's
+/// `HeadroomHypothesisRefuted` alert.
+pub const EXPERIMENTS_OBJECT: &str = "headroom-experiments";
+
+/// The `PrometheusRule` with the refuted-hypothesis alert for the
+/// experiments of `namespace` (one per namespace with SLOs, since an
+/// experiment's guarding SLOs live beside it). It has no owner: when the
+/// namespace's last SLO goes, the pass empties it like a stale SLO object.
+pub fn build_experiments(
+    namespace: &str,
+    dashboard_url: &str,
+    metadata: &Defaults,
+) -> Result<DynamicObject, String> {
+    let spec = serde_json::json!({
+        "groups": [rules::experiment_group_in(dashboard_url, Some(namespace))]
+    });
+    let own = BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())]);
+    let (labels, mut annotations) =
+        crate::rule_metadata::merge(&own, &BTreeMap::new(), metadata, None)?;
+    let hash = content_hash(&serde_json::json!({
+        "labels": labels,
+        "annotations": annotations,
+        "spec": spec,
+    }));
+    annotations.insert(CONTENT_HASH_ANNOTATION.to_owned(), hash);
+    let mut obj = DynamicObject::new(EXPERIMENTS_OBJECT, &api_resource()).within(namespace);
+    obj.metadata = ObjectMeta {
+        labels: Some(labels),
+        annotations: Some(annotations),
+        ..obj.metadata
+    };
+    obj.data = serde_json::json!({ "spec": spec });
+    Ok(obj)
+}
+
 /// FNV-1a over the JSON text: stable across builds and Rust versions, unlike
 /// std's hasher, so a restarted operator recognises what it wrote.
 fn content_hash(value: &serde_json::Value) -> String {
@@ -273,6 +308,36 @@ async fn sync(
             todo.push((slo_key, key));
         }
     }
+    // One experiments object per namespace that has SLOs.
+    let namespaces: BTreeSet<String> = keys_namespaces(store);
+    for ns in &namespaces {
+        let obj = match build_experiments(ns, dashboard_url, metadata) {
+            Ok(obj) => obj,
+            Err(reason) => {
+                warn!(namespace = %ns, %reason, "no {KIND} for the experiments");
+                continue;
+            }
+        };
+        let key = (ns.clone(), obj.name_any());
+        wanted.insert(key.clone());
+        if applied.get(&key).and_then(Option::as_deref) == applied_hash(&obj) {
+            continue;
+        }
+        match rules_api(ctx, Some(ns))
+            .patch(
+                EXPERIMENTS_OBJECT,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+        {
+            Ok(_) => info!(namespace = %ns, name = EXPERIMENTS_OBJECT, "{KIND} applied"),
+            Err(kube::Error::Api(s)) if s.is_not_found() => return Err(kube::Error::Api(s)),
+            Err(e) => {
+                warn!(namespace = %ns, name = EXPERIMENTS_OBJECT, error = %e, "applying {KIND} failed")
+            }
+        }
+    }
     let results: Vec<Result<(), kube::Error>> = futures::stream::iter(todo)
         .map(|(slo_key, (ns, name))| async move {
             // Built again rather than kept: thousands of rule groups held
@@ -329,6 +394,15 @@ async fn sync(
         }
     }
     Ok(())
+}
+
+/// Namespaces of the SLOs in the cache.
+fn keys_namespaces(store: &Store<ServiceLevelObjective>) -> BTreeSet<String> {
+    store
+        .state()
+        .iter()
+        .filter_map(|s| s.metadata.namespace.clone())
+        .collect()
 }
 
 #[cfg(test)]

@@ -74,13 +74,26 @@ pub const EXPERIMENTS_GROUP: &str = "headroom-experiments";
 /// confirms the hypothesis clears it. `max by` keeps one series per
 /// experiment when several operator replicas are scraped.
 pub fn experiment_group(dashboard_url: &str) -> RuleGroup {
+    experiment_group_in(dashboard_url, None)
+}
+
+/// [`experiment_group`] for the experiments of one namespace: the form of a
+/// namespace's `PrometheusRule`, which a namespace-scoped rule selection
+/// (the Prometheus Operator's, with its namespace label enforced) loads.
+pub fn experiment_group_in(dashboard_url: &str, namespace: Option<&str>) -> RuleGroup {
     let labels = "{{ $labels.namespace }}/{{ $labels.experiment }}";
+    let selector = match namespace {
+        Some(ns) => format!(r#"{{namespace="{ns}",verdict="Refuted"}}"#),
+        None => r#"{verdict="Refuted"}"#.to_owned(),
+    };
     RuleGroup {
         name: EXPERIMENTS_GROUP.to_owned(),
         rules: vec![Rule {
             record: None,
             alert: Some(REFUTED_ALERT.to_owned()),
-            expr: r#"max by (namespace, experiment) (headroom_experiment_last_verdict{verdict="Refuted"}) == 1"#.to_owned(),
+            expr: format!(
+                "max by (namespace, experiment) (headroom_experiment_last_verdict{selector}) == 1"
+            ),
             for_duration: None,
             labels: BTreeMap::from([("severity".to_owned(), "ticket".to_owned())]),
             annotations: BTreeMap::from([

@@ -247,12 +247,18 @@ async fn operator_and_slo_labels_let_a_rule_selector_select_the_objects() -> Res
         n.sort();
         n
     };
-    let both = vec![object_name("payments"), object_name("search")];
+    // The two SLOs' objects and the namespace's experiments object (the
+    // refuted-hypothesis alert), which carries the operator-wide labels.
+    let both = vec![
+        "headroom-experiments".to_owned(),
+        object_name("payments"),
+        object_name("search"),
+    ];
 
     // kube-prometheus-stack's default: select the release's rules.
     let release: Value = json!({ "matchLabels": { "release": "kube-prometheus-stack" } });
     let selected = eventually(
-        "both objects selected by the release ruleSelector",
+        "the SLOs' and the experiments' objects selected by the release ruleSelector",
         Duration::from_secs(30),
         Duration::from_millis(500),
         || async {
@@ -264,6 +270,14 @@ async fn operator_and_slo_labels_let_a_rule_selector_select_the_objects() -> Res
     .await
     .with_context(|| operator.log())?;
     assert_eq!(selected, both);
+    let experiments = rules.get("headroom-experiments").await?;
+    let alert = &experiments.data["spec"]["groups"][0]["rules"][0];
+    assert_eq!(alert["alert"], "HeadroomHypothesisRefuted", "{alert}");
+    let expr = alert["expr"].as_str().unwrap_or_default();
+    assert!(
+        expr.contains(&format!("namespace=\"{}\"", ns.name)),
+        "the alert reads other namespaces' experiments: {expr}"
+    );
 
     // One team's Prometheus: the SLO's label wins over the operator's.
     let team: Value = json!({
