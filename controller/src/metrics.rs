@@ -284,6 +284,7 @@ impl Collector for SloGauges {
     }
 }
 
+/// `experiment_running{namespace, experiment}`: 1 while a run is in flight.
 /// `experiment_last_verdict{namespace, experiment, verdict}`: 1 for each
 /// experiment whose runs have reached a verdict, labelled with the last one.
 /// The `HeadroomHypothesisRefuted` alert (`headroom rules`) fires on
@@ -307,8 +308,33 @@ impl Collector for ExperimentGauges {
         let Some(store) = self.experiments.get() else {
             return Ok(());
         };
-        let mut verdicts: Vec<(String, String, String)> = store
-            .state()
+        let experiments = store.state();
+        let mut running: Vec<(&str, &str)> = experiments
+            .iter()
+            .filter(|e| {
+                e.status.as_ref().and_then(|s| s.phase)
+                    == Some(crate::resources::experiment::ExperimentPhase::Running)
+            })
+            .map(|e| {
+                (
+                    e.metadata.namespace.as_deref().unwrap_or_default(),
+                    e.metadata.name.as_deref().unwrap_or_default(),
+                )
+            })
+            .collect();
+        running.sort_unstable();
+        let mut family = encoder.encode_descriptor(
+            "experiment_running",
+            "1 per experiment with a run in flight (a fault may be in place): for Grafana annotations on any panel",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (ns, name) in running {
+            family
+                .encode_family(&[("namespace", ns), ("experiment", name)])?
+                .encode_gauge(&1i64)?;
+        }
+        let mut verdicts: Vec<(String, String, String)> = experiments
             .iter()
             .filter_map(|e| {
                 let verdict = e.status.as_ref()?.last_verdict.clone()?;
@@ -405,5 +431,47 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("headroom_slo_burn_rate{"), "{text}");
+    }
+
+    #[test]
+    fn experiment_gauges_show_running_runs_and_the_last_verdict() {
+        let m = Metrics::default();
+        let (store, mut writer) = reflector::store();
+        let exp = |name: &str, status: serde_json::Value| {
+            serde_json::from_value::<ChaosExperiment>(serde_json::json!({
+                "apiVersion": "headroom.dev/v1alpha1", "kind": "ChaosExperiment",
+                "metadata": { "name": name, "namespace": "shop" },
+                "spec": {
+                    "hypothesis": { "description": "h" }, "slos": ["s"],
+                    "action": { "podKill": { "selector": { "matchLabels": { "app": "web" } } } }
+                },
+                "status": status
+            }))
+            .expect("valid experiment")
+        };
+        writer.apply_watcher_event(&Event::Apply(exp(
+            "db",
+            serde_json::json!({ "phase": "Running", "lastVerdict": "Refuted" }),
+        )));
+        writer.apply_watcher_event(&Event::Apply(exp(
+            "web",
+            serde_json::json!({ "phase": "Idle", "lastVerdict": "Confirmed" }),
+        )));
+        writer.apply_watcher_event(&Event::Apply(exp("new", serde_json::json!({}))));
+        m.experiment_gauges.serve(store);
+        let text = m.render();
+        for line in [
+            r#"headroom_experiment_running{namespace="shop",experiment="db"} 1"#,
+            r#"headroom_experiment_last_verdict{namespace="shop",experiment="db",verdict="Refuted"} 1"#,
+            r#"headroom_experiment_last_verdict{namespace="shop",experiment="web",verdict="Confirmed"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // Idle experiments are not running; one never run has no verdict.
+        assert!(
+            !text.contains(r#"headroom_experiment_running{namespace="shop",experiment="web"}"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"experiment="new""#), "{text}");
     }
 }

@@ -131,6 +131,25 @@ fn populated_metrics() -> Metrics {
         .expect("valid SLO"),
     ));
     m.slo_gauges.serve(store);
+    // The per-experiment gauges come from the experiments' status.
+    let (store, mut writer) = kube::runtime::reflector::store();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(
+        serde_json::from_value::<headroom::resources::experiment::ChaosExperiment>(
+            serde_json::json!({
+                "apiVersion": "headroom.dev/v1alpha1",
+                "kind": "ChaosExperiment",
+                "metadata": { "name": "kill-one", "namespace": "shop" },
+                "spec": {
+                    "hypothesis": { "description": "h" },
+                    "slos": ["checkout-availability"],
+                    "action": { "podKill": { "selector": { "matchLabels": { "app": "web" } } } }
+                },
+                "status": { "phase": "Running", "lastVerdict": "Refuted" }
+            }),
+        )
+        .expect("valid experiment"),
+    ));
+    m.experiment_gauges.serve(store);
     m.status_writes.get_or_create(&controller).inc();
     m.reconcile_errors.get_or_create(&controller).inc();
     m.runs
