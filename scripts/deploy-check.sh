@@ -117,7 +117,7 @@ for r in servicelevelobjectives.headroom.dev chaosexperiments.headroom.dev; do
   can_i yes patch "$r" --subresource=status -n "$T"
   can_i yes update "$r" --subresource=finalizers -n "$T"
 done
-for v in get list watch create; do can_i yes "$v" experimentruns.headroom.dev -n "$T"; done
+for v in get list watch create delete; do can_i yes "$v" experimentruns.headroom.dev -n "$T"; done
 can_i yes list experimentruns.headroom.dev --all-namespaces
 can_i yes patch experimentruns.headroom.dev --subresource=status -n "$T"
 for v in create patch; do can_i yes "$v" events.events.k8s.io -n "$T"; done
@@ -143,9 +143,9 @@ for v in get list watch; do can_i no "$v" secrets --all-namespaces; done
 for ns in "$T" default kube-system "$NS"; do
   for v in get list watch create; do can_i no "$v" secrets -n "$ns"; done
 done
-# Delete: nothing but pods.
+# Delete: nothing but pods and runs beyond their experiment's history limit.
 for r in deployments.apps statefulsets.apps replicasets.apps services configmaps \
-  servicelevelobjectives.headroom.dev chaosexperiments.headroom.dev experimentruns.headroom.dev \
+  servicelevelobjectives.headroom.dev chaosexperiments.headroom.dev \
   prometheusrules.monitoring.coreos.com events.events.k8s.io persistentvolumeclaims; do
   can_i no delete "$r" -n "$T"
 done
@@ -176,13 +176,14 @@ can_i no escalate clusterroles.rbac.authorization.k8s.io
 can_i no impersonate serviceaccounts -n "$T"
 
 # Every rule the account holds in an experiment namespace, as the API server
-# lists them: delete (or a wildcard verb or resource) only on pods.
+# lists them: delete (or a wildcard verb or resource) only on pods, and on
+# runs (finished ones beyond their experiment's history limits).
 listing="$(k auth can-i --list -n "$T" --as="$AS" 2>/dev/null)" || failed "kubectl auth can-i --list -n $T --as=$AS failed"
 while IFS= read -r row; do
   resource="${row%% *}"
   case "$row" in
     *'[*]'* | '*'*) failed "a wildcard in the operator's rights: $row" ;;
-    *delete*) [[ "$resource" == pods ]] || failed "the operator may delete something other than pods: $row" ;;
+    *delete*) [[ "$resource" == pods || "$resource" == experimentruns.headroom.dev ]] || failed "the operator may delete something other than pods and runs: $row" ;;
   esac
 done < <(tail -n +2 <<<"$listing")
 echo "  ok   kubectl auth can-i --list: delete only on pods, no wildcards"

@@ -13,6 +13,7 @@ use headroom::resources::slo::ServiceLevelObjective;
 use headroom_e2e::{CHECKOUT, Cluster, Operator, TestNamespace, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
@@ -713,5 +714,100 @@ async fn a_new_operator_restores_a_run_left_by_a_killed_one() -> Result<()> {
             == 1
     );
     web_ready(&cluster, &ns.name).await?;
+    Ok(())
+}
+
+/// A run-now request on the experiment, as the dashboard's button makes it.
+async fn request_run(cluster: &Cluster, ns: &str, name: &str) -> Result<()> {
+    let at = k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)?
+        .to_string();
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), ns)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({
+                "metadata": { "annotations": { headroom::resources::RUN_NOW: at } }
+            })),
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn finished_runs_beyond_run_history_limit_are_deleted_oldest_first() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("history").await?;
+    set_error_ratio(&cluster, 0.0).await?;
+    web(&cluster, &ns).await?;
+    calm(&cluster).await?;
+    let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+        .await?;
+    // Dry runs: each request ends in a Completed run within seconds.
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &experiment(
+                "history",
+                "checkout",
+                json!({ "dryRun": true, "runHistoryLimit": 2, "schedule": "0 0 1 1 *" }),
+            )?,
+        )
+        .await?;
+    let mut made: Vec<String> = Vec::new();
+    for i in 0..4 {
+        // Creation times are whole seconds and a request must be newer than
+        // the last run by more than one.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        request_run(&cluster, &ns.name, "history").await?;
+        let seen = made.clone();
+        let run = eventually(
+            &format!("run {} finished", i + 1),
+            Duration::from_secs(60),
+            Duration::from_millis(300),
+            || async {
+                Ok(runs(&cluster, &ns.name).await?.into_iter().find(|r| {
+                    !seen.contains(&r.name_any())
+                        && r.status
+                            .as_ref()
+                            .is_some_and(|s| s.phase == RunPhase::Completed)
+                }))
+            },
+        )
+        .await
+        .with_context(|| operator.log())?;
+        made.push(run.name_any());
+    }
+    let newest: Vec<String> = made[2..].to_vec();
+    let kept = eventually(
+        "only the 2 newest runs kept",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || async {
+            let mut names: Vec<String> = runs(&cluster, &ns.name)
+                .await?
+                .iter()
+                .map(|r| r.name_any())
+                .collect();
+            names.sort();
+            let mut want = newest.clone();
+            want.sort();
+            Ok((names == want).then_some(names))
+        },
+    )
+    .await
+    .with_context(|| format!("made {made:?}\n{}", operator.log()))?;
+    println!("made {made:?}; kept {kept:?}");
+    let exp = Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+        .get("history")
+        .await?;
+    ensure!(
+        exp.status.and_then(|s| s.last_run) == made.last().cloned(),
+        "lastRun is not the newest run"
+    );
     Ok(())
 }

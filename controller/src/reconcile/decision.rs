@@ -93,6 +93,41 @@ pub fn due_for(
     )
 }
 
+/// The runs to delete so that at most `finished_limit` finished runs
+/// (Completed, Aborted, Failed) and `gated_limit` Gated records remain,
+/// the newest of each kept. `runs` are oldest first. A run in flight or
+/// without a status is never deleted (it may hold a fault or its restore
+/// plan), nor is the newest run of all: the schedule and "run now" count
+/// from it, and the last verdict is read from the runs.
+pub fn prune(
+    runs: &[(String, Option<RunPhase>)],
+    finished_limit: usize,
+    gated_limit: usize,
+) -> Vec<String> {
+    let newest = runs.len().saturating_sub(1);
+    let mut finished = 0;
+    let mut gated = 0;
+    let mut doomed = Vec::new();
+    for (i, (name, phase)) in runs.iter().enumerate().rev() {
+        let over = match phase {
+            Some(RunPhase::Gated) => {
+                gated += 1;
+                gated > gated_limit
+            }
+            Some(RunPhase::Completed | RunPhase::Aborted | RunPhase::Failed) => {
+                finished += 1;
+                finished > finished_limit
+            }
+            _ => false,
+        };
+        if over && i != newest {
+            doomed.push(name.clone());
+        }
+    }
+    doomed.reverse();
+    doomed
+}
+
 /// What to do about a due run once the gate is known.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -293,6 +328,86 @@ mod tests {
             ),
         ] {
             assert_eq!(next(&due, open, repeat), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_of_each_kind_and_never_a_run_in_flight() {
+        use RunPhase::*;
+        let runs = |phases: &[Option<RunPhase>]| -> Vec<(String, Option<RunPhase>)> {
+            phases
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("r{i}"), *p))
+                .collect()
+        };
+        // (case, runs oldest first, finished limit, gated limit, deleted)
+        type Case = (
+            &'static str,
+            Vec<(String, Option<RunPhase>)>,
+            usize,
+            usize,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "under the limits",
+                runs(&[Some(Completed), Some(Gated)]),
+                2,
+                2,
+                vec![],
+            ),
+            (
+                "oldest finished go",
+                runs(&[
+                    Some(Completed),
+                    Some(Aborted),
+                    Some(Failed),
+                    Some(Completed),
+                ]),
+                2,
+                3,
+                vec!["r0", "r1"],
+            ),
+            (
+                "gated counted apart",
+                runs(&[
+                    Some(Gated),
+                    Some(Gated),
+                    Some(Completed),
+                    Some(Gated),
+                    Some(Gated),
+                ]),
+                5,
+                2,
+                vec!["r0", "r1"],
+            ),
+            (
+                "in flight and unwritten runs stay",
+                runs(&[
+                    Some(Observing),
+                    None,
+                    Some(Completed),
+                    Some(Restoring),
+                    Some(Completed),
+                ]),
+                1,
+                1,
+                vec!["r2"],
+            ),
+            // A limit of 1 with a Gated newest: the newest finished run
+            // stays, since it carries the last verdict.
+            (
+                "one of each",
+                runs(&[Some(Completed), Some(Completed), Some(Gated), Some(Gated)]),
+                1,
+                1,
+                vec!["r0", "r2"],
+            ),
+            ("empty", runs(&[]), 1, 1, vec![]),
+        ];
+        for (name, runs, finished, gated, want) in cases {
+            assert_eq!(prune(&runs, finished, gated), want, "{name}");
         }
     }
 }

@@ -192,9 +192,56 @@ async fn apply(exp: Arc<ChaosExperiment>, ctx: Arc<Context>) -> Result<Action, E
     }
     let previous = exp.status.clone().unwrap_or_default();
     let mut draft = Draft::new(&exp, &runs, &previous);
+    let history: Vec<(String, Option<RunPhase>)> = runs
+        .iter()
+        .map(|r| (r.name_any(), r.status.as_ref().map(|s| s.phase)))
+        .collect();
     let requeue = step(&ctx, &exp, runs, &previous, &mut draft).await?;
     write_status(&ctx, &exp, &previous, &draft.status).await?;
+    prune_history(&ctx, &exp, &history).await;
     Ok(Action::requeue(requeue))
+}
+
+/// Delete the finished runs and Gated records beyond the experiment's
+/// history limits, oldest first, as a CronJob's controller keeps its Jobs.
+/// A failed delete is logged and tried again at the next reconcile.
+async fn prune_history(
+    ctx: &Context,
+    exp: &ChaosExperiment,
+    history: &[(String, Option<RunPhase>)],
+) {
+    let limit = |v: Option<i32>, default: usize| {
+        v.and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n >= 1)
+            .unwrap_or(default)
+    };
+    let doomed = super::decision::prune(
+        history,
+        limit(
+            exp.spec.run_history_limit,
+            crate::resources::experiment::DEFAULT_RUN_HISTORY_LIMIT,
+        ),
+        limit(
+            exp.spec.gated_history_limit,
+            crate::resources::experiment::DEFAULT_GATED_HISTORY_LIMIT,
+        ),
+    );
+    if doomed.is_empty() {
+        return;
+    }
+    let ns = exp.namespace().unwrap_or_default();
+    let api: Api<ExperimentRun> = Api::namespaced(ctx.client.clone(), &ns);
+    for name in doomed {
+        match api.delete(&name, &Default::default()).await {
+            Ok(_) => {
+                info!(namespace = %ns, run = %name, experiment = %exp.name_any(), "run deleted: beyond the history limit")
+            }
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(e) => {
+                warn!(namespace = %ns, run = %name, error = %e, "deleting a run beyond the history limit failed")
+            }
+        }
+    }
 }
 
 /// The experiment's status as this reconcile computes it.

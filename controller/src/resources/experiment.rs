@@ -75,7 +75,24 @@ pub struct ChaosExperimentSpec {
     /// Evaluate the gate and record what would be done, without injecting.
     #[serde(default)]
     pub dry_run: bool,
+
+    /// Finished runs (Completed, Aborted, Failed) kept per experiment; older
+    /// ones are deleted. Defaults to 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub run_history_limit: Option<i32>,
+
+    /// Gated records (a start the budget gate refused) kept per experiment;
+    /// older ones are deleted. Defaults to 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub gated_history_limit: Option<i32>,
 }
+
+/// Default of `spec.runHistoryLimit`.
+pub const DEFAULT_RUN_HISTORY_LIMIT: usize = 10;
+/// Default of `spec.gatedHistoryLimit`.
+pub const DEFAULT_GATED_HISTORY_LIMIT: usize = 3;
 
 fn default_duration() -> String {
     "5m".to_owned()
