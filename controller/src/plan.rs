@@ -148,8 +148,11 @@ pub async fn plan(ctx: &Context) -> anyhow::Result<Vec<Line>> {
             line.reason = outcome.decision.reason;
             line.message = outcome.decision.message;
             if let Some(schedule) = &exp.spec.schedule
-                && let Ok(next) =
-                    crate::reconcile::experiment::next_fire(schedule, chrono::Utc::now())
+                && let Ok(next) = crate::reconcile::experiment::next_fire(
+                    schedule,
+                    exp.spec.time_zone.as_deref(),
+                    chrono::Utc::now(),
+                )
             {
                 line.message = format!(
                     "{} (next scheduled start {})",

@@ -227,6 +227,11 @@ async fn api_server_refuses_bad_specs_naming_the_field() -> Result<()> {
             &["spec.action.scaleDown.scaleUpTo"],
         ),
         (
+            "schedule with four fields",
+            with(valid_experiment(n), "spec/schedule", json!("0 10 * *")),
+            &["spec.schedule"],
+        ),
+        (
             "zone spread when scaling to 0",
             with(
                 valid_experiment(n),

@@ -24,12 +24,18 @@ pub type Created = fn(&ExperimentRun) -> Option<DateTime<Utc>>;
 
 /// Whether a run is due now. `requested` is the dashboard's "run now"
 /// annotation; `fire_after` gives a schedule's first fire after a time.
+///
+/// `starting_deadline` is the schedule's `spec.startingDeadline`: a slot
+/// more than that late (the operator was down, the leader changed) does not
+/// fire late; the first slot within the deadline, or the next one, does.
+/// Without it a missed slot fires once, as soon as the operator is back.
 pub fn due(
     requested: Option<DateTime<Utc>>,
     schedule: Option<&str>,
     runs: &[(Option<DateTime<Utc>>, Option<RunPhase>)],
     experiment_created: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
+    starting_deadline: Option<chrono::Duration>,
     fire_after: impl Fn(&str, DateTime<Utc>) -> Result<DateTime<Utc>, String>,
 ) -> Result<Due, String> {
     let last_created = runs.last().and_then(|(c, _)| *c);
@@ -54,7 +60,14 @@ pub fn due(
         },
         (None, Some(schedule)) => {
             let since = last_created.or(experiment_created).unwrap_or(now);
-            let fire = fire_after(schedule, since)?;
+            let mut fire = fire_after(schedule, since)?;
+            if let Some(deadline) = starting_deadline
+                && now - fire > deadline
+            {
+                // Missed by more than the deadline: the first slot still
+                // within it (fires now), else the next one.
+                fire = fire_after(schedule, now - deadline - chrono::Duration::seconds(1))?;
+            }
             Due {
                 now: fire <= now,
                 trigger: Trigger::Schedule,
@@ -83,12 +96,26 @@ pub fn due_for(
         .iter()
         .map(|r| (created(r), r.status.as_ref().map(|s| s.phase)))
         .collect();
+    let starting_deadline = exp
+        .spec
+        .starting_deadline
+        .as_deref()
+        .map(|d| {
+            crate::duration::parse_duration(d)
+                .map_err(|e| format!("spec.startingDeadline {d:?}: {e}"))
+                .and_then(|d| {
+                    chrono::Duration::from_std(d)
+                        .map_err(|e| format!("spec.startingDeadline {d:?}: {e}"))
+                })
+        })
+        .transpose()?;
     due(
         requested,
         exp.spec.schedule.as_deref(),
         &runs,
         experiment_created,
         now,
+        starting_deadline,
         fire_after,
     )
 }
@@ -257,12 +284,74 @@ mod tests {
             ),
         ];
         for (name, requested, schedule, runs, now, (want_now, trigger, slot)) in cases {
-            let d = due(requested, schedule, &runs, Some(t(0)), t(now), every_minute).expect(name);
+            let d = due(
+                requested,
+                schedule,
+                &runs,
+                Some(t(0)),
+                t(now),
+                None,
+                every_minute,
+            )
+            .expect(name);
             assert_eq!(
                 (d.now, d.trigger, d.slot.as_str()),
                 (want_now, trigger, slot),
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn a_slot_missed_beyond_the_starting_deadline_does_not_fire_late() {
+        let secs = chrono::Duration::seconds;
+        let last = vec![(Some(t(60)), Some(RunPhase::Completed))];
+        // (case, now, deadline, (due now, slot))
+        let cases = [
+            // The operator was down from 61s to 400s: slots 120..360 missed.
+            (
+                "no deadline: the first missed slot fires late",
+                400,
+                None,
+                (true, "s1700000120"),
+            ),
+            (
+                "deadline 100s: the first slot within it fires",
+                400,
+                Some(secs(100)),
+                (true, "s1700000300"),
+            ),
+            (
+                "deadline 30s: none within it, wait for the next",
+                400,
+                Some(secs(30)),
+                (false, "s1700000420"),
+            ),
+            (
+                "on time: the deadline changes nothing",
+                125,
+                Some(secs(30)),
+                (true, "s1700000120"),
+            ),
+            (
+                "not reached yet",
+                100,
+                Some(secs(30)),
+                (false, "s1700000120"),
+            ),
+        ];
+        for (name, now, deadline, (want_now, slot)) in cases {
+            let d = due(
+                None,
+                Some("* * * * *"),
+                &last,
+                Some(t(0)),
+                t(now),
+                deadline,
+                every_minute,
+            )
+            .expect(name);
+            assert_eq!((d.now, d.slot.as_str()), (want_now, slot), "{name}");
         }
     }
 

@@ -125,7 +125,11 @@ pub fn validate_spec(spec: &ChaosExperimentSpec) -> Result<(), (&'static str, St
         }
     }
     if let Some(schedule) = &spec.schedule {
-        next_fire(schedule, Utc::now())?;
+        next_fire(schedule, spec.time_zone.as_deref(), Utc::now())?;
+    }
+    if let Some(d) = &spec.starting_deadline {
+        crate::duration::parse_duration(d)
+            .map_err(|e| ("InvalidDuration", format!("spec.startingDeadline: {e}")))?;
     }
     crate::engine::actions::spec_of(&spec.action)
         .validate()
@@ -133,25 +137,40 @@ pub fn validate_spec(spec: &ChaosExperimentSpec) -> Result<(), (&'static str, St
     Ok(())
 }
 
-/// The first time `schedule` fires after `after`.
+/// The first time `schedule` fires after `after`, with the schedule read in
+/// `time_zone` (an IANA name; UTC when `None`).
 pub fn next_fire(
     schedule: &str,
+    time_zone: Option<&str>,
     after: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, (&'static str, String)> {
+    let tz: chrono_tz::Tz = match time_zone {
+        None => chrono_tz::UTC,
+        Some(z) => z.parse().map_err(|_| {
+            (
+                "InvalidTimeZone",
+                format!(
+                    "spec.timeZone {z:?} is not an IANA time zone name; write e.g. `Europe/Berlin` or `UTC`"
+                ),
+            )
+        })?,
+    };
     let cron = croner::Cron::from_str(schedule).map_err(|e| {
         (
             "InvalidSchedule",
-            format!(
-                "spec.schedule {schedule:?}: {e}; write 5 cron fields in UTC, e.g. `0 10 * * 1-5`"
-            ),
+            format!("spec.schedule {schedule:?}: {e}; write 5 cron fields, e.g. `0 10 * * 1-5`"),
         )
     })?;
-    cron.find_next_occurrence(&after, false).map_err(|e| {
-        (
-            "InvalidSchedule",
-            format!("spec.schedule {schedule:?} never fires ({e}); check the day and month fields"),
-        )
-    })
+    cron.find_next_occurrence(&after.with_timezone(&tz), false)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            (
+                "InvalidSchedule",
+                format!(
+                    "spec.schedule {schedule:?} never fires ({e}); check the day and month fields"
+                ),
+            )
+        })
 }
 
 /// Every namespace the action touches must be opted in and not the
@@ -357,7 +376,7 @@ async fn step(
     let now_utc = Utc::now();
     let due_from = |runs: &[ExperimentRun]| {
         decision::due_for(exp, runs, created, created(&*exp), now_utc, |s, t| {
-            next_fire(s, t).map_err(|(_, m)| m)
+            next_fire(s, exp.spec.time_zone.as_deref(), t).map_err(|(_, m)| m)
         })
         .map_err(Error::Invalid)
     };
@@ -415,7 +434,9 @@ async fn step(
         Next::Wait => {}
     }
     if let Some(schedule) = &exp.spec.schedule {
-        draft.status.next_run = next_fire(schedule, Utc::now()).ok().and_then(to_time);
+        draft.status.next_run = next_fire(schedule, exp.spec.time_zone.as_deref(), Utc::now())
+            .ok()
+            .and_then(to_time);
     }
     Ok(Duration::from_secs(5))
 }
@@ -890,7 +911,43 @@ mod tests {
         let after = DateTime::parse_from_rfc3339("2026-11-23T09:30:00Z")
             .expect("time")
             .with_timezone(&Utc);
-        let next = next_fire("0 10 * * 1-5", after).expect("fires");
+        let next = next_fire("0 10 * * 1-5", None, after).expect("fires");
         assert_eq!(next.to_rfc3339(), "2026-11-23T10:00:00+00:00");
+    }
+
+    #[test]
+    fn schedule_fires_in_its_time_zone_daylight_saving_included() {
+        let at = |t: &str| {
+            DateTime::parse_from_rfc3339(t)
+                .expect("time")
+                .with_timezone(&Utc)
+        };
+        // 10:00 in Berlin is 09:00 UTC in winter and 08:00 UTC in summer.
+        let winter = next_fire(
+            "0 10 * * *",
+            Some("Europe/Berlin"),
+            at("2026-11-23T00:00:00Z"),
+        );
+        assert_eq!(
+            winter.expect("fires").to_rfc3339(),
+            "2026-11-23T09:00:00+00:00"
+        );
+        let summer = next_fire(
+            "0 10 * * *",
+            Some("Europe/Berlin"),
+            at("2026-07-01T00:00:00Z"),
+        );
+        assert_eq!(
+            summer.expect("fires").to_rfc3339(),
+            "2026-07-01T08:00:00+00:00"
+        );
+        let bad = next_fire(
+            "0 10 * * *",
+            Some("Mars/Olympus"),
+            at("2026-07-01T00:00:00Z"),
+        );
+        let (reason, message) = bad.expect_err("refused");
+        assert_eq!(reason, "InvalidTimeZone");
+        assert!(message.contains("spec.timeZone"), "{message}");
     }
 }

@@ -52,11 +52,30 @@ pub struct ChaosExperimentSpec {
     #[schemars(schema_with = "headroom_experiments::schema::duration")]
     pub observe_interval: String,
 
-    /// Cron schedule (5 fields, UTC), e.g. `0 10 * * 1-5`. Without it the
-    /// experiment runs once, as soon as the gate opens.
+    /// Cron schedule (5 fields, in `timeZone`, UTC by default), e.g.
+    /// `0 10 * * 1-5`. Without it the experiment runs once, as soon as the
+    /// gate opens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 9, max = 128))]
+    // Five fields, checked by the API server at admission; the operator
+    // checks their values (InvalidSchedule in the Valid condition).
+    #[schemars(
+        length(min = 9, max = 128),
+        regex(pattern = r"^\s*[0-9A-Za-z*/,?#-]+(\s+[0-9A-Za-z*/,?#-]+){4}\s*$")
+    )]
     pub schedule: Option<String>,
+
+    /// IANA time zone of `schedule`, e.g. `Europe/Berlin` (daylight saving
+    /// included). Defaults to UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+
+    /// A scheduled run that cannot start within this long after its slot
+    /// (the operator was down, or the leader changed) is skipped rather than
+    /// started late, e.g. `10m`. Without it a missed slot runs once, late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "headroom_experiments::schema::optional_duration")]
+    pub starting_deadline: Option<String>,
 
     /// Stop scheduling; a run in progress is aborted and restored.
     #[serde(default)]
