@@ -41,7 +41,8 @@ pub enum SloReading {
     /// Freshly evaluated: the status it would have now, and the short
     /// windows of its burn-rate tiers.
     Evaluated {
-        status: ServiceLevelObjectiveStatus,
+        // Boxed: a status is large beside `Missing`.
+        status: Box<ServiceLevelObjectiveStatus>,
         short_windows: Vec<String>,
     },
 }
@@ -407,13 +408,13 @@ mod tests {
 
     fn healthy(remaining: f64, burn: f64) -> SloReading {
         SloReading::Evaluated {
-            status: status(
+            status: Box::new(status(
                 (Status::True, "Evaluated"),
                 (Status::True, "BudgetRemaining"),
                 (Status::False, "WithinBudget"),
                 Some(remaining),
                 Some(burn),
-            ),
+            )),
             short_windows: vec!["1m".into()],
         }
     }
@@ -442,7 +443,7 @@ mod tests {
         }
         let one = |r: SloReading| vec![("checkout".to_owned(), r)];
         let evaluated = |ready, budget, burning, remaining, burn| SloReading::Evaluated {
-            status: status(ready, budget, burning, remaining, burn),
+            status: Box::new(status(ready, budget, burning, remaining, burn)),
             short_windows: vec!["1m".into()],
         };
         let cases = vec![

@@ -144,6 +144,15 @@ pub fn evaluate(
     status
         .burn_rates
         .sort_by_key(|w| crate::duration::parse_duration(&w.window).unwrap_or(Duration::MAX));
+    // The fastest page tier's long window (1h for 30d, 2m for a 1h SLO):
+    // the figure `kubectl get slo` shows whatever the period.
+    status.page_burn_rate = tiers
+        .iter()
+        .filter(|t| t.severity == crate::resources::slo::Severity::Page)
+        .min_by_key(|t| t.long)
+        .map(|t| crate::duration::format_duration(t.long))
+        .and_then(|w| status.burn_rates.iter().find(|b| b.window == w))
+        .and_then(|b| b.burn_rate);
     status.error_ratio = figures.error_ratios.get(period_window).copied().flatten();
     status.budget_remaining = status
         .error_ratio
@@ -473,5 +482,36 @@ mod tests {
             at(),
         );
         assert!(same_figures(&s, &again));
+    }
+
+    /// `kubectl get slo` shows the fastest page tier's long-window burn for
+    /// any period, not only for windows named `1h`.
+    #[test]
+    fn page_burn_rate_is_the_fastest_page_tiers_long_window() {
+        let page_long = tiers()
+            .iter()
+            .filter(|t| t.severity == crate::resources::slo::Severity::Page)
+            .map(|t| t.long)
+            .min()
+            .expect("a page tier");
+        let window = crate::duration::format_duration(page_long);
+        assert_ne!(window, "1h", "the 1h SLO's page window is not named 1h");
+        let mut f = figures(Some(0.02), Some(0.0025), Some(50.0));
+        f.error_ratios.insert(window.clone(), Some(0.05));
+        let s = evaluate(
+            &spec(None),
+            &tiers(),
+            "1h",
+            Ok(&f),
+            &Default::default(),
+            None,
+            at(),
+        );
+        assert_eq!(
+            s.page_burn_rate,
+            Some(5.0),
+            "window {window}: {:?}",
+            s.burn_rates
+        );
     }
 }

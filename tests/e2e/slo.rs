@@ -137,6 +137,34 @@ async fn burn_rate_in_status_matches_prometheus_and_known_error_ratio() -> Resul
         "{:?}",
         slo.status
     );
+    // `kubectl get slo` shows the page tier's burn for this 1h SLO too (the
+    // column once read a window named 1h, which only 30d SLOs have).
+    let out = cluster.kubectl(&["get", "slo", "-n", &ns.name])?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let column = header
+        .iter()
+        .position(|h| *h == "BURN")
+        .context("no BURN (PAGE) column")?;
+    let shown: f64 = row
+        .get(column)
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no page burn rate in\n{table}"))?;
+    assert!(
+        shown > 0.0,
+        "page burn rate {shown} while burning:\n{table}"
+    );
     Ok(())
 }
 

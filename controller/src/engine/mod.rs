@@ -124,7 +124,7 @@ pub async fn evaluate_gate(
                 readings.push((
                     name.clone(),
                     SloReading::Evaluated {
-                        status,
+                        status: Box::new(status),
                         short_windows,
                     },
                 ));

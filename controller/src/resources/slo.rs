@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Objective","type":"number","jsonPath":".spec.objective"}"#,
     printcolumn = r#"{"name":"Window","type":"string","jsonPath":".spec.window"}"#,
     printcolumn = r#"{"name":"Budget","type":"number","description":"Error budget remaining (1 = untouched, negative = overspent)","jsonPath":".status.budgetRemaining"}"#,
-    printcolumn = r#"{"name":"Burn 1h","type":"number","description":"Burn rate over the last hour","jsonPath":".status.burnRates[?(@.window==\"1h\")].burnRate"}"#,
+    printcolumn = r#"{"name":"Burn (page)","type":"number","description":"Burn rate over the fastest page tier's long window (1h for 30d)","jsonPath":".status.pageBurnRate"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -295,6 +295,11 @@ pub struct ServiceLevelObjectiveStatus {
     /// Burn rate per evaluated window.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub burn_rates: Vec<WindowBurnRate>,
+    /// Burn rate over the long window of the fastest page tier (1h for a 30d
+    /// SLO with the default tiers), whatever the period: the `Burn (page)`
+    /// column of `kubectl get slo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_burn_rate: Option<f64>,
     /// Requests per second over the shortest window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_per_second: Option<f64>,
