@@ -107,8 +107,9 @@ pub fn build(
 }
 
 /// Name of the `PrometheusRule` that holds a namespace's
-/// `HeadroomHypothesisRefuted` alert.
-pub const EXPERIMENTS_OBJECT: &str = "headroom-experiments";
+/// `HeadroomHypothesisRefuted` alert. A dot, where SLOs' objects have
+/// `headroom-<slo>`: no SLO name can make this one.
+pub const EXPERIMENTS_OBJECT: &str = "headroom.experiments";
 
 /// The `PrometheusRule` with the refuted-hypothesis alert for the
 /// experiments of `namespace` (one per namespace with SLOs, since an

@@ -250,9 +250,9 @@ async fn operator_and_slo_labels_let_a_rule_selector_select_the_objects() -> Res
     // The two SLOs' objects and the namespace's experiments object (the
     // refuted-hypothesis alert), which carries the operator-wide labels.
     let both = vec![
-        "headroom-experiments".to_owned(),
         object_name("payments"),
         object_name("search"),
+        "headroom.experiments".to_owned(),
     ];
 
     // kube-prometheus-stack's default: select the release's rules.
@@ -270,7 +270,7 @@ async fn operator_and_slo_labels_let_a_rule_selector_select_the_objects() -> Res
     .await
     .with_context(|| operator.log())?;
     assert_eq!(selected, both);
-    let experiments = rules.get("headroom-experiments").await?;
+    let experiments = rules.get("headroom.experiments").await?;
     let alert = &experiments.data["spec"]["groups"][0]["rules"][0];
     assert_eq!(alert["alert"], "HeadroomHypothesisRefuted", "{alert}");
     let expr = alert["expr"].as_str().unwrap_or_default();
