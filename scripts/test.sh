@@ -79,6 +79,17 @@ rules_file="$(mktemp --suffix=.yml)"
 promtool check rules "$rules_file"
 rm -f "$rules_file"
 
+step "headroom validate: examples/ pass, a broken file fails naming each problem"
+./target/debug/headroom validate -f examples/slos.yaml -f examples/experiments.yaml -f examples/slos-recording-rules.yaml
+broken="$(mktemp --suffix=.yaml)"
+sed 's/name: checkout-availability$/name: checkout-availability-renamed/' examples/slos.yaml >"$broken"
+if validate_out="$(./target/debug/headroom validate -f "$broken" -f examples/experiments.yaml 2>&1)"; then
+  echo "FAILED: headroom validate accepted experiments whose SLOs are missing: $validate_out" >&2
+  exit 1
+fi
+grep -q 'spec.slos names checkout-availability' <<<"$validate_out" || { echo "FAILED: headroom validate did not name the missing SLO: $validate_out" >&2; exit 1; }
+rm -f "$broken"
+
 step "browser test dependencies (playwright-core, driving Debian's Chromium)"
 npm ci --prefix tests/browser --no-audit --no-fund
 

@@ -71,6 +71,14 @@ pub enum Command {
         #[arg(long = "windows", value_name = "FILE|DIR")]
         windows: Vec<PathBuf>,
     },
+    /// Check SLO and experiment files offline, as the operator would, before
+    /// `kubectl apply`: exits non-zero naming every problem.
+    Validate {
+        /// YAML files (several documents per file are fine; `-` for
+        /// standard input).
+        #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Clone, Debug, clap::Args)]

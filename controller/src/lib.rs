@@ -35,4 +35,5 @@ pub mod run_owner;
 pub mod slo_eval;
 pub mod slo_reader;
 pub mod status;
+pub mod validate;
 pub mod verdict;

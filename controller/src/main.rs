@@ -76,6 +76,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 )
             }
         }
+        Command::Validate { files } => {
+            let mut texts = Vec::new();
+            for path in &files {
+                let text = if path.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
+                };
+                texts.push((path.display().to_string(), text));
+            }
+            let report = headroom::validate::validate(&texts);
+            for p in &report.problems {
+                eprintln!("{p}");
+            }
+            if report.problems.is_empty() {
+                println!(
+                    "{} ServiceLevelObjective(s) and {} ChaosExperiment(s): no problem found",
+                    report.slos, report.experiments
+                );
+                Ok(())
+            } else {
+                anyhow::bail!("{} problem(s)", report.problems.len())
+            }
+        }
         Command::Import {
             format,
             file,
@@ -180,6 +205,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Pause(_) => "headroom pause",
         Command::Resume(_) => "headroom resume",
         Command::Import { .. } => "headroom import",
+        Command::Validate { .. } => "headroom validate",
     }
 }
 
