@@ -517,42 +517,45 @@ fn backfill_rules(
     Ok(())
 }
 
-/// Wait until Prometheus has loaded the blocks moved into its directory
-/// and compacted them (overlapping blocks are merged): the compaction
-/// counter moved, then stood still while the process stayed idle.
-async fn settle(prom: &Prom, compactions_before: f64) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    let sum = |v: Vec<f64>| v.iter().sum::<f64>();
-    loop {
-        if sum(prom.family("prometheus_tsdb_compactions_total").await?) > compactions_before {
-            break;
+/// Whether some blocks in `data` overlap in time: those still await
+/// (vertical) compaction.
+fn overlapping(data: &Path) -> Result<bool> {
+    let mut ranges = Vec::new();
+    for entry in std::fs::read_dir(data)? {
+        let Ok(text) = std::fs::read_to_string(entry?.path().join("meta.json")) else {
+            continue;
+        };
+        let meta: serde_json::Value = serde_json::from_str(&text)?;
+        if let (Some(a), Some(b)) = (meta["minTime"].as_i64(), meta["maxTime"].as_i64()) {
+            ranges.push((a, b));
         }
-        ensure!(
-            Instant::now() < deadline,
-            "no compaction after 30 minutes: {}",
-            prom.log_tail()
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    ranges.sort_unstable();
+    Ok(ranges.windows(2).any(|w| w[1].0 < w[0].1))
+}
+
+/// Wait until Prometheus has loaded the blocks moved into its directory
+/// and compacted them (it reloads and compacts once a minute): no blocks
+/// overlap and the process stays idle, so no copy compacts while measured.
+async fn settle(prom: &Prom, data: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(1800);
     let mut still = 0;
-    let mut last = -1.0;
     while still < 3 {
         let cpu_a = prom.cpu_seconds()?;
         tokio::time::sleep(Duration::from_secs(5)).await;
         let busy = prom.cpu_seconds()? - cpu_a;
-        let c = sum(prom.family("prometheus_tsdb_compactions_total").await?);
-        still = if c == last && busy < 0.25 {
+        still = if !overlapping(data)? && busy < 0.25 {
             still + 1
         } else {
             0
         };
-        last = c;
         ensure!(
             Instant::now() < deadline,
-            "compaction not done after 30 minutes: {}",
+            "blocks still overlap or Prometheus still busy after 30 minutes: {}",
             prom.log_tail()
         );
     }
+    let sum = |v: Vec<f64>| v.iter().sum::<f64>();
     let failed = sum(prom
         .family("prometheus_tsdb_compactions_failed_total")
         .await?);
@@ -656,6 +659,8 @@ async fn measure(
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    let compactions = |v: Vec<f64>| v.iter().sum::<f64>();
+    let compacted_a = compactions(prom.family("prometheus_tsdb_compactions_total").await?);
     let (cpu_a, t_a) = (prom.cpu_seconds()?, Instant::now());
     let mut evals = Vec::new();
     for _ in 0..cycles {
@@ -668,6 +673,13 @@ async fn measure(
         );
     }
     let cpu_per_minute = (prom.cpu_seconds()? - cpu_a) / t_a.elapsed().as_secs_f64() * 60.0;
+    let compacted =
+        compactions(prom.family("prometheus_tsdb_compactions_total").await?) - compacted_a;
+    ensure!(
+        compacted == 0.0,
+        "{}: {compacted} TSDB compactions ran while measuring: the figures would include them",
+        side.label
+    );
     let failures: f64 = prom
         .family("prometheus_rule_evaluation_failures_total")
         .await?
@@ -712,6 +724,40 @@ async fn measure(
     };
     prom.stop()?;
     Ok(row)
+}
+
+fn print_table(table: &[(usize, Vec<(&str, Row)>)]) {
+    println!(
+        "\nRule cost per rule set (ratios: this row / Sloth's row; below 1.0 is cheaper than Sloth)"
+    );
+    println!(
+        "{:>8}  {:<52}  {:>7}  {:>7}  {:>12}  {:>9}  {:>8}  {:>6}  {:>10}  {:>9}",
+        "services",
+        "rules",
+        "rules",
+        "groups",
+        "eval s/cycle",
+        "CPU s/min",
+        "RSS MiB",
+        "missed",
+        "eval ratio",
+        "CPU ratio"
+    );
+    for (n, rows) in table {
+        let sloth = rows
+            .iter()
+            .find(|(l, _)| l.starts_with("sloth"))
+            .map(|(_, r)| (r.eval_per_cycle, r.cpu_per_minute));
+        for (label, r) in rows {
+            let (re, rc) = sloth.map_or((f64::NAN, f64::NAN), |(e, c)| {
+                (r.eval_per_cycle / e, r.cpu_per_minute / c)
+            });
+            println!(
+                "{n:>8}  {label:<52}  {:>7}  {:>7}  {:>12.3}  {:>9.2}  {:>8.0}  {:>6}  {:>10.2}  {:>9.2}",
+                r.rules, r.groups, r.eval_per_cycle, r.cpu_per_minute, r.rss_mib, r.missed, re, rc
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -858,11 +904,6 @@ async fn rule_cost_side_by_side() -> Result<()> {
             &["--query.max-samples=2000000000", "--query.timeout=1h"],
         )
         .await?;
-        let compactions: f64 = server
-            .family("prometheus_tsdb_compactions_total")
-            .await?
-            .iter()
-            .sum();
         let t = Instant::now();
         let mut notes = Vec::new();
         for (from, longest) in &levels {
@@ -936,7 +977,7 @@ async fn rule_cost_side_by_side() -> Result<()> {
         );
         println!("  exact: nothing to backfill (every window reads the raw counters)");
         let t = Instant::now();
-        settle(&server, compactions).await?;
+        settle(&server, &data).await?;
         let blocks = server
             .family("prometheus_tsdb_blocks_loaded")
             .await?
@@ -1004,39 +1045,14 @@ async fn rule_cost_side_by_side() -> Result<()> {
         drop(exporter);
         let _ = std::fs::remove_dir_all(&server_dir);
         println!("  N = {n} took {:.0}s", started.elapsed().as_secs_f64());
-        table.push((n, traffic.series(), samples, rows));
+        // Printed now too, so a later size failing does not lose them.
+        let done = vec![(n, rows)];
+        print_table(&done);
+        table.extend(done);
     }
 
-    println!(
-        "\nRule cost per rule set (ratios: this row / Sloth's row; below 1.0 is cheaper than Sloth)"
-    );
-    println!(
-        "{:>8}  {:<52}  {:>7}  {:>7}  {:>12}  {:>9}  {:>8}  {:>6}  {:>10}  {:>9}",
-        "services",
-        "rules",
-        "rules",
-        "groups",
-        "eval s/cycle",
-        "CPU s/min",
-        "RSS MiB",
-        "missed",
-        "eval ratio",
-        "CPU ratio"
-    );
-    for (n, _, _, rows) in &table {
-        let sloth = rows
-            .iter()
-            .find(|(l, _)| l.starts_with("sloth"))
-            .map(|(_, r)| (r.eval_per_cycle, r.cpu_per_minute));
-        for (label, r) in rows {
-            let (re, rc) = sloth.map_or((f64::NAN, f64::NAN), |(e, c)| {
-                (r.eval_per_cycle / e, r.cpu_per_minute / c)
-            });
-            println!(
-                "{n:>8}  {label:<52}  {:>7}  {:>7}  {:>12.3}  {:>9.2}  {:>8.0}  {:>6}  {:>10.2}  {:>9.2}",
-                r.rules, r.groups, r.eval_per_cycle, r.cpu_per_minute, r.rss_mib, r.missed, re, rc
-            );
-        }
+    if table.len() > 1 {
+        print_table(&table);
     }
     Ok(())
 }
