@@ -829,7 +829,7 @@ async fn rule_cost_side_by_side() -> Result<()> {
         format_duration(Duration::from_secs(COARSE as u64)),
     );
     println!(
-        "  eval s/cycle: summed prometheus_rule_group_last_duration_seconds (groups run concurrently: the work per cycle)"
+        "  eval s/cycle: summed prometheus_rule_group_last_duration_seconds, wall time: groups evaluated at once on the same cores count each other's waits"
     );
     println!(
         "  CPU s/min: the Prometheus process (rules, scrape, TSDB), over {cycles} cycles after two warm-up evaluations"
