@@ -17,7 +17,7 @@ help:
 	@echo "make demo          the local cluster with the operator and the examples, left running"
 	@echo "make cluster-up    start the local control plane, Prometheus, PostgreSQL, example service"
 	@echo "make cluster-down  stop all of it"
-	@echo "make bench         performance figures: SLO evaluation at scale, abort reaction"
+	@echo "make bench         performance figures: SLO evaluation at scale, rule cost beside Sloth, abort reaction"
 	@echo "make crds          regenerate crds/ from the Rust types"
 	@echo "make deploy-check  deploy/ and examples/ against the local cluster: dry run and RBAC checks"
 	@echo "make image         build the container image (needs a Docker engine; not run in CI here)"

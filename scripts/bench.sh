@@ -12,6 +12,11 @@
 #   BENCH_PROMETHEUS_TIMEOUT=30s  the operator's --prometheus-timeout
 #   BENCH_ABORT_RUNS=20     runs for the abort-reaction distribution
 #   BENCH_SPEND_CAP_RUNS=10 runs for the spend-cap overshoot (spent / cap)
+#   BENCH_RULE_SERVICES=100,1000  services (one SLO each) for the rule cost
+#                           side by side with Sloth (no cluster; ~45 minutes
+#                           on 2 cores for both sizes)
+#   BENCH_RULE_INSTANCES=3  instances per service (x 4 status codes)
+#   BENCH_RULE_CYCLES=2     evaluation cycles measured per rule set
 # Runs alone: thousands of SLOs load the API server and the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +34,8 @@ export HEADROOM_BIN="$PWD/target/release/headroom"
 export GOGC="${BENCH_PROMETHEUS_GOGC:-400}"
 echo "==> benchmarks (several minutes)"
 cargo test --locked -p headroom-e2e --test e2e -- --ignored --nocapture --test-threads=1 bench::
+echo "==> Sloth for the side-by-side rule cost (built once, cached)"
+SLOTH_BIN="$(./tests/cluster/sloth.sh)"
+export SLOTH_BIN
+echo "==> rule cost side by side with Sloth (no cluster; one Prometheus at a time)"
+cargo test --locked -p headroom-e2e --test e2e -- --ignored --nocapture --test-threads=1 bench_rules::

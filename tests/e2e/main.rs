@@ -3,6 +3,7 @@
 
 mod actions;
 mod bench;
+mod bench_rules;
 mod browser;
 mod cluster;
 mod crd_validation;
