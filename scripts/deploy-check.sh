@@ -128,7 +128,7 @@ for r in deployments.apps statefulsets.apps replicasets.apps; do
   can_i yes patch "$r" --subresource=scale -n "$T"
 done
 can_i yes get namespaces/"$T"
-can_i yes get nodes/kwok-node-1
+for v in get list patch; do can_i yes "$v" nodes/kwok-node-1; done
 can_i yes get services -n "$T"
 for v in get list watch create patch; do can_i yes "$v" prometheusrules.monitoring.coreos.com -n "$T"; done
 can_i yes create tokenreviews.authentication.k8s.io

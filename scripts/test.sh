@@ -96,10 +96,10 @@ npm ci --prefix tests/browser --no-audit --no-fund
 step "end-to-end tests (real kube-apiserver, Prometheus, PostgreSQL, Chromium)"
 # Tests share one cluster; each uses its own namespace. Two threads keep the
 # 2-core machine responsive for the control plane.
-cargo test -p headroom-e2e --test e2e --locked -- --test-threads=2 --skip disruptive:: --skip instances::cluster_wide
+cargo test -p headroom-e2e --test e2e --locked -- --test-threads=2 --skip disruptive:: --skip node_faults:: --skip instances::cluster_wide
 
-step "end-to-end tests that restart the kube-apiserver or run a cluster-wide operator (alone: they touch every namespace)"
-cargo test -p headroom-e2e --test e2e --locked -- --test-threads=1 disruptive:: instances::cluster_wide
+step "end-to-end tests that restart the kube-apiserver, cordon nodes or run a cluster-wide operator (alone: they touch what every test uses)"
+cargo test -p headroom-e2e --test e2e --locked -- --test-threads=1 disruptive:: node_faults:: instances::cluster_wide
 
 step "kubectl headroom status (the CLI as a kubectl plugin)"
 set -a; . .cluster/env; set +a

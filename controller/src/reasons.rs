@@ -92,6 +92,7 @@ words! {
         WorkloadNotFound,
         KubernetesApiError,
         RestorePlanNotSaved,
+        BlastRadiusExceeded,
     }
 }
 
@@ -168,6 +169,11 @@ words! {
         Holding,
         ConnectionsDropped,
         ClientsScaled,
+        // zoneOutage, nodeDrain
+        ZoneCordoned,
+        Rescheduled,
+        PodsPending,
+        NodesUncordoned,
     }
 }
 

@@ -10,7 +10,9 @@ pub mod evidence;
 pub mod pod_kill;
 pub mod scale_down;
 pub mod schema;
+pub mod zone_outage;
 
 pub use connection_exhaustion::ConnectionExhaustionSpec;
 pub use pod_kill::PodKillSpec;
 pub use scale_down::ScaleDownSpec;
+pub use zone_outage::ZoneOutageSpec;

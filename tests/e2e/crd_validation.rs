@@ -241,6 +241,42 @@ async fn api_server_refuses_bad_specs_naming_the_field() -> Result<()> {
             &["spec.action.scaleDown.expectZoneSpread"],
         ),
         (
+            "zoneOutage with both zone and pickZone",
+            with(
+                valid_experiment(n),
+                "spec/action",
+                json!({"zoneOutage": {"target": {"kind": "Deployment", "name": "x"}, "zone": "zone-a", "pickZone": "MostPods", "maxPods": 3}}),
+            ),
+            &["spec.action.zoneOutage", "exactly one of zone"],
+        ),
+        (
+            "zoneOutage with neither zone nor pickZone",
+            with(
+                valid_experiment(n),
+                "spec/action",
+                json!({"zoneOutage": {"target": {"kind": "Deployment", "name": "x"}, "maxPods": 3}}),
+            ),
+            &["spec.action.zoneOutage", "exactly one of zone"],
+        ),
+        (
+            "zoneOutage without maxPods",
+            with(
+                valid_experiment(n),
+                "spec/action",
+                json!({"zoneOutage": {"target": {"kind": "Deployment", "name": "x"}, "zone": "zone-a"}}),
+            ),
+            &["spec.action.zoneOutage.maxPods"],
+        ),
+        (
+            "zoneOutage maxPods 0",
+            with(
+                valid_experiment(n),
+                "spec/action",
+                json!({"zoneOutage": {"target": {"kind": "Deployment", "name": "x"}, "pickZone": "MostPods", "maxPods": 0}}),
+            ),
+            &["spec.action.zoneOutage.maxPods"],
+        ),
+        (
             "scaleDown unknown kind",
             with(
                 valid_experiment(n),

@@ -12,6 +12,7 @@ mod disruptive;
 mod experiment;
 mod hostile;
 mod instances;
+mod node_faults;
 mod prometheus_auth;
 mod prometheus_outage;
 mod prometheus_rules;

@@ -315,6 +315,26 @@ pub fn run_page(run: &ExperimentRun, chart: Option<Markup>, paused: Option<&str>
                 h3 { "Pods that survived" } (pods_table("surviving", &obs.surviving_pods))
                 @if let Some(m) = obs.order_matches { p { (m) " of " (obs.removed_pods.len()) " removals matched the expected order" } }
             }
+            @if let Some(zone) = &obs.zone {
+                h3 { "Zone " (zone) " taken out: Ready pods per zone" }
+                table id="zones" {
+                    tr { th { "Zone" } th { "Before" } th { "At the end" } }
+                    @for z in &obs.pods_per_zone { tr { td { (z.zone) } td { (z.before) } td { (z.after) } } }
+                }
+                @match obs.reschedule_seconds {
+                    Some(s) => p { "Every deleted pod had a replacement on a node after " (format!("{s:.1}")) "s" },
+                    None => p { "Not every deleted pod had a replacement on a node by the end of the fault" },
+                }
+                @if !obs.pending_pods.is_empty() {
+                    h3 { "Pods the scheduler could not place" }
+                    table id="pending" {
+                        tr { th { "Pod" } th { "Reason" } th { "Scheduler's message" } }
+                        @for p in &obs.pending_pods {
+                            tr { td { (p.name) } td { (p.reason.clone().unwrap_or_default()) } td { (p.message.clone().unwrap_or_default()) } }
+                        }
+                    }
+                }
+            }
             @if let Some(n) = obs.connections_at_first_refusal {
                 p id="refusal" { "The target first refused with " (n) " connections held: " code { (obs.refusal_message.clone().unwrap_or_default()) } }
             }

@@ -10,6 +10,7 @@ pub mod actions;
 pub mod connections;
 pub mod driver;
 pub mod heartbeat;
+pub mod nodes;
 pub mod observe;
 pub mod record;
 pub mod scope;

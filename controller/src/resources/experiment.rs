@@ -1,7 +1,7 @@
 //! `ChaosExperiment`: a hypothesis, the fault that tests it, and the budget
 //! policy that decides when the fault may run.
 
-use headroom_experiments::{ConnectionExhaustionSpec, PodKillSpec, ScaleDownSpec};
+use headroom_experiments::{ConnectionExhaustionSpec, PodKillSpec, ScaleDownSpec, ZoneOutageSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
     group = "headroom.dev",
     version = "v1alpha1",
     kind = "ChaosExperiment",
-    doc = "A hypothesis about a service under a fault (podKill, scaleDown, connectionExhaustion), run only while the guarding SLOs have error budget to spare; each attempt is an ExperimentRun with a verdict and its evidence.",
+    doc = "A hypothesis about a service under a fault (podKill, scaleDown, connectionExhaustion, zoneOutage), run only while the guarding SLOs have error budget to spare; each attempt is an ExperimentRun with a verdict and its evidence.",
     plural = "chaosexperiments",
     shortname = "chaos",
     namespaced,
@@ -39,7 +39,8 @@ pub struct ChaosExperimentSpec {
     #[serde(default)]
     pub budget_policy: BudgetPolicy,
 
-    /// The fault. Set exactly one of podKill, scaleDown or connectionExhaustion.
+    /// The fault. Set exactly one of podKill, scaleDown, connectionExhaustion
+    /// or zoneOutage.
     pub action: ChaosAction,
 
     /// How long the fault stays in place, e.g. `5m`. Defaults to 5m.
@@ -242,13 +243,15 @@ macro_rules! chaos_actions {
 }
 
 chaos_actions! {
-    refusal: "spec.action must set exactly one of podKill, scaleDown or connectionExhaustion";
+    refusal: "spec.action must set exactly one of podKill, scaleDown, connectionExhaustion or zoneOutage";
     /// Delete pods matching a selector.
     PodKill(PodKillSpec) = pod_kill, "podKill";
     /// Scale a workload up then down and record which pods were removed.
     ScaleDown(ScaleDownSpec) = scale_down, "scaleDown";
     /// Open and hold connections until the target refuses.
     ConnectionExhaustion(ConnectionExhaustionSpec) = connection_exhaustion, "connectionExhaustion";
+    /// Cordon every node of one zone and delete the target's pods there.
+    ZoneOutage(ZoneOutageSpec) = zone_outage, "zoneOutage";
 }
 
 /// Upper bounds on the fault's reach.

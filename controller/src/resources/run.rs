@@ -296,9 +296,48 @@ pub struct Observations {
     /// dropped, with how many and how many were still held.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connection_drops: Vec<ConnectionDrop>,
+    /// For zoneOutage: the zone taken out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// For zoneOutage: the target's Ready pods per zone before the fault
+    /// and at its end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods_per_zone: Vec<ZonePods>,
+    /// For zoneOutage: seconds from the deletions until every deleted pod
+    /// had a replacement scheduled on a node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reschedule_seconds: Option<f64>,
+    /// For zoneOutage: the target's pods the scheduler could not place at
+    /// the end of the fault, with its reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_pods: Vec<PendingPod>,
     /// Highest short-window burn rate seen during the run, per SLO.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub max_burn_rates: Vec<SloBurnRate>,
+}
+
+/// Ready pods of the target in one zone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ZonePods {
+    pub zone: String,
+    /// Before the fault.
+    pub before: i32,
+    /// At the end of the fault (before the restore).
+    pub after: i32,
+}
+
+/// A pod the scheduler could not place, and why (its PodScheduled
+/// condition: e.g. "0/3 nodes are available: 1 node(s) were unschedulable,
+/// 2 node(s) didn't match pod topology spread constraints").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingPod {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Held connections found dropped by the target.
@@ -338,6 +377,10 @@ pub struct RestorePlan {
     /// operator process ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections_held: Option<i32>,
+    /// Nodes the run cordoned (annotated `headroom.dev/cordoned-by`), saved
+    /// before the first cordon: the restore uncordons exactly these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cordoned_nodes: Vec<String>,
     /// Whether the restore has been done.
     #[serde(default)]
     pub done: bool,

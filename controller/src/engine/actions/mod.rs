@@ -11,6 +11,7 @@
 pub mod connection_exhaustion;
 pub mod pod_kill;
 pub mod scale_down;
+pub mod zone_outage;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
@@ -161,5 +162,6 @@ pub fn spec_of(action: &ChaosAction) -> &dyn ActionSpec {
         ChaosAction::PodKill(s) => s,
         ChaosAction::ScaleDown(s) => s,
         ChaosAction::ConnectionExhaustion(s) => s,
+        ChaosAction::ZoneOutage(s) => s,
     }
 }
