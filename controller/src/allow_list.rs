@@ -153,7 +153,8 @@ impl AllowList {
     }
 }
 
-const HOST_FIELD: &str = "spec.action.connectionExhaustion.target.host";
+/// The field of connectionExhaustion's `host` target.
+pub const HOST_FIELD: &str = "spec.action.connectionExhaustion.target.host";
 
 /// Resolve a `host` target and keep it only if the allow-list covers every
 /// address it resolves to. The addresses returned are the only ones the
@@ -161,6 +162,7 @@ const HOST_FIELD: &str = "spec.action.connectionExhaustion.target.host";
 /// nothing. The refusal names the field and the fix.
 pub async fn allowed_addresses(
     allow: &AllowList,
+    field: &str,
     host: &str,
     port: u16,
 ) -> Result<Vec<SocketAddr>, Refusal> {
@@ -170,7 +172,7 @@ pub async fn allowed_addresses(
             return Err(Refusal::new(
                 RefuseReason::TargetNotAllowed,
                 format!(
-                    "{HOST_FIELD}: {host} cannot be resolved ({e}), so the allow-list cannot be checked"
+                    "{field}: {host} cannot be resolved ({e}), so the allow-list cannot be checked"
                 ),
             ));
         }
@@ -178,7 +180,7 @@ pub async fn allowed_addresses(
     if resolved.is_empty() {
         return Err(Refusal::new(
             RefuseReason::TargetNotAllowed,
-            format!("{HOST_FIELD}: {host} resolves to no address"),
+            format!("{field}: {host} resolves to no address"),
         ));
     }
     let mut host_addrs = Vec::new();
@@ -195,7 +197,7 @@ pub async fn allowed_addresses(
     Err(Refusal::new(
         RefuseReason::TargetNotAllowed,
         format!(
-            "{HOST_FIELD}: {host}:{port} (resolved to {}) is not covered by the operator's --connection-target-allow, which {}; the operator's administrator adds the address and port (e.g. --connection-target-allow {}/{}:{port}), or use target.service for a Service in an opted-in namespace",
+            "{field}: {host}:{port} (resolved to {}) is not covered by the operator's --connection-target-allow, which {}; the operator's administrator adds the address and port (e.g. --connection-target-allow {}/{}:{port}), or use a Service in an opted-in namespace",
             uncovered
                 .iter()
                 .map(ToString::to_string)

@@ -63,6 +63,9 @@ words! {
         /// At its pace the run would pass `maxBudgetSpend` by the next
         /// observation.
         BudgetSpendProjectedAboveLimit,
+        /// One of `budgetPolicy.abortChecks` failed `failureThreshold`
+        /// times in a row.
+        CheckFailed,
         /// The driving instance stopped; another one restored the run.
         OperatorRestarted,
     }

@@ -151,6 +151,7 @@ mod tests {
                 slos: vec![],
             }),
             recovers_within: None,
+            checks: Vec::new(),
         }
     }
 

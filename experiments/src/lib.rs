@@ -5,6 +5,7 @@
 //! and expectations. Specs live here rather than in the controller so that a
 //! fault's shape and its behaviour change together.
 
+pub mod checks;
 pub mod connection_exhaustion;
 pub mod evidence;
 pub mod pod_kill;

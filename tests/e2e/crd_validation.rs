@@ -277,6 +277,33 @@ async fn api_server_refuses_bad_specs_naming_the_field() -> Result<()> {
             &["spec.action.zoneOutage.maxPods"],
         ),
         (
+            "a check with both promql and http",
+            with(
+                valid_experiment(n),
+                "spec/hypothesis/checks",
+                json!([{"name": "c", "promql": {"query": "up", "op": ">", "value": 0}, "http": {"url": "http://web.shop.svc/"}}]),
+            ),
+            &["spec.hypothesis.checks[0]", "exactly one of promql or http"],
+        ),
+        (
+            "an abort check with an unknown comparison",
+            with(
+                valid_experiment(n),
+                "spec/budgetPolicy/abortChecks",
+                json!([{"name": "c", "promql": {"query": "up", "op": "=<", "value": 0}}]),
+            ),
+            &["spec.budgetPolicy.abortChecks[0].promql.op"],
+        ),
+        (
+            "an http check that is not a URL",
+            with(
+                valid_experiment(n),
+                "spec/hypothesis/checks",
+                json!([{"name": "c", "http": {"url": "web.shop.svc/health"}}]),
+            ),
+            &["spec.hypothesis.checks[0].http.url"],
+        ),
+        (
             "scaleDown unknown kind",
             with(
                 valid_experiment(n),

@@ -5,6 +5,7 @@ mod actions;
 mod bench;
 mod bench_rules;
 mod browser;
+mod checks;
 mod cluster;
 mod crd_validation;
 mod dashboard;

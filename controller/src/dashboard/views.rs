@@ -350,6 +350,19 @@ pub fn run_page(run: &ExperimentRun, chart: Option<Markup>, paused: Option<&str>
                     }
                 }
             }
+            @if !obs.checks.is_empty() {
+                h3 { "Checks" }
+                table id="checks" {
+                    tr { th { "Check" } th { "Role" } th { "Passes when" } th { "Samples" } th { "Failures" } th { "Most in a row" } th { "Threshold" } th { "Last" } }
+                    @for c in &obs.checks {
+                        tr {
+                            td { (c.name) } td { (format!("{:?}", c.role)) } td { code { (c.bound) } }
+                            td { (c.samples) } td { (c.failures) } td { (c.max_consecutive_failures) }
+                            td { (c.failure_threshold) } td { (c.last.clone().unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
             @if !obs.max_burn_rates.is_empty() {
                 p { "Highest burn rate during the run: "
                     @for m in &obs.max_burn_rates { (m.slo) " " (format!("{:.2}", m.burn_rate)) " " } }

@@ -13,7 +13,7 @@ use kube::api::Api;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::allow_list::{AllowList, allowed_addresses};
+use crate::allow_list::{AllowList, HOST_FIELD, allowed_addresses};
 use crate::reasons::{Refusal, RefuseReason};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -105,7 +105,7 @@ pub async fn resolve(
     let mut addrs = Vec::new();
     let host = match (&t.host, &t.service) {
         (Some(h), _) => {
-            addrs = allowed_addresses(allow, h, port).await?;
+            addrs = allowed_addresses(allow, HOST_FIELD, h, port).await?;
             h.clone()
         }
         (None, Some(svc)) => {

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::actions::{self, LiveAction};
+use super::checks::Checks;
 use super::heartbeat;
 use super::observe::{self, Guard, Seen, interrupted, load_guards, read_guards};
 use super::record::Record;
@@ -110,22 +111,24 @@ async fn prepare(
     ctx: &Context,
     exp: &ChaosExperiment,
     policy: &Policy,
-) -> Result<(Timing, Vec<Guard>, Box<dyn LiveAction>), Refusal> {
+) -> Result<(Timing, Vec<Guard>, Checks, Box<dyn LiveAction>), Refusal> {
     let timing = timing(exp)?;
     let guards = load_guards(ctx, exp, policy)
         .await
         .map_err(|e| Refusal::new(RefuseReason::InvalidGuard, e))?;
-    // Every namespace the action touches, not only the workload's.
+    // Every namespace the action and the checks touch, not only the
+    // workload's.
     super::scope::check_namespaces(ctx, exp).await?;
+    let checks = Checks::prepare(ctx, &exp.spec).await?;
     let action = actions::spec_of(&exp.spec.action).prepare(ctx, exp).await?;
-    Ok((timing, guards, action))
+    Ok((timing, guards, checks, action))
 }
 
 async fn run(ctx: &Context, rec: &mut Record, job: Job) {
     let exp = &job.experiment;
     let mut abort_rx = job.abort;
     let policy = Policy::from_spec(&exp.spec.budget_policy);
-    let (timing, guards, mut action) = match prepare(ctx, exp, &policy).await {
+    let (timing, guards, checks, mut action) = match prepare(ctx, exp, &policy).await {
         Ok(p) => p,
         Err(refusal) => return rec.refuse(refusal).await,
     };
@@ -164,6 +167,7 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
     let started = Instant::now();
     let deadline = started + timing.duration;
     let mut seen = Seen::default();
+    seen.checks = checks;
     let abort: Option<(Abort, Instant)> = match action.inject(ctx, rec).await {
         Err(refused) => Some((refused, Instant::now())),
         Ok(()) => {
@@ -219,7 +223,8 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
         (Ok(_), Some(_)) => Outcome::Aborted,
         (Ok(_), None) => Outcome::Completed,
     };
-    let extra = action.expectations(rec.status.observations.as_ref());
+    let mut extra = action.expectations(rec.status.observations.as_ref());
+    extra.extend(seen.checks.expectations());
     let judged = Judged {
         recovery: action.recovery(),
         extra,
@@ -325,6 +330,12 @@ async fn finish(
             })
         })
         .collect();
+    if !seen.checks.is_empty() {
+        rec.status
+            .observations
+            .get_or_insert_with(Observations::default)
+            .checks = seen.checks.records();
+    }
     rec.status.verdict = Some(verdict);
     rec.status.expectations = results;
     rec.step(Step::Verdict, format!("{verdict:?}"));

@@ -7,6 +7,7 @@
 //! `record`, `state`, `workload`, `connections`, `support`.
 
 pub mod actions;
+pub mod checks;
 pub mod connections;
 pub mod driver;
 pub mod heartbeat;

@@ -21,6 +21,7 @@ use crate::resources::slo::ServiceLevelObjective;
 use crate::slo_reader::tier_plans;
 
 use super::abort_rule;
+use super::checks::Checks;
 
 /// A guarding SLO and its abort rule.
 pub struct Guard {
@@ -153,6 +154,8 @@ pub struct Seen {
     /// The last observation's readings, projections included (they pace
     /// the next one).
     pub latest: Vec<GuardReading>,
+    /// The checks beyond the burn rate, sampled at every observation.
+    pub checks: Checks,
 }
 
 impl Seen {
@@ -229,6 +232,9 @@ pub async fn observe(
         )
         .await
         {
+            return (abort, tick);
+        }
+        if let Some(abort) = seen.checks.sample(ctx).await {
             return (abort, tick);
         }
         let next_in = gate::next_observation(&seen.latest, policy.max_budget_spend, observe_every);

@@ -19,6 +19,7 @@ use crate::resources::experiment::ChaosExperiment;
 pub fn touched_namespaces(exp: &ChaosExperiment) -> Vec<Touched> {
     let own = exp.namespace().unwrap_or_default();
     let mut out = actions::spec_of(&exp.spec.action).touched(&own);
+    out.extend(super::checks::touched(&exp.spec));
     if out.is_empty() {
         out.push(Touched::own(&own));
     }
@@ -69,10 +70,12 @@ pub async fn check_namespaces(ctx: &Context, exp: &ChaosExperiment) -> Result<()
 }
 
 /// Everything the operator checks about what an experiment touches before
-/// it is valid: the namespaces, then the action's own admission check.
+/// it is valid: the namespaces, then the action's and the checks' own
+/// admission checks.
 pub async fn check(ctx: &Context, exp: &ChaosExperiment) -> Result<(), Refusal> {
     check_namespaces(ctx, exp).await?;
-    actions::spec_of(&exp.spec.action).admit(ctx).await
+    actions::spec_of(&exp.spec.action).admit(ctx).await?;
+    super::checks::admit(ctx, &exp.spec).await
 }
 
 #[cfg(test)]

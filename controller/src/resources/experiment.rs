@@ -1,6 +1,7 @@
 //! `ChaosExperiment`: a hypothesis, the fault that tests it, and the budget
 //! policy that decides when the fault may run.
 
+use headroom_experiments::checks::CheckSpec;
 use headroom_experiments::{ConnectionExhaustionSpec, PodKillSpec, ScaleDownSpec, ZoneOutageSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -138,6 +139,12 @@ pub struct Hypothesis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "headroom_experiments::schema::optional_duration")]
     pub recovers_within: Option<String>,
+    /// Checks beyond the burn rate (a PromQL comparison or an HTTP probe),
+    /// evaluated every `observeInterval` during the fault: each is an
+    /// expectation, refuted when it fails `failureThreshold` times in a row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub checks: Vec<CheckSpec>,
 }
 
 /// Expectation on burn rate during the run.
@@ -177,6 +184,12 @@ pub struct BudgetPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true))]
     pub abort_burn_rate: Option<f64>,
+    /// Abort conditions beyond the burn rate: the fault is stopped and
+    /// restored when one of these checks fails `failureThreshold` times in
+    /// a row (e.g. a queue growing past a bound, a health endpoint down).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub abort_checks: Vec<CheckSpec>,
 }
 
 /// Declares [`ChaosAction`] and its spec form [`ActionFields`] from one

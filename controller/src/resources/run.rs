@@ -314,6 +314,41 @@ pub struct Observations {
     /// Highest short-window burn rate seen during the run, per SLO.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub max_burn_rates: Vec<SloBurnRate>,
+    /// The checks (`hypothesis.checks`, `budgetPolicy.abortChecks`) as
+    /// sampled every observation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckRecord>,
+}
+
+/// A check's samples during the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckRecord {
+    /// The check's name.
+    pub name: String,
+    /// `Expectation` (from `hypothesis.checks`) or `Abort` (from
+    /// `budgetPolicy.abortChecks`).
+    pub role: CheckRole,
+    /// What passing means, e.g. `queue_depth < 100`.
+    pub bound: String,
+    /// Samples taken.
+    pub samples: i32,
+    /// Samples that failed.
+    pub failures: i32,
+    /// Longest run of consecutive failures.
+    pub max_consecutive_failures: i32,
+    /// Consecutive failures that fail the check.
+    pub failure_threshold: i32,
+    /// The last sample: the value, the status, or the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+}
+
+/// Which list a check comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum CheckRole {
+    Expectation,
+    Abort,
 }
 
 /// Ready pods of the target in one zone.

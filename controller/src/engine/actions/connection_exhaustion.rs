@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::scale_down::recover_replicas;
 use super::{ActionSpec, LiveAction, Touched};
-use crate::allow_list::allowed_addresses;
+use crate::allow_list::{HOST_FIELD, allowed_addresses};
 use crate::context::Context;
 use crate::duration::parse_duration;
 use crate::engine::connections::{self, Held, Target};
@@ -100,7 +100,7 @@ impl ActionSpec for ConnectionExhaustionSpec {
                 format!("{FIELD}.target.port must be 1 to 65535"),
             )
         })?;
-        allowed_addresses(&ctx.connection_allow, host, port)
+        allowed_addresses(&ctx.connection_allow, HOST_FIELD, host, port)
             .await
             .map(|_| ())
     }
