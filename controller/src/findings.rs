@@ -19,7 +19,7 @@ use crate::resources::run::{ExperimentRun, Verdict};
 
 /// Whether a weakness still stands.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "state")]
+#[serde(tag = "state")]
 pub enum State {
     /// No run has confirmed the hypothesis since it was refuted.
     Open,
@@ -215,10 +215,14 @@ pub fn sentence(run: &ExperimentRun) -> String {
                 }
                 _ => "Ready pods".to_owned(),
             };
+            let bound = bound.trim_start_matches("<=").trim();
             if let Some(watched) = measured.strip_prefix('>') {
-                format!("{what} were not back after {} ({bound})", watched.trim())
+                format!(
+                    "{what} were not back after {} (bound {bound})",
+                    watched.trim()
+                )
             } else {
-                format!("{what} took {measured} to come back ({bound})")
+                format!("{what} took {measured} to come back (bound {bound})")
             }
         } else if e.name == "expectZoneSpread" {
             match action {
@@ -516,7 +520,7 @@ mod tests {
                         { "name": "recoversWithin", "result": "Refuted", "measured": "41.2s", "bound": "<= 30s" }
                     ]
                 }),
-                "After 1 pod was killed, Ready pods took 41.2s to come back (<= 30s).",
+                "After 1 pod was killed, Ready pods took 41.2s to come back (bound 30s).",
             ),
             (
                 "podKill: never recovered",
@@ -525,7 +529,7 @@ mod tests {
                     "observations": { "killedPods": [{ "name": "web-1", "ready": true }, { "name": "web-2", "ready": true }] },
                     "expectations": [{ "name": "recoversWithin", "result": "Refuted", "measured": "> 60.0s", "bound": "<= 30s" }]
                 }),
-                "After 2 pods were killed, Ready pods were not back after 60.0s (<= 30s).",
+                "After 2 pods were killed, Ready pods were not back after 60.0s (bound 30s).",
             ),
             (
                 "scaleDown: a zone emptied",

@@ -298,6 +298,16 @@ fn span_of(
     }
 }
 
+/// The runs guarded by SLO `ns/name`, newest first.
+fn guarded_by(d: &Dashboard, ns: &str, name: &str) -> Vec<Arc<ExperimentRun>> {
+    recent_runs(&d.runs)
+        .into_iter()
+        .filter(|r| {
+            r.namespace().as_deref() == Some(ns) && r.spec.snapshot.slos.iter().any(|s| s == name)
+        })
+        .collect()
+}
+
 /// The SLO over a span (its window by default): budget remaining and burn
 /// rates from Prometheus range queries, with the runs it guarded marked.
 async fn slo_page(
@@ -309,12 +319,7 @@ async fn slo_page(
     let Some(slo) = find(&d.slos, &ns, &name) else {
         return not_found(&format!("no SLO {ns}/{name}"));
     };
-    let runs: Vec<Arc<ExperimentRun>> = recent_runs(&d.runs)
-        .into_iter()
-        .filter(|r| {
-            r.namespace().as_deref() == Some(ns.as_str()) && r.spec.snapshot.slos.contains(&name)
-        })
-        .collect();
+    let runs = guarded_by(&d, &ns, &name);
     let charts = slo_charts(&d, &slo, q.range.as_deref(), &runs).await;
     let pause = paused(&d).await;
     let r: Vec<&ExperimentRun> = runs.iter().take(20).map(AsRef::as_ref).collect();
@@ -487,13 +492,8 @@ async fn slo_runbook(
         .into_iter()
         .filter(|e| e.namespace().as_deref() == Some(ns.as_str()) && e.spec.slos.contains(&name))
         .collect();
-    let runs: Vec<Arc<ExperimentRun>> = recent_runs(&d.runs)
-        .into_iter()
-        .filter(|r| {
-            r.namespace().as_deref() == Some(ns.as_str()) && r.spec.snapshot.slos.contains(&name)
-        })
-        .take(20)
-        .collect();
+    let mut runs = guarded_by(&d, &ns, &name);
+    runs.truncate(20);
     let all = findings_of(&d);
     let known = crate::findings::for_slo(&all, &ns, &name);
     let pause = paused(&d).await;
