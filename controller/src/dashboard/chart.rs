@@ -111,6 +111,8 @@ pub struct Band {
     /// Shown on hover.
     pub title: String,
     pub href: String,
+    /// Fill and label colour, e.g. red for a refuted run.
+    pub colour: &'static str,
 }
 
 /// A horizontal line with its label, e.g. the abort threshold.
@@ -207,6 +209,19 @@ pub fn draw(c: &Chart<'_>) -> Option<Markup> {
     let shown: Vec<(&Marker, &LabelPlace)> = inside.into_iter().zip(marker_places).collect();
     let bands: Vec<(&Band, &LabelPlace)> = bands.into_iter().zip(band_places).collect();
     let label_y = |at: &LabelPlace| PAD_T + 10.0 + ROW_H * at.row as f64;
+    // The threshold's label goes above its line, unless that is where the
+    // marker labels' rows are (a line near the top): then below it.
+    let rows_bottom = places
+        .iter()
+        .map(|p| label_y(p) + 3.0)
+        .fold(0.0_f64, f64::max);
+    let threshold_label_y = |v: f64| {
+        if y(v) - 13.0 < rows_bottom {
+            y(v) + 12.0
+        } else {
+            y(v) - 3.0
+        }
+    };
     let (left, right) = c
         .time_labels
         .clone()
@@ -217,8 +232,8 @@ pub fn draw(c: &Chart<'_>) -> Option<Markup> {
             @for (b, at) in &bands {
                 a.band href=(b.href) {
                     title { (b.title) }
-                    rect x=(x(b.from)) y=(PAD_T) width=((x(b.to) - x(b.from)).max(2.0)) height=(y(ymin) - PAD_T) fill="#c23030" fill-opacity="0.12" {}
-                    text x=(at.x) y=(label_y(at)) font-size="11" text-anchor=(if at.end_anchored { "end" } else { "start" }) fill="#c23030" { (b.label) }
+                    rect x=(x(b.from)) y=(PAD_T) width=((x(b.to) - x(b.from)).max(2.0)) height=(y(ymin) - PAD_T) fill=(b.colour) fill-opacity="0.15" {}
+                    text x=(at.x) y=(label_y(at)) font-size="11" text-anchor=(if at.end_anchored { "end" } else { "start" }) fill=(b.colour) { (b.label) }
                 }
             }
             line x1=(PAD_L) y1=(y(0.0)) x2=(W - 5.0) y2=(y(0.0)) stroke="#888" {}
@@ -230,7 +245,7 @@ pub fn draw(c: &Chart<'_>) -> Option<Markup> {
             text x=(W - 5.0) y=(H - 6.0) font-size="11" text-anchor="end" { (right) }
             @if let Some(th) = &c.threshold {
                 line x1=(PAD_L) y1=(y(th.value)) x2=(W - 5.0) y2=(y(th.value)) stroke="#c23030" stroke-dasharray="4 3" {}
-                text x=(W - 5.0) y=(y(th.value) - 3.0) font-size="11" text-anchor="end" fill="#c23030" { (th.label) }
+                text x=(W - 5.0) y=(threshold_label_y(th.value)) font-size="11" text-anchor="end" fill="#c23030" pointer-events="none" { (th.label) }
             }
             @for (m, at) in &shown {
                 line x1=(x(m.at)) y1=(PAD_T) x2=(x(m.at)) y2=(y(ymin)) stroke="#444" stroke-dasharray="2 2" {}
@@ -241,9 +256,9 @@ pub fn draw(c: &Chart<'_>) -> Option<Markup> {
                 }
             }
             @for (i, s) in c.series.iter().enumerate() {
-                polyline fill="none" stroke=(COLOURS[i % COLOURS.len()]) stroke-width="1.5"
+                polyline fill="none" stroke=(COLOURS[i % COLOURS.len()]) stroke-width="1.5" pointer-events="none"
                     points=(s.points.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect::<Vec<_>>().join(" ")) {}
-                text x=(PAD_L + 8.0 + 140.0 * i as f64) y=(H - 6.0 - 14.0) font-size="11" fill=(COLOURS[i % COLOURS.len()]) { (s.name) }
+                text x=(PAD_L + 8.0 + 140.0 * i as f64) y=(H - 6.0 - 14.0) font-size="11" fill=(COLOURS[i % COLOURS.len()]) pointer-events="none" { (s.name) }
             }
         }
     })
@@ -296,6 +311,7 @@ mod tests {
                 label: "Refuted".into(),
                 title: "r-1 (e)".into(),
                 href: "/runs/shop/r-1".into(),
+                colour: "#c23030",
             },
             Band {
                 from: 500.0,
@@ -303,6 +319,7 @@ mod tests {
                 label: "later".into(),
                 title: String::new(),
                 href: "/runs/shop/r-2".into(),
+                colour: "#c23030",
             },
         ];
         let svg = draw(&Chart {
@@ -330,6 +347,56 @@ mod tests {
             let y: f64 = p.split(',').nth(1).expect("y").parse().expect("number");
             assert!((PAD_T..=H - PAD_B).contains(&y), "{p} outside");
         }
+    }
+
+    /// A threshold near the top (burn rates far below 1×) would print its
+    /// label across the band labels' first row: it goes below its line.
+    #[test]
+    fn a_threshold_label_near_the_top_moves_below_the_band_labels() {
+        let series = [Series {
+            name: "burn".into(),
+            points: vec![(0.0, 0.0), (100.0, 0.0)],
+        }];
+        let bands = [Band {
+            from: 90.0,
+            to: 95.0,
+            label: "Confirmed".into(),
+            title: String::new(),
+            href: "/runs/a/b".into(),
+            colour: "#2e7d32",
+        }];
+        let chart = |bands: &[Band]| {
+            draw(&Chart {
+                series: &series,
+                bands,
+                threshold: Some(Threshold {
+                    value: 1.0,
+                    label: "1x".into(),
+                }),
+                ..Chart::default()
+            })
+            .expect("chart")
+            .into_string()
+        };
+        let y_of = |svg: &str, label: &str| -> f64 {
+            let end = svg.find(&format!(">{label}<")).expect(label);
+            let start = svg[..end].rfind("<text").expect("text element");
+            let attrs = &svg[start..end];
+            let y = attrs.find(" y=\"").expect("y") + 4;
+            attrs[y..]
+                .split('"')
+                .next()
+                .expect("y")
+                .parse()
+                .expect("number")
+        };
+        let with_band = chart(&bands);
+        assert!(y_of(&with_band, "1x") - 10.0 > y_of(&with_band, "Confirmed") + 3.0);
+        let alone = chart(&[]);
+        assert!(
+            y_of(&alone, "1x") < y_of(&with_band, "1x"),
+            "above its line when free"
+        );
     }
 
     fn overlap(a: (f64, f64), b: (f64, f64)) -> bool {

@@ -26,7 +26,7 @@ use crate::context::Context;
 use crate::engine::abort_rule;
 use crate::gate::Policy;
 use crate::resources::experiment::ChaosExperiment;
-use crate::resources::run::ExperimentRun;
+use crate::resources::run::{ExperimentRun, Verdict};
 use crate::resources::slo::ServiceLevelObjective;
 use crate::slo_reader::tier_plans;
 
@@ -414,7 +414,7 @@ async fn slo_charts(
             &series,
             Some(chart::Threshold {
                 value: 1.0,
-                label: "1× spends the budget in exactly the window".into(),
+                label: "1× (the budget lasts the window)".into(),
             }),
             "×",
             "burn rates over time",
@@ -465,9 +465,16 @@ fn run_bands(runs: &[Arc<ExperimentRun>]) -> Vec<chart::Band> {
             let outcome = st
                 .verdict
                 .map_or_else(|| format!("{:?}", st.phase), |v| format!("{v:?}"));
+            // The colours of the verdict classes in the pages' style.
+            let colour = match st.verdict {
+                Some(Verdict::Refuted) => "#c23030",
+                Some(Verdict::Confirmed) => "#2e7d32",
+                _ => "#8a6d00",
+            };
             Some(chart::Band {
                 from,
                 to,
+                colour,
                 label: outcome.clone(),
                 title: format!("{} ({}): {outcome}", r.name_any(), r.spec.experiment),
                 href: format!(
