@@ -398,3 +398,39 @@ async fn a_refuted_run_is_a_known_weakness_until_a_confirming_run_fixes_it() -> 
     );
     Ok(())
 }
+
+/// With Prometheus away, the SLO page still answers: the SLO's figures
+/// from its last status, and a message where the charts would be.
+#[tokio::test]
+async fn the_slo_page_says_so_when_prometheus_does_not_answer() -> Result<()> {
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("slo-page").await?;
+    // A port nothing listens on.
+    let nowhere = format!("http://127.0.0.1:{}", headroom_e2e::free_port()?);
+    let operator = Operator::start_in(
+        &cluster,
+        &ns.name,
+        &["--evaluation-interval", "2s", "--prometheus-url", &nowhere],
+    )?;
+    let base = operator.metrics_url.trim_end_matches("/metrics").to_owned();
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+        .await?;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/slos/{}/checkout", ns.name);
+    let page = page_with(&http, &url, "the SLO page", "SLO ")
+        .await
+        .with_context(|| operator.log())?;
+    for id in ["budget-chart", "burn-chart"] {
+        let at = page
+            .find(&format!("id=\"{id}\""))
+            .with_context(|| format!("no #{id}: {page}"))?;
+        ensure!(
+            page[at..].contains("Prometheus did not answer"),
+            "#{id} does not say why: {page}"
+        );
+    }
+    ensure!(!page.contains("<svg"), "a chart without data: {page}");
+    Ok(())
+}
