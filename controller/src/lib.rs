@@ -11,6 +11,7 @@ pub mod context;
 pub mod dashboard;
 pub mod duration;
 pub mod engine;
+pub mod findings;
 pub mod gate;
 pub mod import;
 pub mod indicator;

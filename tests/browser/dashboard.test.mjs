@@ -78,3 +78,25 @@ test("the runbook page linked from the alert shows the latest finding", async ()
   assert.match(await row.textContent(), new RegExp(VERDICT));
   await page.screenshot({ path: `${SHOTS}/runbook.png`, fullPage: true });
 });
+
+test("the SLO page, linked from the overview, charts budget and burn rates with the run marked", async () => {
+  await page.goto(`${BASE}/`);
+  const link = page.locator(`tr[data-slo="${SLO}"] a.slo`);
+  assert.equal(await link.getAttribute("href"), `/slos/${SLO}`);
+  await link.click();
+  await page.waitForURL(`${BASE}/slos/${SLO}`);
+  assert.ok(await page.locator("#budget-chart svg polyline").count() >= 1, "budget chart over the window drawn");
+  // The run ended a minute or two ago: an hour's span holds it whatever the
+  // SLO's window (2m in these tests).
+  const res = await page.goto(`${BASE}/slos/${SLO}?range=1h`);
+  assert.equal(res.status(), 200);
+  for (const id of ["#budget-chart", "#burn-chart"]) {
+    assert.ok(await page.locator(`${id} svg polyline`).count() >= 1, `${id} drawn`);
+    assert.equal(await page.locator(`${id} svg a[href="${RUN}"]`).count(), 1, `${id} marks ${RUN}`);
+  }
+  await page.screenshot({ path: `${SHOTS}/slo.png`, fullPage: true });
+  // The marker's label leads to the run's page.
+  await page.locator(`#burn-chart svg a[href="${RUN}"] text`).click();
+  await page.waitForURL(`${BASE}${RUN}`);
+  assert.equal((await page.locator("#verdict").textContent()).trim(), VERDICT);
+});

@@ -134,7 +134,7 @@ async fn dashboard_pages_in_chromium() -> Result<()> {
             operator.log()
         );
     }
-    for shot in ["overview.png", "run.png", "runbook.png"] {
+    for shot in ["overview.png", "run.png", "runbook.png", "slo.png"] {
         ensure!(shots.join(shot).exists(), "screenshot {shot} missing");
     }
     Ok(())

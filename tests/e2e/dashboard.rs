@@ -4,13 +4,18 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use headroom::resources::ExperimentRun;
 use headroom::resources::experiment::ChaosExperiment;
+use headroom::resources::run::{RunPhase, Verdict};
 use headroom::resources::slo::ServiceLevelObjective;
-use headroom_e2e::{Cluster, Operator, eventually};
-use kube::api::{Api, PostParams};
+use headroom_e2e::{CHECKOUT, Cluster, Operator, eventually};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::experiment::{ERRORS, experiment, slo};
+use crate::experiment::{
+    ERRORS, calm, experiment, request_run, runs, set_error_ratio, slo, web, web_ready,
+};
 
 fn token(cluster: &Cluster, ns: &str, sa: &str) -> Result<String> {
     let out = cluster.kubectl(&["-n", ns, "create", "serviceaccount", sa])?;
@@ -205,4 +210,227 @@ fn headroom_pause(cluster: &Cluster, ns: &str) -> Result<Option<String>> {
     );
     let text = String::from_utf8(out.stdout)?;
     Ok((!text.trim().is_empty()).then(|| text.trim().to_owned()))
+}
+
+/// The text as the dashboard's pages print it (maud escapes these).
+fn escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The newest finished run whose name is not in `seen`.
+async fn next_final_run(
+    cluster: &Cluster,
+    ns: &str,
+    seen: &[String],
+    operator: &Operator,
+) -> Result<ExperimentRun> {
+    eventually(
+        "a new finished run",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async {
+            Ok(runs(cluster, ns).await?.into_iter().find(|r| {
+                !seen.contains(&r.name_any())
+                    && r.status
+                        .as_ref()
+                        .is_some_and(|s| matches!(s.phase, RunPhase::Completed | RunPhase::Aborted))
+            }))
+        },
+    )
+    .await
+    .with_context(|| operator.log())
+}
+
+/// A page's text once it contains `needle`.
+async fn page_with(http: &reqwest::Client, url: &str, what: &str, needle: &str) -> Result<String> {
+    eventually(
+        what,
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let text = http.get(url).send().await?.text().await?;
+            Ok(text.contains(needle).then_some(text))
+        },
+    )
+    .await
+}
+
+/// A run that really refutes its hypothesis (the pods cannot be back
+/// within 1ms of a kill) becomes an open weakness on the guarding SLO's
+/// runbook, with its sentence and the experiment's remediation; a later
+/// run of the same experiment that confirms the hypothesis shows it fixed,
+/// naming that run.
+#[tokio::test]
+async fn a_refuted_run_is_a_known_weakness_until_a_confirming_run_fixes_it() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("weakness").await?;
+    set_error_ratio(&cluster, 0.0).await?;
+    web(&cluster, &ns).await?;
+    calm(&cluster).await?;
+    let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+    let base = operator.metrics_url.trim_end_matches("/metrics").to_owned();
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+        .await?;
+    let remediation = "set a readiness probe that passes sooner <and> keep a spare replica";
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &experiment(
+                "kill-one-web",
+                "checkout",
+                json!({
+                    "hypothesis": { "recoversWithin": "1ms" },
+                    "remediation": remediation,
+                    // Scheduled far away: only "run now" starts the second run.
+                    "schedule": "0 0 1 1 *",
+                }),
+            )?,
+        )
+        .await?;
+    request_run(&cluster, &ns.name, "kill-one-web").await?;
+    let refuted = next_final_run(&cluster, &ns.name, &[], &operator).await?;
+    let st = refuted.status.clone().context("status")?;
+    ensure!(
+        st.verdict == Some(Verdict::Refuted),
+        "the first run was not refuted: {:?} {:?} {:?}",
+        st.phase,
+        st.reason,
+        st.expectations
+    );
+    let sentence = headroom::findings::sentence(&refuted);
+    println!("weakness: {sentence}");
+    ensure!(
+        sentence.contains("pod was killed, Ready pods"),
+        "the sentence is not written from the podKill evidence: {sentence}"
+    );
+
+    let http = reqwest::Client::new();
+    let runbook = format!("{base}/runbooks/slo/{}/checkout", ns.name);
+    let page = page_with(
+        &http,
+        &runbook,
+        "the weakness on the SLO runbook",
+        "weakness open",
+    )
+    .await?;
+    let open = page
+        .split("class=\"weakness open\"")
+        .nth(1)
+        .context("no open weakness")?;
+    ensure!(open.contains(&escaped(&sentence)), "{open}");
+    ensure!(open.contains(&escaped(remediation)), "{open}");
+    ensure!(
+        open.contains(&format!("/runs/{}/{}", ns.name, refuted.name_any())),
+        "the weakness does not link its run: {open}"
+    );
+    ensure!(
+        page.find("Known weaknesses") < page.find("When its burn-rate alert fires"),
+        "the weaknesses are not first"
+    );
+    let exp_page = http
+        .get(format!(
+            "{base}/runbooks/experiment/{}/kill-one-web",
+            ns.name
+        ))
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(exp_page.contains("weakness open"), "{exp_page}");
+
+    // Fixed: the hypothesis now allows a real recovery, and the next run
+    // confirms it.
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+        .patch(
+            "kill-one-web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "hypothesis": { "recoversWithin": "60s" } } })),
+        )
+        .await?;
+    web_ready(&cluster, &ns.name).await?;
+    // A request must be newer than the last run by more than a second.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    request_run(&cluster, &ns.name, "kill-one-web").await?;
+    let confirming = next_final_run(&cluster, &ns.name, &[refuted.name_any()], &operator).await?;
+    let st = confirming.status.clone().context("status")?;
+    ensure!(
+        st.verdict == Some(Verdict::Confirmed),
+        "the second run did not confirm: {:?} {:?} {:?}",
+        st.phase,
+        st.reason,
+        st.expectations
+    );
+    let page = page_with(&http, &runbook, "the weakness fixed", "weakness fixed").await?;
+    ensure!(!page.contains("weakness open"), "still open: {page}");
+    ensure!(page.contains("Known weaknesses (0 open)"), "{page}");
+    let fixed = page
+        .split("class=\"weakness fixed\"")
+        .nth(1)
+        .context("no fixed weakness")?;
+    let by = fixed.split("fixed-by").nth(1).context("no fixing run")?;
+    ensure!(
+        by.contains(&format!("/runs/{}/{}", ns.name, confirming.name_any())),
+        "the fix does not name run {}: {fixed}",
+        confirming.name_any()
+    );
+    // The JSON counterpart says the same.
+    let all: serde_json::Value = http
+        .get(format!("{base}/api/findings"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mine = all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["namespace"] == ns.name.as_str())
+        .context("no finding in /api/findings")?;
+    ensure!(
+        mine["state"] == "Fixed" && mine["run"] == confirming.name_any().as_str(),
+        "{mine}"
+    );
+    Ok(())
+}
+
+/// With Prometheus away, the SLO page still answers: the SLO's figures
+/// from its last status, and a message where the charts would be.
+#[tokio::test]
+async fn the_slo_page_says_so_when_prometheus_does_not_answer() -> Result<()> {
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let ns = cluster.namespace("slo-page").await?;
+    // A port nothing listens on.
+    let nowhere = format!("http://127.0.0.1:{}", headroom_e2e::free_port()?);
+    let operator = Operator::start_in(
+        &cluster,
+        &ns.name,
+        &["--evaluation-interval", "2s", "--prometheus-url", &nowhere],
+    )?;
+    let base = operator.metrics_url.trim_end_matches("/metrics").to_owned();
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+        .await?;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/slos/{}/checkout", ns.name);
+    let page = page_with(&http, &url, "the SLO page", "SLO ")
+        .await
+        .with_context(|| operator.log())?;
+    for id in ["budget-chart", "burn-chart"] {
+        let at = page
+            .find(&format!("id=\"{id}\""))
+            .with_context(|| format!("no #{id}: {page}"))?;
+        ensure!(
+            page[at..].contains("Prometheus did not answer"),
+            "#{id} does not say why: {page}"
+        );
+    }
+    ensure!(!page.contains("<svg"), "a chart without data: {page}");
+    Ok(())
 }

@@ -718,7 +718,7 @@ async fn a_new_operator_restores_a_run_left_by_a_killed_one() -> Result<()> {
 }
 
 /// A run-now request on the experiment, as the dashboard's button makes it.
-async fn request_run(cluster: &Cluster, ns: &str, name: &str) -> Result<()> {
+pub(crate) async fn request_run(cluster: &Cluster, ns: &str, name: &str) -> Result<()> {
     let at = k8s_openapi::jiff::Timestamp::now()
         .round(k8s_openapi::jiff::Unit::Second)?
         .to_string();

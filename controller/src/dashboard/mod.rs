@@ -1,7 +1,8 @@
 //! The dashboard and its JSON API, served by the operator on `--listen`.
 //! Pages read from watch caches (reflectors), so rendering costs no API
 //! call; the run page adds one Prometheus range query per guarding SLO for
-//! its chart. Reading is open; actions need a token (see `auth`).
+//! its chart, the SLO page one per line of its charts (about
+//! [`CHART_POINTS`] points each, whatever the span). Reading is open; actions need a token (see `auth`).
 
 pub mod auth;
 pub mod chart;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +26,7 @@ use crate::context::Context;
 use crate::engine::abort_rule;
 use crate::gate::Policy;
 use crate::resources::experiment::ChaosExperiment;
-use crate::resources::run::ExperimentRun;
+use crate::resources::run::{ExperimentRun, Verdict};
 use crate::resources::slo::ServiceLevelObjective;
 use crate::slo_reader::tier_plans;
 
@@ -54,12 +55,14 @@ pub fn router(d: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/runs/{ns}/{name}", get(run_page))
+        .route("/slos/{ns}/{name}", get(slo_page))
         .route("/runbooks/slo/{ns}/{name}", get(slo_runbook))
         .route("/runbooks/experiment/{ns}/{name}", get(experiment_runbook))
         .route("/api/slos", get(api_slos))
         .route("/api/experiments", get(api_experiments))
         .route("/api/runs", get(api_runs))
         .route("/api/runs/{ns}/{name}", get(api_run))
+        .route("/api/findings", get(api_findings))
         .route("/api/pause", post(pause))
         .route("/api/resume", post(resume))
         .route("/api/experiments/{ns}/{name}/run", post(run_now))
@@ -192,7 +195,7 @@ async fn chart_for(d: &Dashboard, run: &ExperimentRun) -> Option<Markup> {
         |t| t.0.as_second(),
     );
     let (from, to) = (start - 60, end + 30);
-    let step = ((to - from) as f64 / 240.0).max(1.0);
+    let step = step_for(from, to);
     let ns = run.namespace().unwrap_or_default();
     let policy = Policy::from_spec(&run.spec.snapshot.budget_policy);
     let mut series = Vec::new();
@@ -209,11 +212,9 @@ async fn chart_for(d: &Dashboard, run: &ExperimentRun) -> Option<Markup> {
         };
         threshold = Some(threshold.map_or(abort_at, |t: f64| t.min(abort_at)));
         let w = crate::duration::format_duration(window);
-        let Ok(q) = crate::indicator::window_queries(&slo.spec.indicator, &w) else {
+        let Some(query) = burn_rate_query(&slo, &w) else {
             continue;
         };
-        let budget = crate::budget::error_budget(slo.spec.objective);
-        let query = format!("({}) / {budget}", q.error_ratio);
         if let Ok(points) = d.ctx.prometheus.range(&query, from, to, step).await {
             series.push(chart::Series {
                 name: format!("{name} ({w})"),
@@ -244,6 +245,248 @@ async fn chart_for(d: &Dashboard, run: &ExperimentRun) -> Option<Markup> {
     chart::burn_rate_chart(&series, &markers, threshold)
 }
 
+/// Points per chart line: enough to show a day's shape in a 30d chart
+/// (one point per 3h), few enough that a range query over the window
+/// costs the same whatever the window's length.
+pub const CHART_POINTS: f64 = 240.0;
+
+/// The range-query step (seconds) that draws `from..to` in about
+/// [`CHART_POINTS`] points; never below Prometheus' 1s resolution of
+/// interest.
+pub fn step_for(from: i64, to: i64) -> f64 {
+    ((to - from) as f64 / CHART_POINTS).max(1.0)
+}
+
+/// PromQL for an SLO's burn rate over `window` (a Prometheus duration):
+/// its error ratio over the error budget. `None` when the indicator yields
+/// no query (it failed the operator's checks, which its status says).
+fn burn_rate_query(slo: &ServiceLevelObjective, window: &str) -> Option<String> {
+    let q = crate::indicator::window_queries(&slo.spec.indicator, window).ok()?;
+    let budget = crate::budget::error_budget(slo.spec.objective);
+    Some(format!("({}) / {budget}", q.error_ratio))
+}
+
+/// The SLO page's query string: `range`, the time span drawn (a duration
+/// such as `1d`); the SLO's window by default.
+#[derive(serde::Deserialize)]
+struct SloPageQuery {
+    range: Option<String>,
+}
+
+/// Shortest and longest spans the SLO page draws: below a minute there is
+/// less than one evaluation per point; past 90 days every point reads a
+/// quarter of samples for a picture nobody acts on.
+const SPAN_BOUNDS: (u64, u64) = (60, 90 * 86_400);
+
+/// The span to draw: the asked one when it parses and is within
+/// [`SPAN_BOUNDS`], otherwise the window, with a note saying why.
+fn span_of(
+    asked: Option<&str>,
+    window: std::time::Duration,
+) -> (std::time::Duration, Option<String>) {
+    let Some(text) = asked else {
+        return (window, None);
+    };
+    match crate::duration::parse_positive_duration(text) {
+        Ok(d) if (SPAN_BOUNDS.0..=SPAN_BOUNDS.1).contains(&d.as_secs()) => (d, None),
+        _ => (
+            window,
+            Some(format!(
+                "range {text:?} is not a duration between 1m and 90d; showing the SLO's window"
+            )),
+        ),
+    }
+}
+
+/// The runs guarded by SLO `ns/name`, newest first.
+fn guarded_by(d: &Dashboard, ns: &str, name: &str) -> Vec<Arc<ExperimentRun>> {
+    recent_runs(&d.runs)
+        .into_iter()
+        .filter(|r| {
+            r.namespace().as_deref() == Some(ns) && r.spec.snapshot.slos.iter().any(|s| s == name)
+        })
+        .collect()
+}
+
+/// The SLO over a span (its window by default): budget remaining and burn
+/// rates from Prometheus range queries, with the runs it guarded marked.
+async fn slo_page(
+    State(d): State<Arc<Dashboard>>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<SloPageQuery>,
+) -> Response {
+    let started = Instant::now();
+    let Some(slo) = find(&d.slos, &ns, &name) else {
+        return not_found(&format!("no SLO {ns}/{name}"));
+    };
+    let runs = guarded_by(&d, &ns, &name);
+    let charts = slo_charts(&d, &slo, q.range.as_deref(), &runs).await;
+    let pause = paused(&d).await;
+    let r: Vec<&ExperimentRun> = runs.iter().take(20).map(AsRef::as_ref).collect();
+    html_response(
+        started,
+        views::slo_page(&slo, &charts, &r, pause.as_deref()),
+    )
+}
+
+/// The SLO page's two charts, or why each is missing.
+async fn slo_charts(
+    d: &Dashboard,
+    slo: &ServiceLevelObjective,
+    asked: Option<&str>,
+    runs: &[Arc<ExperimentRun>],
+) -> views::SloCharts {
+    let fail = |why: String| views::SloCharts {
+        budget: Err(why.clone()),
+        burn: Err(why),
+        ..views::SloCharts::default()
+    };
+    let (period, tiers) = match tier_plans(slo) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("the SLO's windows cannot be used: {e}")),
+    };
+    let (span, note) = span_of(asked, period);
+    let to = k8s_openapi::jiff::Timestamp::now().as_second();
+    let from = to - i64::try_from(span.as_secs()).unwrap_or(i64::MAX / 2);
+    let step = step_for(from, to);
+    let window = crate::duration::format_duration(period);
+    let Some(budget_q) = burn_rate_query(slo, &window) else {
+        return fail("the indicator yields no query (see the SLO's Ready condition)".into());
+    };
+    let bands = run_bands(runs);
+    let chart = |series: &[chart::Series], threshold, unit, aria| {
+        chart::draw(&chart::Chart {
+            aria_label: aria,
+            series,
+            bands: &bands,
+            threshold,
+            span: Some((from as f64, to as f64)),
+            time_labels: Some((
+                format!("{} ago", crate::duration::format_duration(span)),
+                "now".to_owned(),
+            )),
+            unit,
+            ..chart::Chart::default()
+        })
+        .ok_or_else(|| "Prometheus has no data for this span".to_owned())
+    };
+    let prom = &d.ctx.prometheus;
+    let unanswered =
+        |e: crate::prometheus::PrometheusError| format!("Prometheus did not answer: {e}");
+    // Budget remaining at each point over the rolling window ending there,
+    // in percent: 100 · (1 − BR(window)).
+    let budget = match prom
+        .range(&format!("100 * (1 - {budget_q})"), from, to, step)
+        .await
+    {
+        Ok(points) => chart(
+            &[chart::Series {
+                name: format!("budget remaining ({window} rolling)"),
+                points,
+            }],
+            None,
+            "%",
+            "error budget remaining over time",
+        ),
+        Err(e) => Err(unanswered(e)),
+    };
+    let mut series = Vec::new();
+    let mut burn_err = None;
+    for w in burn_windows(&tiers, step) {
+        let w = crate::duration::format_duration(w);
+        let Some(query) = burn_rate_query(slo, &w) else {
+            continue;
+        };
+        match prom.range(&query, from, to, step).await {
+            Ok(points) => series.push(chart::Series {
+                name: format!("burn rate {w}"),
+                points,
+            }),
+            Err(e) => {
+                burn_err = Some(unanswered(e));
+                break;
+            }
+        }
+    }
+    let burn = match burn_err {
+        Some(e) => Err(e),
+        None => chart(
+            &series,
+            Some(chart::Threshold {
+                value: 1.0,
+                label: "1× (the budget lasts the window)".into(),
+            }),
+            "×",
+            "burn rates over time",
+        ),
+    };
+    views::SloCharts {
+        budget,
+        burn,
+        span: crate::duration::format_duration(span),
+        step: crate::duration::format_duration(std::time::Duration::from_secs_f64(step)),
+        note,
+    }
+}
+
+/// The burn-rate windows the SLO page draws: the tiers' long windows, at
+/// most four, each at least one step long. A window shorter than the step
+/// is sampled, not summarised: a spike between two points would not show.
+/// When every window is shorter, the longest one is drawn all the same.
+fn burn_windows(tiers: &[crate::budget::TierPlan], step: f64) -> Vec<std::time::Duration> {
+    let mut all: Vec<std::time::Duration> = tiers.iter().map(|t| t.long).collect();
+    all.sort();
+    all.dedup();
+    let covering: Vec<std::time::Duration> = all
+        .iter()
+        .copied()
+        .filter(|w| w.as_secs_f64() >= step)
+        .take(4)
+        .collect();
+    if covering.is_empty() {
+        all.last().copied().into_iter().collect()
+    } else {
+        covering
+    }
+}
+
+/// The runs that injected a fault, as bands from start to completion (or
+/// now), linked to their pages.
+fn run_bands(runs: &[Arc<ExperimentRun>]) -> Vec<chart::Band> {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second() as f64;
+    runs.iter()
+        .filter_map(|r| {
+            let st = r.status.as_ref()?;
+            let from = st.start_time.as_ref()?.0.as_millisecond() as f64 / 1000.0;
+            let to = st
+                .completion_time
+                .as_ref()
+                .map_or(now, |t| t.0.as_millisecond() as f64 / 1000.0);
+            let outcome = st
+                .verdict
+                .map_or_else(|| format!("{:?}", st.phase), |v| format!("{v:?}"));
+            // The colours of the verdict classes in the pages' style.
+            let colour = match st.verdict {
+                Some(Verdict::Refuted) => "#c23030",
+                Some(Verdict::Confirmed) => "#2e7d32",
+                _ => "#8a6d00",
+            };
+            Some(chart::Band {
+                from,
+                to,
+                colour,
+                label: outcome.clone(),
+                title: format!("{} ({}): {outcome}", r.name_any(), r.spec.experiment),
+                href: format!(
+                    "/runs/{}/{}",
+                    r.namespace().unwrap_or_default(),
+                    r.name_any()
+                ),
+            })
+        })
+        .collect()
+}
+
 async fn slo_runbook(
     State(d): State<Arc<Dashboard>>,
     Path((ns, name)): Path<(String, String)>,
@@ -256,17 +499,17 @@ async fn slo_runbook(
         .into_iter()
         .filter(|e| e.namespace().as_deref() == Some(ns.as_str()) && e.spec.slos.contains(&name))
         .collect();
-    let runs: Vec<Arc<ExperimentRun>> = recent_runs(&d.runs)
-        .into_iter()
-        .filter(|r| {
-            r.namespace().as_deref() == Some(ns.as_str()) && r.spec.snapshot.slos.contains(&name)
-        })
-        .take(20)
-        .collect();
+    let mut runs = guarded_by(&d, &ns, &name);
+    runs.truncate(20);
+    let all = findings_of(&d);
+    let known = crate::findings::for_slo(&all, &ns, &name);
     let pause = paused(&d).await;
     let e: Vec<&ChaosExperiment> = exps.iter().map(AsRef::as_ref).collect();
     let r: Vec<&ExperimentRun> = runs.iter().map(AsRef::as_ref).collect();
-    html_response(started, views::slo_runbook(&slo, &e, &r, pause.as_deref()))
+    html_response(
+        started,
+        views::slo_runbook(&slo, &e, &r, &known, pause.as_deref()),
+    )
 }
 
 async fn experiment_runbook(
@@ -282,12 +525,32 @@ async fn experiment_runbook(
         .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && r.spec.experiment == name)
         .take(20)
         .collect();
+    let all = findings_of(&d);
+    let known = crate::findings::for_experiment(&all, &ns, &name);
     let pause = paused(&d).await;
     let r: Vec<&ExperimentRun> = runs.iter().map(AsRef::as_ref).collect();
     html_response(
         started,
-        views::experiment_runbook(&exp, &r, pause.as_deref()),
+        views::experiment_runbook(&exp, &r, &known, pause.as_deref()),
     )
+}
+
+/// Every finding of the runs in the cache, each with the remediation its
+/// experiment's spec holds now (an edit after the refutation shows at
+/// once), or the one the refuting run saw when the experiment is gone.
+fn findings_of(d: &Dashboard) -> Vec<crate::findings::Finding> {
+    let runs = d.runs.state();
+    let mut all = crate::findings::findings(runs.iter().map(AsRef::as_ref));
+    for f in &mut all {
+        if let Some(exp) = find(&d.experiments, &f.namespace, &f.experiment) {
+            f.remediation = exp.spec.remediation.clone();
+        }
+    }
+    all
+}
+
+async fn api_findings(State(d): State<Arc<Dashboard>>) -> Response {
+    axum::Json(findings_of(&d)).into_response()
 }
 
 fn owned<K: Clone>(items: Vec<Arc<K>>) -> Vec<K> {
@@ -396,5 +659,60 @@ async fn run_now(
             refused((StatusCode::NOT_FOUND, format!("no experiment {ns}/{name}")))
         }
         Err(e) => refused((StatusCode::BAD_GATEWAY, e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_chart_costs_about_240_points_whatever_the_span() {
+        // (span in seconds, step expected)
+        let cases: [(i64, f64); 4] = [
+            (30 * 86_400, 10_800.0), // 30d: one point every 3h
+            (7 * 86_400, 2_520.0),
+            (120, 1.0), // 2m: the 1s floor, 120 points
+            (0, 1.0),
+        ];
+        for (span, step) in cases {
+            assert_eq!(step_for(1_000, 1_000 + span), step, "{span}s");
+            assert!(span as f64 / step_for(0, span) <= CHART_POINTS);
+        }
+    }
+
+    #[test]
+    fn the_span_asked_for_is_used_only_within_bounds() {
+        let window = Duration::from_secs(30 * 86_400);
+        let cases: [(Option<&str>, u64, bool); 7] = [
+            (None, 30 * 86_400, false),
+            (Some("1d"), 86_400, false),
+            (Some("1m"), 60, false),
+            (Some("90d"), 90 * 86_400, false),
+            (Some("30s"), 30 * 86_400, true),
+            (Some("365d"), 30 * 86_400, true),
+            (Some("<b>soon</b>"), 30 * 86_400, true),
+        ];
+        for (asked, secs, noted) in cases {
+            let (span, note) = span_of(asked, window);
+            assert_eq!((span.as_secs(), note.is_some()), (secs, noted), "{asked:?}");
+        }
+    }
+
+    #[test]
+    fn burn_windows_are_the_long_windows_a_step_covers() {
+        let tiers = crate::budget::default_tiers(Duration::from_secs(30 * 86_400));
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        // (step in seconds, windows drawn)
+        let cases: [(f64, Vec<Duration>); 3] = [
+            (60.0, vec![h(1), h(6), h(24), h(72)]),
+            (10_800.0, vec![h(6), h(24), h(72)]),
+            (500_000.0, vec![h(72)]),
+        ];
+        for (step, want) in cases {
+            assert_eq!(burn_windows(&tiers, step), want, "step {step}");
+        }
+        assert!(burn_windows(&[], 1.0).is_empty());
     }
 }

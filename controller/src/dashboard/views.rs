@@ -5,6 +5,7 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::conditions;
+use crate::findings::{Finding, State};
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::{ExperimentRun, Verdict};
 use crate::resources::slo::ServiceLevelObjective;
@@ -28,6 +29,9 @@ th{background:#eef0f3;font-weight:600}
 .Inconclusive,.Gated{color:#8a6d00;font-weight:600}
 .pause{background:#c23030;color:#fff;padding:6px 20px}
 .muted{color:#6b7480}
+.weakness{background:#fff;border-left:4px solid #c23030;padding:6px 10px;margin:6px 0}
+.weakness.fixed{border-left-color:#2e7d32;color:#6b7480}
+nav.spans a{margin-right:8px}
 code{font-size:12px;background:#eef0f3;padding:1px 3px}
 "#;
 
@@ -142,7 +146,10 @@ pub fn overview(
                     @let st = s.status.clone().unwrap_or_default();
                     @let ns = s.namespace().unwrap_or_default();
                     tr data-slo=(format!("{ns}/{}", s.name_any())) {
-                        td { a href=(format!("/runbooks/slo/{ns}/{}", s.name_any())) { (ns) "/" (s.name_any()) } }
+                        td {
+                            a.slo href=(format!("/slos/{ns}/{}", s.name_any())) { (ns) "/" (s.name_any()) }
+                            " " a.muted href=(format!("/runbooks/slo/{ns}/{}", s.name_any())) { "runbook" }
+                        }
                         td { (s.spec.service) }
                         td { (s.spec.objective) "% over " (s.spec.window) }
                         td title=(lasts(&st, &s.spec.window)) { (budget_bar(st.budget_remaining)) }
@@ -384,6 +391,7 @@ pub fn slo_runbook(
     slo: &ServiceLevelObjective,
     experiments: &[&ChaosExperiment],
     runs: &[&ExperimentRun],
+    known: &[&Finding],
     paused: Option<&str>,
 ) -> Markup {
     let st = slo.status.clone().unwrap_or_default();
@@ -395,7 +403,11 @@ pub fn slo_runbook(
         html! {
             h2 { "SLO " (ns) "/" (slo.name_any()) " — " (slo.spec.service) }
             @if let Some(d) = &slo.spec.description { p { (d) } }
-            p { "Objective " (slo.spec.objective) "% over " (slo.spec.window) ". Budget remaining " (budget_bar(st.budget_remaining)) }
+            p { "Objective " (slo.spec.objective) "% over " (slo.spec.window) ". Budget remaining " (budget_bar(st.budget_remaining))
+                " · " a id="slo-page" href=(format!("/slos/{ns}/{}", slo.name_any())) { "budget and burn rates over time" } }
+            // First on the page an alert links to: what the experiments
+            // already showed breaks this service is the likeliest cause.
+            (weaknesses(known))
             h3 { "When its burn-rate alert fires" }
             ol {
                 li { "The service is spending its error budget faster than the alert tier allows; the alert names the tier and windows." }
@@ -421,6 +433,7 @@ pub fn slo_runbook(
 pub fn experiment_runbook(
     exp: &ChaosExperiment,
     runs: &[&ExperimentRun],
+    known: &[&Finding],
     paused: Option<&str>,
 ) -> Markup {
     let ns = exp.namespace().unwrap_or_default();
@@ -435,9 +448,130 @@ pub fn experiment_runbook(
             p { "Guarded by: " @for s in &exp.spec.slos { a href=(format!("/runbooks/slo/{ns}/{s}")) { (s) } " " } }
             p { "Last verdict: " span id="last-verdict" class=(st.last_verdict.clone().unwrap_or_default()) { (st.last_verdict.clone().unwrap_or_else(|| "none yet".into())) } }
             @if let Some(c) = cond(&st.conditions, "Gated") { p { "Gate: " (c.reason) " — " (c.message) } }
+            (weaknesses(known))
             h3 { "When HeadroomHypothesisRefuted fires" }
             p { "The last run broke an expectation: read its evidence below, fix the weakness or revise the hypothesis. The fault was restored when the run ended." }
             h3 { "Latest findings" }
+            (runs_table(runs))
+        },
+    )
+}
+
+/// Known weaknesses, open ones first (as `findings` orders them), each
+/// with its sentence, the runs that found and fixed it, and the remedy.
+fn weaknesses(known: &[&Finding]) -> Markup {
+    let link = |ns: &str, run: &str| html! { a href=(format!("/runs/{ns}/{run}")) { (run) } };
+    let open = known.iter().filter(|f| f.is_open()).count();
+    html! {
+        h3 { "Known weaknesses (" (open) " open)" }
+        @if known.is_empty() {
+            p.muted id="weaknesses" { "No experiment has refuted its hypothesis yet." }
+        } @else {
+            div id="weaknesses" {
+                @for f in known {
+                    @let ns = f.namespace.as_str();
+                    div class=(if f.is_open() { "weakness open" } else { "weakness fixed" }) data-experiment=(f.experiment) {
+                        @match &f.state {
+                            State::Open => { b.Refuted { "Open" } }
+                            State::Fixed { .. } => { b.Confirmed { "Fixed" } }
+                        }
+                        " " span.sentence { (f.sentence) }
+                        br;
+                        span.muted {
+                            "Found by " a href=(format!("/runbooks/experiment/{ns}/{}", f.experiment)) { (f.experiment) }
+                            " in run " (link(ns, &f.found_by))
+                            @if f.last_refuted_by != f.found_by { ", again in " (link(ns, &f.last_refuted_by)) }
+                            @if let Some(at) = f.found_at { " (" (at.to_string()) ")" }
+                            @if let State::Fixed { run, at } = &f.state {
+                                "; fixed: " span.fixed-by { (link(ns, run)) } " confirmed the hypothesis"
+                                @if let Some(at) = at { " (" (at.to_string()) ")" }
+                            }
+                        }
+                        @if let Some(r) = &f.remediation { p.remediation { "Remediation: " (r) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the SLO page draws, or why a chart is missing.
+pub struct SloCharts {
+    pub budget: Result<Markup, String>,
+    pub burn: Result<Markup, String>,
+    /// The span drawn and the step between points, e.g. `30d` and `3h`.
+    pub span: String,
+    pub step: String,
+    /// Why the span asked for was not used.
+    pub note: Option<String>,
+}
+
+impl Default for SloCharts {
+    fn default() -> Self {
+        Self {
+            budget: Err(String::new()),
+            burn: Err(String::new()),
+            span: String::new(),
+            step: String::new(),
+            note: None,
+        }
+    }
+}
+
+/// One SLO over time: budget remaining and burn rates, with the runs it
+/// guarded marked as bands linked to their pages (what Pyrra's detail page
+/// shows, plus the experiments).
+pub fn slo_page(
+    slo: &ServiceLevelObjective,
+    charts: &SloCharts,
+    runs: &[&ExperimentRun],
+    paused: Option<&str>,
+) -> Markup {
+    let st = slo.status.clone().unwrap_or_default();
+    let ns = slo.namespace().unwrap_or_default();
+    let name = slo.name_any();
+    let chart_or_why = |id: &str, c: &Result<Markup, String>| {
+        html! {
+            @match c {
+                Ok(svg) => div id=(id) { (svg) },
+                Err(why) => p.muted.no-chart id=(id) { (why) },
+            }
+        }
+    };
+    page(
+        &format!("SLO {name}"),
+        false,
+        paused,
+        html! {
+            h2 { "SLO " (ns) "/" (name) " — " (slo.spec.service) }
+            @if let Some(d) = &slo.spec.description { p { (d) } }
+            p {
+                "Objective " (slo.spec.objective) "% over " (slo.spec.window)
+                ". Budget remaining " (budget_bar(st.budget_remaining))
+                " · " span.muted { (lasts(&st, &slo.spec.window)) }
+                " · " a href=(format!("/runbooks/slo/{ns}/{name}")) { "runbook and known weaknesses" }
+            }
+            p {
+                "Burn rates now: "
+                @for b in &st.burn_rates {
+                    span.muted { (b.window) ": " }
+                    (b.burn_rate.map_or("—".to_owned(), |v| format!("{v:.2}"))) " "
+                }
+            }
+            nav.spans {
+                "Span: "
+                @for span in ["1h", "1d", "7d"] {
+                    a href=(format!("/slos/{ns}/{name}?range={span}")) { (span) }
+                }
+                a href=(format!("/slos/{ns}/{name}")) { (slo.spec.window) " (window)" }
+            }
+            @if let Some(n) = &charts.note { p.muted id="note" { (n) } }
+            p.muted { "Last " (charts.span) ", one point every " (charts.step) ". Shaded: experiment runs guarded by this SLO (linked)." }
+            h3 { "Error budget remaining" }
+            (chart_or_why("budget-chart", &charts.budget))
+            h3 { "Burn rates" }
+            (chart_or_why("burn-chart", &charts.burn))
+            h3 { "Experiment runs guarded by this SLO" }
             (runs_table(runs))
         },
     )
@@ -481,7 +615,7 @@ mod tests {
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("&lt;b&gt;incident&lt;/b&gt;"));
-        let runbook = slo_runbook(&slo, &[], &[], None).into_string();
+        let runbook = slo_runbook(&slo, &[], &[], &[], None).into_string();
         assert!(!runbook.contains("<img src=x"));
         assert!(runbook.contains("&quot;&gt;&lt;img"));
     }
@@ -521,6 +655,60 @@ mod tests {
         ] {
             assert!(html.contains(want), "{want} missing from {html}");
         }
+    }
+
+    /// The runbook an alert links to leads with the open weaknesses, then
+    /// the fixed ones with the run that fixed them; the SLO page renders
+    /// with a message where Prometheus gave no chart.
+    #[test]
+    fn runbook_leads_with_open_weaknesses_and_the_slo_page_says_why_a_chart_is_missing() {
+        let slo: ServiceLevelObjective = serde_json::from_value(json!({
+            "apiVersion": "headroom.dev/v1alpha1", "kind": "ServiceLevelObjective",
+            "metadata": { "name": "checkout", "namespace": "shop" },
+            "spec": { "service": "checkout", "objective": 99.0, "window": "30d",
+                "indicator": { "ratio": { "errors": "a[$window]", "total": "b[$window]" } } }
+        }))
+        .expect("slo");
+        let finding = |exp: &str, state: State| Finding {
+            namespace: "shop".into(),
+            experiment: exp.into(),
+            slos: vec!["checkout".into()],
+            found_by: format!("{exp}-1"),
+            found_at: None,
+            last_refuted_by: format!("{exp}-1"),
+            sentence: format!("{exp} <broke>"),
+            remediation: Some("add a replica".into()),
+            state,
+        };
+        let open = finding("pg", State::Open);
+        let fixed = finding(
+            "kill",
+            State::Fixed {
+                run: "kill-2".into(),
+                at: None,
+            },
+        );
+        let html = slo_runbook(&slo, &[], &[], &[&open, &fixed], None).into_string();
+        let at = |needle: &str| {
+            html.find(needle)
+                .unwrap_or_else(|| panic!("{needle} missing: {html}"))
+        };
+        assert!(at("pg &lt;broke&gt;") < at("kill &lt;broke&gt;"));
+        assert!(at("Known weaknesses (1 open)") < at("When its burn-rate alert fires"));
+        assert!(at(r#"href="/runs/shop/kill-2""#) > at("Fixed"));
+        assert!(html.contains("Remediation: add a replica"));
+        assert!(html.contains(r#"href="/slos/shop/checkout""#));
+
+        let charts = SloCharts {
+            budget: Err("Prometheus did not answer: connection refused".into()),
+            burn: Err("Prometheus did not answer: connection refused".into()),
+            span: "30d".into(),
+            step: "3h".into(),
+            note: None,
+        };
+        let page = slo_page(&slo, &charts, &[], None).into_string();
+        assert!(page.contains("Prometheus did not answer: connection refused"));
+        assert!(page.contains(r#"href="/runbooks/slo/shop/checkout""#));
     }
 
     #[test]

@@ -93,6 +93,14 @@ pub struct ChaosExperimentSpec {
     #[schemars(length(max = 2048))]
     pub runbook_url: Option<String>,
 
+    /// What to do about the weakness this experiment finds, in words, e.g.
+    /// "raise max_connections or put PgBouncer in front of PostgreSQL".
+    /// When a run refutes the hypothesis, the guarding SLOs' runbook pages
+    /// list the finding as a known weakness with this text beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub remediation: Option<String>,
+
     /// Evaluate the gate and record what would be done, without injecting.
     #[serde(default)]
     pub dry_run: bool,
