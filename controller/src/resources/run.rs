@@ -355,6 +355,7 @@ pub enum CheckRole {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ZonePods {
+    /// The zone (`topology.kubernetes.io/zone` of the pods' nodes).
     pub zone: String,
     /// Before the fault.
     pub before: i32,
@@ -368,9 +369,12 @@ pub struct ZonePods {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingPod {
+    /// Pod name.
     pub name: String,
+    /// The PodScheduled condition's reason, e.g. `Unschedulable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The scheduler's message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
