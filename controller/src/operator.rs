@@ -20,8 +20,16 @@ use crate::recorded::RecordedCache;
 
 /// Start the reconcilers and the HTTP server; return when a signal arrives.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
+    let mut config = kube::Config::infer()
         .await
+        .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
+    // No hidden retries of 429/503/504 inside the client (up to 15, with
+    // backoff up to minutes): an eviction refused by a PodDisruptionBudget
+    // (429) is an answer to record, and every step that must not give up
+    // (a restore, the run's record) retries on its own, bounded and logged.
+    // A client that waited silently could delay an abort.
+    config.default_retry = false;
+    let client = kube::Client::try_from(config)
         .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
     let metrics = Arc::new(Metrics::default());
     let prometheus = Prometheus::with_options(&crate::prometheus_client::ClientOptions {

@@ -174,6 +174,9 @@ words! {
         ClientsScaled,
         // zoneOutage, nodeDrain
         ZoneCordoned,
+        NodesCordoned,
+        EvictionRefused,
+        Drained,
         Rescheduled,
         PodsPending,
         NodesUncordoned,

@@ -8,12 +8,14 @@
 pub mod checks;
 pub mod connection_exhaustion;
 pub mod evidence;
+pub mod node_drain;
 pub mod pod_kill;
 pub mod scale_down;
 pub mod schema;
 pub mod zone_outage;
 
 pub use connection_exhaustion::ConnectionExhaustionSpec;
+pub use node_drain::NodeDrainSpec;
 pub use pod_kill::PodKillSpec;
 pub use scale_down::ScaleDownSpec;
 pub use zone_outage::ZoneOutageSpec;

@@ -304,6 +304,24 @@ async fn api_server_refuses_bad_specs_naming_the_field() -> Result<()> {
             &["spec.hypothesis.checks[0].http.url"],
         ),
         (
+            "nodeDrain of 0 nodes",
+            with(
+                valid_experiment(n),
+                "spec/action",
+                json!({"nodeDrain": {"nodeSelector": {"matchLabels": {"pool": "a"}}, "count": 0, "maxPods": 5}}),
+            ),
+            &["spec.action.nodeDrain.count"],
+        ),
+        (
+            "nodeDrain without maxPods",
+            with(
+                valid_experiment(n),
+                "spec/action",
+                json!({"nodeDrain": {"nodeSelector": {"matchLabels": {"pool": "a"}}, "count": 1}}),
+            ),
+            &["spec.action.nodeDrain.maxPods"],
+        ),
+        (
             "scaleDown unknown kind",
             with(
                 valid_experiment(n),

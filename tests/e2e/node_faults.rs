@@ -440,3 +440,258 @@ async fn zone_outage_above_its_bounds_is_refused_naming_the_field_and_cordons_no
     uncordon_all(&cluster).await;
     result
 }
+
+/// A PodDisruptionBudget for the `zoned` pods.
+async fn pdb(cluster: &Cluster, ns: &str, spec: Value) -> Result<()> {
+    let mut spec = spec;
+    spec["selector"] = json!({ "matchLabels": { "app": "zoned" } });
+    Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(
+        cluster.client.clone(),
+        ns,
+    )
+    .create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": { "name": "zoned-pdb" },
+            "spec": spec
+        }))?,
+    )
+    .await?;
+    Ok(())
+}
+
+fn node_drain(name: &str, expect_within: &str, extra: Value) -> Result<ChaosExperiment> {
+    let mut spec = json!({
+        "hypothesis": {
+            "description": "draining zone-b's node for an upgrade evicts every pod within the bound and they are Ready elsewhere within 30s",
+            "sloHolds": { "maxBurnRate": 1000 },
+            "recoversWithin": "30s"
+        },
+        "action": { "podKill": null, "nodeDrain": {
+            "nodeSelector": { "matchLabels": { "topology.kubernetes.io/zone": "zone-b" } },
+            "count": 1, "maxPods": 10, "expectDrainWithin": expect_within
+        }},
+        // The drain evicts checkout's pod on that node too: its dip in
+        // capacity must not abort the run, which is about the budget.
+        "budgetPolicy": { "minBudgetRemaining": 10, "maxBurnRateToStart": 1, "abortBurnRate": 1000, "maxBudgetSpend": 90 },
+        "duration": "15s",
+        "blastRadius": null
+    });
+    if let (Value::Object(s), Value::Object(e)) = (&mut spec, extra) {
+        s.extend(e);
+    }
+    experiment(name, "checkout", spec)
+}
+
+#[tokio::test]
+async fn node_drain_evicts_within_its_pdb_and_the_pods_are_ready_elsewhere() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    let result = async {
+        let ns = setup(&cluster, "node-drain").await?;
+        zoned(&cluster, &ns, 4, false).await?;
+        // One pod at a time may go: the drain waits for each replacement.
+        pdb(&cluster, &ns.name, json!({ "maxUnavailable": 1 })).await?;
+        let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+        Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+            .create(&PostParams::default(), &node_drain("drain-b", "30s", json!({}))?)
+            .await?;
+        let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+            .await
+            .with_context(|| operator.log())?;
+        let status = run.status.context("status")?;
+        ensure!(
+            status.phase == RunPhase::Completed && status.verdict == Some(Verdict::Confirmed),
+            "{:?} {:?} {:?}: {:#?}\n{:#?}",
+            status.phase,
+            status.reason,
+            status.verdict,
+            status.expectations,
+            status.timeline
+        );
+        let obs = status.observations.as_ref().context("observations")?;
+        ensure!(obs.drained_nodes == ["kwok-node-3"], "{:?}", obs.drained_nodes);
+        let ours: Vec<_> = obs.evictions.iter().filter(|e| e.namespace == ns.name).collect();
+        ensure!(
+            !ours.is_empty() && ours.iter().all(|e| e.evicted && e.node == "kwok-node-3"),
+            "{:?}",
+            obs.evictions
+        );
+        ensure!(obs.drain_seconds.is_some() && obs.recovery_seconds.is_some(), "{obs:?}");
+        // None of the namespace's pods is on the drained node any more
+        // while it was cordoned; after the restore it is schedulable again.
+        ensure!(
+            cordon_state(&cluster, "kwok-node-3").await? == (false, None),
+            "kwok-node-3 is still cordoned"
+        );
+        println!(
+            "nodeDrain kwok-node-3: {} pods evicted ({} refusals on the way), drained after {:.1}s, Ready elsewhere after {:.1}s",
+            obs.evictions.len(),
+            obs.evictions.iter().map(|e| e.refusals).sum::<i32>(),
+            obs.drain_seconds.unwrap_or(f64::NAN),
+            obs.recovery_seconds.unwrap_or(f64::NAN)
+        );
+        Ok(())
+    }
+    .await;
+    uncordon_all(&cluster).await;
+    result
+}
+
+#[tokio::test]
+async fn node_drain_blocked_by_a_pdb_is_refuted_naming_the_budget() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    let result = async {
+        let ns = setup(&cluster, "node-drain-pdb").await?;
+        zoned(&cluster, &ns, 4, false).await?;
+        // No pod may go: every eviction is refused with 429.
+        pdb(&cluster, &ns.name, json!({ "minAvailable": 4 })).await?;
+        let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+        Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+            .create(
+                &PostParams::default(),
+                &node_drain(
+                    "drain-b",
+                    "5s",
+                    json!({ "hypothesis": { "description": "zone-b's node drains within 5s", "recoversWithin": null } }),
+                )?,
+            )
+            .await?;
+        let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+            .await
+            .with_context(|| operator.log())?;
+        let status = run.status.context("status")?;
+        ensure!(status.phase == RunPhase::Completed, "{:?} {:?}", status.phase, status.reason);
+        let drain = status
+            .expectations
+            .iter()
+            .find(|e| e.name == "expectDrainWithin")
+            .context("no expectDrainWithin result")?;
+        ensure!(
+            drain.result == Verdict::Refuted
+                && drain
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("by PodDisruptionBudget zoned-pdb")),
+            "{drain:?}"
+        );
+        let obs = status.observations.as_ref().context("observations")?;
+        let ours: Vec<_> = obs.evictions.iter().filter(|e| e.namespace == ns.name).collect();
+        ensure!(
+            !ours.is_empty()
+                && ours.iter().all(|e| !e.evicted
+                    && e.refusals >= 5
+                    && e.pdb.as_deref() == Some("zoned-pdb")),
+            "{ours:?}"
+        );
+        ensure!(obs.drain_seconds.is_none(), "{obs:?}");
+        // Nothing of ours left the node: the budget held.
+        let pods = Api::<Pod>::namespaced(cluster.client.clone(), &ns.name)
+            .list(&ListParams::default().labels("app=zoned"))
+            .await?;
+        let on_b = pods
+            .items
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("kwok-node-3"))
+            .count();
+        ensure!(on_b == ours.len(), "{on_b} pods on kwok-node-3, {} were there", ours.len());
+        ensure!(
+            cordon_state(&cluster, "kwok-node-3").await? == (false, None),
+            "kwok-node-3 is still cordoned"
+        );
+        println!(
+            "nodeDrain blocked: {} evictions refused by zoned-pdb over the run",
+            ours.iter().map(|e| e.refusals).sum::<i32>()
+        );
+        Ok(())
+    }
+    .await;
+    uncordon_all(&cluster).await;
+    result
+}
+
+#[tokio::test]
+async fn node_drain_of_a_node_running_pods_of_a_closed_namespace_is_refused_naming_the_pod()
+-> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    let result = async {
+        let ns = setup(&cluster, "node-drain-closed").await?;
+        // A namespace that did not opt in, with a pod on zone-b's node.
+        let closed = format!("{}-closed", ns.name);
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(cluster.client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(
+                    json!({ "metadata": { "name": closed, "labels": { "headroom.dev/test": "e2e" } } }),
+                )?,
+            )
+            .await?;
+        let inner = async {
+            Api::<Deployment>::namespaced(cluster.client.clone(), &closed)
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({
+                        "apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": { "name": "bystander" },
+                        "spec": {
+                            "replicas": 1,
+                            "selector": { "matchLabels": { "app": "bystander" } },
+                            "template": {
+                                "metadata": { "labels": { "app": "bystander" } },
+                                "spec": {
+                                    "nodeSelector": { "kubernetes.io/hostname": "kwok-node-3" },
+                                    "containers": [{ "name": "b", "image": "headroom.local/b:test" }],
+                                    "tolerations": [{ "key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule" }]
+                                }
+                            }
+                        }
+                    }))?,
+                )
+                .await?;
+            eventually(
+                "the bystander pod on kwok-node-3",
+                Duration::from_secs(60),
+                Duration::from_millis(500),
+                || async {
+                    let l = Api::<Pod>::namespaced(cluster.client.clone(), &closed)
+                        .list(&ListParams::default())
+                        .await?;
+                    Ok(l.items.iter().any(crate::experiment::ready).then_some(()))
+                },
+            )
+            .await?;
+            let operator =
+                Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+            Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+                .create(&PostParams::default(), &node_drain("drain-b", "30s", json!({}))?)
+                .await?;
+            let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+                .await
+                .with_context(|| operator.log())?;
+            let status = run.status.context("status")?;
+            ensure!(status.phase == RunPhase::Failed, "{:?}", status.phase);
+            let reason = status.reason.unwrap_or_default();
+            ensure!(
+                reason.starts_with(&format!(
+                    "NamespaceNotOptedIn: spec.action.nodeDrain.nodeSelector: node kwok-node-3 runs pod {closed}/bystander-"
+                )),
+                "{reason}"
+            );
+            ensure!(
+                !cordon_state(&cluster, "kwok-node-3").await?.0,
+                "kwok-node-3 was cordoned"
+            );
+            Ok(())
+        }
+        .await;
+        // Gone before the next test drains the node.
+        let _ = cluster.kubectl(&["delete", "namespace", &closed, "--timeout=90s"]);
+        inner
+    }
+    .await;
+    uncordon_all(&cluster).await;
+    result
+}

@@ -342,6 +342,23 @@ pub fn run_page(run: &ExperimentRun, chart: Option<Markup>, paused: Option<&str>
                     }
                 }
             }
+            @if !obs.drained_nodes.is_empty() {
+                h3 { "Drained " (obs.drained_nodes.join(", ")) }
+                @match obs.drain_seconds {
+                    Some(s) => p { "Every pod evicted and gone after " (format!("{s:.1}")) "s" },
+                    None => p { "Not every pod was evicted by the end of the fault" },
+                }
+                table id="evictions" {
+                    tr { th { "Pod" } th { "Node" } th { "Evicted after" } th { "Refusals" } th { "PodDisruptionBudget" } th { "Last refusal" } }
+                    @for e in &obs.evictions {
+                        tr {
+                            td { (e.namespace) "/" (e.name) } td { (e.node) }
+                            td { (e.evicted_after_seconds.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "not evicted".into())) }
+                            td { (e.refusals) } td { (e.pdb.clone().unwrap_or_default()) } td { (e.last_refusal.clone().unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
             @if let Some(n) = obs.connections_at_first_refusal {
                 p id="refusal" { "The target first refused with " (n) " connections held: " code { (obs.refusal_message.clone().unwrap_or_default()) } }
             }

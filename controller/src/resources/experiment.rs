@@ -2,7 +2,9 @@
 //! policy that decides when the fault may run.
 
 use headroom_experiments::checks::CheckSpec;
-use headroom_experiments::{ConnectionExhaustionSpec, PodKillSpec, ScaleDownSpec, ZoneOutageSpec};
+use headroom_experiments::{
+    ConnectionExhaustionSpec, NodeDrainSpec, PodKillSpec, ScaleDownSpec, ZoneOutageSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -14,7 +16,7 @@ use serde::{Deserialize, Serialize};
     group = "headroom.dev",
     version = "v1alpha1",
     kind = "ChaosExperiment",
-    doc = "A hypothesis about a service under a fault (podKill, scaleDown, connectionExhaustion, zoneOutage), run only while the guarding SLOs have error budget to spare; each attempt is an ExperimentRun with a verdict and its evidence.",
+    doc = "A hypothesis about a service under a fault (podKill, scaleDown, connectionExhaustion, zoneOutage, nodeDrain), run only while the guarding SLOs have error budget to spare; each attempt is an ExperimentRun with a verdict and its evidence.",
     plural = "chaosexperiments",
     shortname = "chaos",
     namespaced,
@@ -40,8 +42,8 @@ pub struct ChaosExperimentSpec {
     #[serde(default)]
     pub budget_policy: BudgetPolicy,
 
-    /// The fault. Set exactly one of podKill, scaleDown, connectionExhaustion
-    /// or zoneOutage.
+    /// The fault. Set exactly one of podKill, scaleDown, connectionExhaustion,
+    /// zoneOutage or nodeDrain.
     pub action: ChaosAction,
 
     /// How long the fault stays in place, e.g. `5m`. Defaults to 5m.
@@ -264,7 +266,7 @@ macro_rules! chaos_actions {
 }
 
 chaos_actions! {
-    refusal: "spec.action must set exactly one of podKill, scaleDown, connectionExhaustion or zoneOutage";
+    refusal: "spec.action must set exactly one of podKill, scaleDown, connectionExhaustion, zoneOutage or nodeDrain";
     /// Delete pods matching a selector.
     PodKill(PodKillSpec) = pod_kill, "podKill";
     /// Scale a workload up then down and record which pods were removed.
@@ -273,6 +275,8 @@ chaos_actions! {
     ConnectionExhaustion(ConnectionExhaustionSpec) = connection_exhaustion, "connectionExhaustion";
     /// Cordon every node of one zone and delete the target's pods there.
     ZoneOutage(ZoneOutageSpec) = zone_outage, "zoneOutage";
+    /// Cordon nodes matching a selector and evict their pods.
+    NodeDrain(NodeDrainSpec) = node_drain, "nodeDrain";
 }
 
 /// Upper bounds on the fault's reach.

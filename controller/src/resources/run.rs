@@ -314,10 +314,48 @@ pub struct Observations {
     /// Highest short-window burn rate seen during the run, per SLO.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub max_burn_rates: Vec<SloBurnRate>,
+    /// For nodeDrain: the nodes drained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drained_nodes: Vec<String>,
+    /// For nodeDrain: every pod the drain evicted or tried to, with the
+    /// PodDisruptionBudget that refused it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evictions: Vec<EvictionRecord>,
+    /// For nodeDrain: seconds from the cordon until every pod was evicted
+    /// and gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_seconds: Option<f64>,
     /// The checks (`hypothesis.checks`, `budgetPolicy.abortChecks`) as
     /// sampled every observation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckRecord>,
+}
+
+/// One pod a nodeDrain evicted, or tried to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvictionRecord {
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// The node it ran on.
+    pub node: String,
+    /// Whether the eviction (or deletion) was accepted.
+    pub evicted: bool,
+    /// Seconds from the cordon until it was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted_after_seconds: Option<f64>,
+    /// Evictions refused (429: a PodDisruptionBudget allowed no disruption).
+    #[serde(default)]
+    pub refusals: i32,
+    /// The PodDisruptionBudget whose selector matches the pod, when an
+    /// eviction was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pdb: Option<String>,
+    /// The API server's last refusal message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal: Option<String>,
 }
 
 /// A check's samples during the run.

@@ -9,6 +9,7 @@
 //! [`spec_of`].
 
 pub mod connection_exhaustion;
+pub mod node_drain;
 pub mod pod_kill;
 pub mod scale_down;
 pub mod zone_outage;
@@ -163,5 +164,6 @@ pub fn spec_of(action: &ChaosAction) -> &dyn ActionSpec {
         ChaosAction::ScaleDown(s) => s,
         ChaosAction::ConnectionExhaustion(s) => s,
         ChaosAction::ZoneOutage(s) => s,
+        ChaosAction::NodeDrain(s) => s,
     }
 }

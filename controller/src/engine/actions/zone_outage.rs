@@ -110,17 +110,27 @@ impl ActionSpec for ZoneOutageSpec {
     }
 
     async fn recover(&self, ctx: &Context, run_ns: &str, rec: &mut Record) -> Result<(), String> {
-        let cordoned = rec
-            .status
-            .restore
-            .as_ref()
-            .map(|r| r.cordoned_nodes.clone())
-            .unwrap_or_default();
-        let owner = crate::engine::support::key(run_ns, &rec.name);
-        let msg = nodes::uncordon_all(&ctx.client, &cordoned, &owner).await?;
-        rec.step(Step::NodesUncordoned, msg);
-        Ok(())
+        recover_cordons(ctx, run_ns, rec).await
     }
+}
+
+/// Uncordon the nodes a run's saved plan names, after a crash (shared with
+/// nodeDrain): only those still carrying this run's mark.
+pub(super) async fn recover_cordons(
+    ctx: &Context,
+    run_ns: &str,
+    rec: &mut Record,
+) -> Result<(), String> {
+    let cordoned = rec
+        .status
+        .restore
+        .as_ref()
+        .map(|r| r.cordoned_nodes.clone())
+        .unwrap_or_default();
+    let owner = crate::engine::support::key(run_ns, &rec.name);
+    let msg = nodes::uncordon_all(&ctx.client, &cordoned, &owner).await?;
+    rec.step(Step::NodesUncordoned, msg);
+    Ok(())
 }
 
 /// Ready pods per zone (pods on unzoned nodes under "").
