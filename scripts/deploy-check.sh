@@ -4,7 +4,8 @@
 # 1. `kubectl apply --dry-run=server -k deploy/` is accepted, with no Pod
 #    Security warning for the operator's Deployment;
 # 2. the operator's RBAC, applied for real, lets its ServiceAccount do every
-#    call the operator makes, and nothing it must not: no Secrets (except the
+#    call the operator makes, and nothing it must not: no Secrets (except
+#    headroom-notify in its own namespace, the notification webhooks, and the
 #    one a team grants with examples/operator-secret-access.yaml), no delete
 #    of anything but pods, no writes to workloads except their scale;
 # 3. every examples/*.yaml is accepted by `kubectl apply --dry-run=server`.
@@ -90,7 +91,8 @@ else
 fi
 rendered="$(k kustomize deploy/)"
 for want in 'runAsNonRoot: true' 'readOnlyRootFilesystem: true' 'allowPrivilegeEscalation: false' \
-  'path: /healthz' 'fieldPath: metadata.namespace' '--listen=0.0.0.0:9464' 'replicas: 2' '- --leader-elect'; do
+  'path: /healthz' 'fieldPath: metadata.namespace' '--listen=0.0.0.0:9464' 'replicas: 2' '- --leader-elect' \
+  '--notify-secret=headroom-notify'; do
   grep -qF -- "$want" <<<"$rendered" || failed "deploy/ renders without '$want'"
 done
 
@@ -137,6 +139,7 @@ for v in get list watch create patch; do can_i yes "$v" prometheusrules.monitori
 can_i yes create tokenreviews.authentication.k8s.io
 can_i yes create subjectaccessreviews.authorization.k8s.io
 can_i yes get configmaps/headroom-pause -n "$NS"
+can_i yes get secrets/headroom-notify -n "$NS"
 can_i yes create leases.coordination.k8s.io -n "$NS"
 for v in get update; do can_i yes "$v" leases.coordination.k8s.io/headroom -n "$NS"; done
 
@@ -146,6 +149,12 @@ for v in get list watch; do can_i no "$v" secrets --all-namespaces; done
 for ns in "$T" default kube-system "$NS"; do
   for v in get list watch create; do can_i no "$v" secrets -n "$ns"; done
 done
+# The notification Secret: read by name in the operator's namespace, and
+# nothing more: no other Secret there, not that name elsewhere, no writes.
+can_i no get secrets/other -n "$NS"
+can_i no get secrets/headroom-notify -n "$T"
+can_i no get secrets/headroom-notify -n default
+for v in list watch update patch delete; do can_i no "$v" secrets/headroom-notify -n "$NS"; done
 # Delete: nothing but pods and runs beyond their experiment's history limit.
 for r in deployments.apps statefulsets.apps replicasets.apps services configmaps \
   servicelevelobjectives.headroom.dev chaosexperiments.headroom.dev \
@@ -221,6 +230,15 @@ elif grep -q Forbidden "$out"; then
   echo "  ok   GET secret $scratch/other-secret as the operator: Forbidden"
 else
   failed "GET secret $scratch/other-secret as the operator failed, but not with Forbidden: $(cat "$out")"
+fi
+
+step "the notification Secret, read as the operator does (GET by name)"
+# Allowed means found or NotFound (the Secret is optional); Forbidden means
+# the Role does not grant it.
+if k -n "$NS" get secret headroom-notify --as="$AS" -o name >/dev/null 2>"$out" || grep -q NotFound "$out"; then
+  echo "  ok   GET secret $NS/headroom-notify as the operator: allowed"
+else
+  failed "GET secret $NS/headroom-notify as the operator was refused: $(cat "$out")"
 fi
 
 step "examples/*.yaml (kubectl apply --dry-run=server)"

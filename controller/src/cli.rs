@@ -118,13 +118,32 @@ pub struct RunArgs {
     /// After writing rules, ask Prometheus to reload (`POST /-/reload`).
     #[arg(long)]
     pub prometheus_reload: bool,
-    /// Base URL of the dashboard, used for default runbook links.
+    /// Base URL of the dashboard, used for default runbook links and the
+    /// run links in notifications.
     #[arg(
         long,
         env = "HEADROOM_DASHBOARD_URL",
         default_value = "http://127.0.0.1:9464"
     )]
     pub dashboard_url: String,
+    /// A Secret in the operator's namespace listing notification webhooks:
+    /// each key names one, its value is the URL (a key ending in `.slack`
+    /// gets Slack-format messages). Runs started, aborted and finished are
+    /// POSTed there. Unset: no notifications.
+    #[arg(long, value_name = "NAME", env = "HEADROOM_NOTIFY_SECRET")]
+    pub notify_secret: Option<String>,
+    /// How often the notification Secret is read again, so a changed URL
+    /// takes effect without a restart.
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse_flag_duration)]
+    pub notify_refresh: std::time::Duration,
+    /// One webhook POST, from connecting to the answer. A POST without an
+    /// answer in time is not retried (the receiver may have it).
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse_flag_duration)]
+    pub notify_timeout: std::time::Duration,
+    /// How long one notification is retried at most after connection
+    /// errors and 408, 429 or 5xx answers.
+    #[arg(long, default_value = "2m", value_parser = crate::duration::parse_flag_duration)]
+    pub notify_retry_for: std::time::Duration,
     /// Watch only this namespace's SLOs and experiments (default: all
     /// namespaces). Lets several operators share a cluster, e.g. in tests.
     #[arg(long, value_name = "NAMESPACE", env = "HEADROOM_WATCH_NAMESPACE")]

@@ -42,6 +42,9 @@ pub struct Context {
     pub run_cache: Option<kube::runtime::reflector::Store<crate::resources::ExperimentRun>>,
     /// `--connection-target-allow`: what `host` targets may resolve to.
     pub connection_allow: crate::allow_list::AllowList,
+    /// Where run notifications go (`--notify-secret`); never awaited by a
+    /// run. Disabled in one-shot commands and tests.
+    pub notifier: crate::notify::Notifier,
 }
 
 impl Context {

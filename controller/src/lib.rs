@@ -18,6 +18,7 @@ pub mod indicator;
 pub mod leader;
 pub mod long_windows;
 pub mod metrics;
+pub mod notify;
 pub mod operator;
 pub mod pause;
 pub mod plan;

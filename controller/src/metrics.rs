@@ -63,6 +63,8 @@ pub struct Metrics {
     pub other_instances: Gauge,
     /// Runs adopted after their driver's heartbeat ran out.
     pub run_adoptions: Counter,
+    /// Notifications by result, and their retries.
+    pub notifications: crate::notify::NotifyMetrics,
 }
 
 impl Default for Metrics {
@@ -163,7 +165,19 @@ impl Default for Metrics {
             "Runs this process adopted and restored after their driver's heartbeat ran out",
             run_adoptions.clone(),
         );
+        let notifications = crate::notify::NotifyMetrics::default();
+        registry.register(
+            "notifications",
+            "Run notifications per webhook by result: delivered, failed (refused, no answer, or retries exhausted) or dropped (a queue was full)",
+            notifications.results.clone(),
+        );
+        registry.register(
+            "notification_retries",
+            "Notification attempts retried after a connection error or a 408, 429 or 5xx answer",
+            notifications.retries.clone(),
+        );
         Self {
+            notifications,
             instance_info,
             other_instances,
             run_adoptions,

@@ -55,6 +55,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
         .set(1);
     info!(instance = %instance.id, run_lease = ?instance.lease, "this process's instance identity (status.driver of the runs it drives)");
+    let notifier = match &args.notify_secret {
+        Some(secret) => {
+            info!(%secret, namespace = %args.operator_namespace, "run notifications go to the webhooks this Secret lists");
+            crate::notify::Notifier::start(
+                client.clone(),
+                crate::notify::Options {
+                    namespace: args.operator_namespace.clone(),
+                    secret: secret.clone(),
+                    refresh: args.notify_refresh,
+                    timeout: args.notify_timeout,
+                    retry_for: args.notify_retry_for,
+                    dashboard_url: args.dashboard_url.clone(),
+                },
+                metrics.notifications.clone(),
+            )
+        }
+        None => crate::notify::Notifier::disabled(),
+    };
     let ctx = Arc::new(Context {
         instance,
         peers_seen: Default::default(),
@@ -75,6 +93,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         direct_reads: tokio::sync::Semaphore::new(crate::context::DIRECT_READS),
         run_cache: Some(caches.runs.clone()),
         connection_allow: crate::allow_list::AllowList(args.connection_target_allow.clone()),
+        notifier,
     });
 
     let dashboard = crate::dashboard::start(ctx.clone(), &caches);
@@ -169,6 +188,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     while !engine.runs.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The runs' last notices, delivered if the webhooks answer soon; the
+    // process does not wait out their retries.
+    engine.notifier.flush(Duration::from_secs(10)).await;
     peers.abort();
     if let Some(e) = elector.as_mut()
         && outcome.is_ok()

@@ -52,6 +52,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
         instance: crate::run_owner::Instance::new(crate::run_owner::DEFAULT_LEASE),
         peers_seen: Default::default(),
         connection_allow: crate::allow_list::AllowList(args.connection_target_allow.clone()),
+        notifier: crate::notify::Notifier::disabled(),
         operator_namespace: args.operator_namespace.clone(),
         runs: engine::Registry::default(),
         recorder: kube::runtime::events::Recorder::new(

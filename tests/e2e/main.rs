@@ -14,6 +14,7 @@ mod experiment;
 mod hostile;
 mod instances;
 mod node_faults;
+mod notify;
 mod prometheus_auth;
 mod prometheus_outage;
 mod prometheus_rules;

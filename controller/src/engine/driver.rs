@@ -25,6 +25,7 @@ use crate::context::Context;
 use crate::duration::parse_duration;
 use crate::gate::{self, Policy};
 use crate::metrics::RunLabels;
+use crate::notify::{Notice, NoticeKind, RunRef};
 use crate::reasons::{Abort, Refusal, RefuseReason, Step};
 use crate::resources::experiment::ChaosExperiment;
 use crate::resources::run::{
@@ -173,6 +174,7 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
         Ok(()) => {
             let _ = rec.advance(Event::Injected).await;
             rec.event(false, "Injected", action.describe()).await;
+            notify(ctx, rec, exp, NoticeKind::Started);
             // Whichever ends first wins: the fault running its course, an
             // abort rule, or an interruption (suspend, deletion, shutdown).
             let progress = action.progress(ctx, rec, deadline);
@@ -198,6 +200,7 @@ async fn run(ctx: &Context, rec: &mut Record, job: Job) {
     action.release();
     if let Some((abort, detected)) = &abort {
         record_abort(ctx, rec, abort, *detected).await;
+        notify(ctx, rec, exp, NoticeKind::Aborted);
     }
     rec.step(
         Step::RestoreStarted,
@@ -349,6 +352,25 @@ async fn finish(
         ),
     )
     .await;
+    notify(ctx, rec, exp, NoticeKind::Finished);
+}
+
+/// Queue a notification about this run (never waits: see `notify`). Not
+/// once another instance drives the run: that one tells how it ended.
+fn notify(ctx: &Context, rec: &Record, exp: &ChaosExperiment, kind: NoticeKind) {
+    if rec.is_lost() {
+        return;
+    }
+    ctx.notifier.send(Notice::new(
+        kind,
+        RunRef {
+            namespace: &exp.namespace().unwrap_or_default(),
+            experiment: &exp.name_any(),
+            run: &rec.name,
+            hypothesis: &exp.spec.hypothesis.description,
+        },
+        &rec.status,
+    ));
 }
 
 fn min_budget(gate: Option<&GateRecord>) -> Option<f64> {
@@ -377,7 +399,21 @@ pub async fn recover(ctx: Arc<Context>, run: ExperimentRun, previous: Option<Str
         .filter(|p| !p.is_empty())
         .map(|p| format!("instance {p}"))
         .unwrap_or_else(|| "an instance that recorded no heartbeat".into());
+    let started = rec.status.phase != RunPhase::Pending;
     restore_orphan(&ctx, &mut rec, &run, &previous).await;
+    // The driver that died could not say how its run ended.
+    if started && !rec.is_lost() {
+        ctx.notifier.send(Notice::new(
+            NoticeKind::Finished,
+            RunRef {
+                namespace: &run.namespace().unwrap_or_default(),
+                experiment: &run.spec.experiment,
+                run: &rec.name,
+                hypothesis: &run.spec.snapshot.hypothesis.description,
+            },
+            &rec.status,
+        ));
+    }
     beat.abort();
     ctx.runs.remove(&run_key);
 }

@@ -177,6 +177,7 @@ async fn drive(world: World, dry_run: bool) -> (ExperimentRun, Vec<Seen>) {
         peers_seen: Default::default(),
         run_cache: None,
         connection_allow: Default::default(),
+        notifier: crate::notify::Notifier::disabled(),
     };
     let run: ExperimentRun = serde_json::from_value(run_object()).expect("run");
     let (_tx, abort) = watch::channel(None);
