@@ -134,6 +134,9 @@ for v in get list patch; do can_i yes "$v" nodes/kwok-node-1; done
 can_i yes create pods --subresource=eviction -n "$T"
 can_i yes list poddisruptionbudgets.policy -n "$T"
 can_i no delete poddisruptionbudgets.policy -n "$T"
+can_i yes create selfsubjectaccessreviews.authorization.k8s.io
+# manifest objects: only where a team grants a kind (none by default).
+can_i no create networkpolicies.networking.k8s.io -n "$T"
 can_i yes get services -n "$T"
 for v in get list watch create patch; do can_i yes "$v" prometheusrules.monitoring.coreos.com -n "$T"; done
 can_i yes create tokenreviews.authentication.k8s.io

@@ -96,6 +96,9 @@ words! {
         KubernetesApiError,
         RestorePlanNotSaved,
         BlastRadiusExceeded,
+        /// The operator's account may not do what the action needs
+        /// (a SelfSubjectAccessReview said no).
+        NotPermitted,
     }
 }
 
@@ -180,6 +183,10 @@ words! {
         Rescheduled,
         PodsPending,
         NodesUncordoned,
+        // manifest
+        ObjectCreated,
+        ObjectGone,
+        ObjectsDeleted,
     }
 }
 

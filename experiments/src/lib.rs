@@ -8,6 +8,7 @@
 pub mod checks;
 pub mod connection_exhaustion;
 pub mod evidence;
+pub mod manifest;
 pub mod node_drain;
 pub mod pod_kill;
 pub mod scale_down;
@@ -15,6 +16,7 @@ pub mod schema;
 pub mod zone_outage;
 
 pub use connection_exhaustion::ConnectionExhaustionSpec;
+pub use manifest::ManifestSpec;
 pub use node_drain::NodeDrainSpec;
 pub use pod_kill::PodKillSpec;
 pub use scale_down::ScaleDownSpec;

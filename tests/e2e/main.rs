@@ -13,6 +13,7 @@ mod disruptive;
 mod experiment;
 mod hostile;
 mod instances;
+mod manifest;
 mod node_faults;
 mod notify;
 mod prometheus_auth;

@@ -74,7 +74,9 @@ pub async fn check_namespaces(ctx: &Context, exp: &ChaosExperiment) -> Result<()
 /// admission checks.
 pub async fn check(ctx: &Context, exp: &ChaosExperiment) -> Result<(), Refusal> {
     check_namespaces(ctx, exp).await?;
-    actions::spec_of(&exp.spec.action).admit(ctx).await?;
+    actions::spec_of(&exp.spec.action)
+        .admit(ctx, &exp.namespace().unwrap_or_default())
+        .await?;
     super::checks::admit(ctx, &exp.spec).await
 }
 

@@ -3,7 +3,8 @@
 
 use headroom_experiments::checks::CheckSpec;
 use headroom_experiments::{
-    ConnectionExhaustionSpec, NodeDrainSpec, PodKillSpec, ScaleDownSpec, ZoneOutageSpec,
+    ConnectionExhaustionSpec, ManifestSpec, NodeDrainSpec, PodKillSpec, ScaleDownSpec,
+    ZoneOutageSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
     group = "headroom.dev",
     version = "v1alpha1",
     kind = "ChaosExperiment",
-    doc = "A hypothesis about a service under a fault (podKill, scaleDown, connectionExhaustion, zoneOutage, nodeDrain), run only while the guarding SLOs have error budget to spare; each attempt is an ExperimentRun with a verdict and its evidence.",
+    doc = "A hypothesis about a service under a fault (podKill, scaleDown, connectionExhaustion, zoneOutage, nodeDrain, manifest), run only while the guarding SLOs have error budget to spare; each attempt is an ExperimentRun with a verdict and its evidence.",
     plural = "chaosexperiments",
     shortname = "chaos",
     namespaced,
@@ -43,7 +44,7 @@ pub struct ChaosExperimentSpec {
     pub budget_policy: BudgetPolicy,
 
     /// The fault. Set exactly one of podKill, scaleDown, connectionExhaustion,
-    /// zoneOutage or nodeDrain.
+    /// zoneOutage, nodeDrain or manifest.
     pub action: ChaosAction,
 
     /// How long the fault stays in place, e.g. `5m`. Defaults to 5m.
@@ -266,7 +267,7 @@ macro_rules! chaos_actions {
 }
 
 chaos_actions! {
-    refusal: "spec.action must set exactly one of podKill, scaleDown, connectionExhaustion, zoneOutage or nodeDrain";
+    refusal: "spec.action must set exactly one of podKill, scaleDown, connectionExhaustion, zoneOutage, nodeDrain or manifest";
     /// Delete pods matching a selector.
     PodKill(PodKillSpec) = pod_kill, "podKill";
     /// Scale a workload up then down and record which pods were removed.
@@ -277,6 +278,8 @@ chaos_actions! {
     ZoneOutage(ZoneOutageSpec) = zone_outage, "zoneOutage";
     /// Cordon nodes matching a selector and evict their pods.
     NodeDrain(NodeDrainSpec) = node_drain, "nodeDrain";
+    /// Create objects (another tool's fault) at injection, delete them at restore.
+    Manifest(ManifestSpec) = manifest, "manifest";
 }
 
 /// Upper bounds on the fault's reach.

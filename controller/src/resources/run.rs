@@ -458,9 +458,27 @@ pub struct RestorePlan {
     /// before the first cordon: the restore uncordons exactly these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cordoned_nodes: Vec<String>,
+    /// Objects a manifest run creates (annotated `headroom.dev/created-by`),
+    /// saved before the first is created: the restore deletes exactly these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_objects: Vec<CreatedObject>,
     /// Whether the restore has been done.
     #[serde(default)]
     pub done: bool,
+}
+
+/// An object a manifest run creates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedObject {
+    /// apiVersion, e.g. `networking.k8s.io/v1`.
+    pub api_version: String,
+    /// Kind, e.g. `NetworkPolicy`.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
 }
 
 /// A workload's replica count before the fault.

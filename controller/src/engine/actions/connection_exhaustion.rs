@@ -86,7 +86,7 @@ impl ActionSpec for ConnectionExhaustionSpec {
         }
     }
 
-    async fn admit(&self, ctx: &Context) -> Result<(), Refusal> {
+    async fn admit(&self, ctx: &Context, _own: &str) -> Result<(), Refusal> {
         let Some((host, port)) = self
             .target
             .as_ref()

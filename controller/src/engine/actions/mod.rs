@@ -9,6 +9,7 @@
 //! [`spec_of`].
 
 pub mod connection_exhaustion;
+pub mod manifest;
 pub mod node_drain;
 pub mod pod_kill;
 pub mod scale_down;
@@ -72,7 +73,7 @@ pub trait ActionSpec: Sync {
 
     /// The action's own admission check beyond namespaces (e.g. a `host`
     /// target against the operator's allow-list).
-    async fn admit(&self, _ctx: &Context) -> Result<(), Refusal> {
+    async fn admit(&self, _ctx: &Context, _own: &str) -> Result<(), Refusal> {
         Ok(())
     }
 
@@ -165,5 +166,6 @@ pub fn spec_of(action: &ChaosAction) -> &dyn ActionSpec {
         ChaosAction::ConnectionExhaustion(s) => s,
         ChaosAction::ZoneOutage(s) => s,
         ChaosAction::NodeDrain(s) => s,
+        ChaosAction::Manifest(s) => s,
     }
 }
