@@ -695,3 +695,70 @@ async fn node_drain_of_a_node_running_pods_of_a_closed_namespace_is_refused_nami
     uncordon_all(&cluster).await;
     result
 }
+
+#[tokio::test]
+async fn node_drain_left_in_flight_by_a_crash_is_uncordoned_by_the_next_operator() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    let result = async {
+        let ns = setup(&cluster, "drain-crash").await?;
+        let home = cluster.namespace("drain-crash-home").await?;
+        zoned(&cluster, &ns, 2, false).await?;
+        // Nothing may be evicted: the drain is still under way at the crash.
+        pdb(&cluster, &ns.name, json!({ "minAvailable": 2 })).await?;
+        let args = [
+            "--evaluation-interval",
+            "2s",
+            "--operator-namespace",
+            &home.name,
+            "--leader-elect",
+            "--lease-duration",
+            "4s",
+            "--run-lease-duration",
+            "4s",
+        ];
+        let first = Operator::start_in(&cluster, &ns.name, &args)?;
+        Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+            .create(
+                &PostParams::default(),
+                &node_drain("drain-b", "60s", json!({ "duration": "120s" }))?,
+            )
+            .await?;
+        let run = observing(&cluster, &ns.name, Duration::from_secs(90))
+            .await
+            .with_context(|| first.log())?;
+        ensure!(
+            cordon_state(&cluster, "kwok-node-3").await?.0,
+            "kwok-node-3 not cordoned"
+        );
+        drop(first);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ensure!(
+            cordon_state(&cluster, "kwok-node-3").await?.0,
+            "the node was uncordoned by a process that was killed"
+        );
+        let second = Operator::start_in(&cluster, &ns.name, &args)?;
+        let done = final_run(&cluster, &ns.name, Duration::from_secs(60))
+            .await
+            .with_context(|| second.log())?;
+        ensure!(done.metadata.uid == run.metadata.uid, "another run");
+        let status = done.status.context("status")?;
+        ensure!(status.phase == RunPhase::Aborted, "{:?}", status.phase);
+        ensure!(
+            status.timeline.iter().any(|t| t.step == "NodesUncordoned"
+                && t.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("uncordoned kwok-node-3"))),
+            "{:?}",
+            status.timeline
+        );
+        ensure!(
+            cordon_state(&cluster, "kwok-node-3").await? == (false, None),
+            "kwok-node-3 is still cordoned after the recovery"
+        );
+        Ok(())
+    }
+    .await;
+    uncordon_all(&cluster).await;
+    result
+}
