@@ -49,13 +49,15 @@ pub struct ObjectRef {
     pub name: String,
 }
 
+/// An `apiVersion` as (group, version): the core group is "".
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    api_version.split_once('/').unwrap_or(("", api_version))
+}
+
 impl ObjectRef {
-    /// `group/version` split: the core group is "".
+    /// The object's (group, version).
     pub fn group_version(&self) -> (&str, &str) {
-        match self.api_version.split_once('/') {
-            Some((g, v)) => (g, v),
-            None => ("", self.api_version.as_str()),
-        }
+        split_api_version(&self.api_version)
     }
 }
 

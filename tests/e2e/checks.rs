@@ -274,20 +274,8 @@ async fn checks_the_operator_may_not_reach_make_the_experiment_invalid_naming_th
         .await?;
     }
     for (name, _, reason, text) in cases {
-        let c = headroom_e2e::eventually(
-            &format!("{name}: Valid=False with reason {reason}"),
-            Duration::from_secs(60),
-            Duration::from_millis(500),
-            || async {
-                let e = exps.get(name).await?;
-                Ok(e.status
-                    .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Valid"))
-                    .filter(|c| c.reason == reason && c.status == "False"))
-            },
-        )
-        .await
-        .with_context(|| operator.log())?;
-        ensure!(c.message.contains(text), "{name}: {}", c.message);
+        let message = crate::experiment::invalid_with(&exps, name, reason, &operator).await?;
+        ensure!(message.contains(text), "{name}: {message}");
     }
     let runs = crate::experiment::runs(&cluster, &ns.name).await?;
     ensure!(

@@ -811,3 +811,44 @@ async fn finished_runs_beyond_run_history_limit_are_deleted_oldest_first() -> Re
     );
     Ok(())
 }
+
+/// An operator that leads through a 4s Lease in `home`, and whose runs'
+/// heartbeats run out 4s after it dies: the next instance adopts its runs
+/// (restores them) as soon as the leader Lease allows.
+pub(crate) fn failover_args(home: &str) -> [&str; 9] {
+    [
+        "--evaluation-interval",
+        "2s",
+        "--operator-namespace",
+        home,
+        "--leader-elect",
+        "--lease-duration",
+        "4s",
+        "--run-lease-duration",
+        "4s",
+    ]
+}
+
+/// Wait until experiment `name`'s Valid condition is False with `reason`;
+/// its message.
+pub(crate) async fn invalid_with(
+    exps: &Api<ChaosExperiment>,
+    name: &str,
+    reason: &str,
+    operator: &Operator,
+) -> Result<String> {
+    let c = eventually(
+        &format!("{name}: Valid=False with reason {reason}"),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let e = exps.get(name).await?;
+            Ok(e.status
+                .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Valid"))
+                .filter(|c| c.reason == reason && c.status == "False"))
+        },
+    )
+    .await
+    .with_context(|| operator.log())?;
+    Ok(c.message)
+}

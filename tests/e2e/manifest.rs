@@ -175,17 +175,7 @@ async fn a_delegated_fault_left_by_a_crash_is_deleted_by_the_next_operator() -> 
     set_error_ratio(&cluster, 0.0).await?;
     web(&cluster, &ns).await?;
     calm(&cluster).await?;
-    let args = [
-        "--evaluation-interval",
-        "2s",
-        "--operator-namespace",
-        &home.name,
-        "--leader-elect",
-        "--lease-duration",
-        "4s",
-        "--run-lease-duration",
-        "4s",
-    ];
+    let args = crate::experiment::failover_args(&home.name);
     let first = Operator::start_in(&cluster, &ns.name, &args)?;
     Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
         .create(&PostParams::default(), &slo("checkout", ERRORS)?)
@@ -274,20 +264,8 @@ async fn manifest_objects_it_may_not_own_are_refused_naming_the_object() -> Resu
         .await?;
     }
     for (name, _, reason, text) in cases {
-        let c = eventually(
-            &format!("{name}: Valid=False with reason {reason}"),
-            Duration::from_secs(60),
-            Duration::from_millis(500),
-            || async {
-                let e = exps.get(name).await?;
-                Ok(e.status
-                    .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Valid"))
-                    .filter(|c| c.reason == reason && c.status == "False"))
-            },
-        )
-        .await
-        .with_context(|| operator.log())?;
-        ensure!(c.message.contains(text), "{name}: {}", c.message);
+        let message = crate::experiment::invalid_with(&exps, name, reason, &operator).await?;
+        ensure!(message.contains(text), "{name}: {message}");
     }
     // An object that exists already is someone else's: the run is refused
     // before anything is created, and the object is left as it was.

@@ -331,17 +331,7 @@ async fn zone_outage_left_in_flight_by_a_crash_is_uncordoned_by_the_next_operato
         let ns = setup(&cluster, "zone-crash").await?;
         let home = cluster.namespace("zone-crash-home").await?;
         zoned(&cluster, &ns, 2, false).await?;
-        let args = [
-            "--evaluation-interval",
-            "2s",
-            "--operator-namespace",
-            &home.name,
-            "--leader-elect",
-            "--lease-duration",
-            "4s",
-            "--run-lease-duration",
-            "4s",
-        ];
+        let args = crate::experiment::failover_args(&home.name);
         let first = Operator::start_in(&cluster, &ns.name, &args)?;
         Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
             .create(
@@ -706,17 +696,7 @@ async fn node_drain_left_in_flight_by_a_crash_is_uncordoned_by_the_next_operator
         zoned(&cluster, &ns, 2, false).await?;
         // Nothing may be evicted: the drain is still under way at the crash.
         pdb(&cluster, &ns.name, json!({ "minAvailable": 2 })).await?;
-        let args = [
-            "--evaluation-interval",
-            "2s",
-            "--operator-namespace",
-            &home.name,
-            "--leader-elect",
-            "--lease-duration",
-            "4s",
-            "--run-lease-duration",
-            "4s",
-        ];
+        let args = crate::experiment::failover_args(&home.name);
         let first = Operator::start_in(&cluster, &ns.name, &args)?;
         Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
             .create(

@@ -31,19 +31,7 @@ async fn a_follower_takes_over_when_the_leader_is_killed_and_restores_its_run() 
     set_error_ratio(&cluster, 0.0).await?;
     web(&cluster, &ns).await?;
     calm(&cluster).await?;
-    let args = [
-        "--evaluation-interval",
-        "2s",
-        "--operator-namespace",
-        &home.name,
-        "--leader-elect",
-        "--lease-duration",
-        "4s",
-        // The run's own heartbeat: the new leader adopts the run once it
-        // has run out, as soon as the leader Lease allows.
-        "--run-lease-duration",
-        "4s",
-    ];
+    let args = crate::experiment::failover_args(&home.name);
     let mut a = Some(Operator::start_in(&cluster, &ns.name, &args)?);
     let mut b = Some(Operator::start_in(&cluster, &ns.name, &args)?);
     let leader_is_a = eventually(

@@ -52,6 +52,19 @@ pub async fn cordon(client: &kube::Client, name: &str, owner: &str) -> Result<()
         .map_err(|e| format!("cordoning node {name}: {e}"))
 }
 
+/// Cordon every node of `names` for run `owner`, stopping at the first
+/// failure: the restore uncordons what was cordoned, from the saved plan.
+pub async fn cordon_all(
+    client: &kube::Client,
+    names: &[String],
+    owner: &str,
+) -> Result<(), String> {
+    for name in names {
+        cordon(client, name, owner).await?;
+    }
+    Ok(())
+}
+
 /// How one node's uncordon went.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Uncordon {

@@ -32,6 +32,12 @@ where
         .await
 }
 
+/// The seed of a run's random choices, saved in its status so the choice
+/// can be replayed: 53 bits, exact in JSON and an int64 in the CRD schema.
+pub fn new_seed() -> u64 {
+    rand::random::<u64>() >> 11
+}
+
 /// `namespace/name` of an object.
 pub fn key(ns: &str, name: &str) -> String {
     format!("{ns}/{name}")

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use headroom_experiments::manifest::{ManifestSpec, ObjectRef, object_refs};
+use headroom_experiments::manifest::{ManifestSpec, ObjectRef, object_refs, split_api_version};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
@@ -240,13 +240,8 @@ async fn delete_all(
 ) -> Result<String, String> {
     let (mut done, mut left) = (Vec::new(), Vec::new());
     for o in objects {
-        let gvk = {
-            let (g, v) = match o.api_version.split_once('/') {
-                Some((g, v)) => (g, v),
-                None => ("", o.api_version.as_str()),
-            };
-            GroupVersionKind::gvk(g, v, &o.kind)
-        };
+        let (g, v) = split_api_version(&o.api_version);
+        let gvk = GroupVersionKind::gvk(g, v, &o.kind);
         let what = format!("{} {}/{}", o.kind, o.namespace, o.name);
         let outcome = retry(&format!("deleting {what}"), RETRY_FOR, || async {
             let (ar, _) = kube::discovery::pinned_kind(&ctx.client, &gvk)

@@ -93,8 +93,7 @@ impl ActionSpec for NodeDrainSpec {
             .filter(|n| !n.unschedulable)
             .map(|n| n.name)
             .collect();
-        // 53 bits: exact in JSON, and an int64 in the CRD schema.
-        let seed = rand::random::<u64>() >> 11;
+        let seed = crate::engine::support::new_seed();
         let bad_plan = |e: node_drain::PlanError| {
             let reason = match e {
                 node_drain::PlanError::NotOptedIn { .. } => RefuseReason::NamespaceNotOptedIn,
@@ -354,11 +353,9 @@ impl LiveAction for NodeDrain {
 
     async fn inject(&mut self, ctx: &Context, rec: &mut Record) -> Result<(), Abort> {
         self.owner = key(&self.run_ns, &rec.name);
-        for node in &self.nodes {
-            nodes::cordon(&ctx.client, node, &self.owner)
-                .await
-                .map_err(|e| Abort::new(AbortReason::ActionFailed, e))?;
-        }
+        nodes::cordon_all(&ctx.client, &self.nodes, &self.owner)
+            .await
+            .map_err(|e| Abort::new(AbortReason::ActionFailed, e))?;
         self.cordoned_at = Some(Instant::now());
         rec.step(
             Step::NodesCordoned,

@@ -86,8 +86,7 @@ impl ActionSpec for PodKillSpec {
                 max_pods: exp.spec.blast_radius.as_ref().and_then(|b| b.max_pods),
                 max_percent: exp.spec.blast_radius.as_ref().and_then(|b| b.max_percent),
             },
-            // 53 bits: exact in JSON, and an int64 in the CRD schema.
-            seed: rand::random::<u64>() >> 11,
+            seed: crate::engine::support::new_seed(),
             rounds,
             round_every,
             recover_bound: exp

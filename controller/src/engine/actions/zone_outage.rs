@@ -79,8 +79,7 @@ impl ActionSpec for ZoneOutageSpec {
             .iter()
             .filter_map(|p| Some((p.name_any(), p.spec.as_ref()?.node_name.clone()?)))
             .collect();
-        // 53 bits: exact in JSON, and an int64 in the CRD schema.
-        let seed = rand::random::<u64>() >> 11;
+        let seed = crate::engine::support::new_seed();
         let limits = Limits {
             max_pods: exp.spec.blast_radius.as_ref().and_then(|b| b.max_pods),
             max_percent: exp.spec.blast_radius.as_ref().and_then(|b| b.max_percent),
@@ -224,11 +223,9 @@ impl LiveAction for ZoneOutage {
 
     async fn inject(&mut self, ctx: &Context, rec: &mut Record) -> Result<(), Abort> {
         self.owner = crate::engine::support::key(&self.run_ns, &rec.name);
-        for node in &self.plan.cordon {
-            nodes::cordon(&ctx.client, node, &self.owner)
-                .await
-                .map_err(|e| Abort::new(AbortReason::ActionFailed, e))?;
-        }
+        nodes::cordon_all(&ctx.client, &self.plan.cordon, &self.owner)
+            .await
+            .map_err(|e| Abort::new(AbortReason::ActionFailed, e))?;
         rec.step(
             Step::ZoneCordoned,
             format!(
@@ -297,7 +294,7 @@ impl LiveAction for ZoneOutage {
                 .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
                 .count();
             let ready = pods.iter().filter(|p| live::is_ready(p)).count();
-            if rescheduled.is_none() && placed >= pods.len() && pods.len() >= self.plan_expected() {
+            if rescheduled.is_none() && placed >= pods.len() && pods.len() >= self.ready_before {
                 let t = start.elapsed();
                 rescheduled = Some(t);
                 rec.step(
@@ -384,11 +381,6 @@ impl LiveAction for ZoneOutage {
 }
 
 impl ZoneOutage {
-    /// Pods the workload should have once the replacements exist.
-    fn plan_expected(&self) -> usize {
-        self.ready_before
-    }
-
     /// Node zones now (a node added meanwhile counts where it is).
     async fn infos_now(&self, ctx: &Context) -> Vec<NodeInfo> {
         match nodes::list(&ctx.client, None).await {
