@@ -7,6 +7,20 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "disk space"
+# A run builds several GiB under target/ (debug, every test binary) and the
+# cluster's Go builds under ~/.cache/headroom; a full disk fails the linker
+# with an error far from its cause, so say it first.
+df -h . "${HOME}" | sed 's/^/  /'
+avail_kib="$(df -Pk . | awk 'NR==2 {print $4}')"
+if (( avail_kib < 8 * 1024 * 1024 )); then
+  echo "FAILED: $(( avail_kib / 1024 / 1024 )) GiB free where the build runs; it needs about 8 GiB (target/ and the cluster's binaries)" >&2
+  exit 1
+fi
+# Incremental compilation pays off when editing, not in a one-shot run, and
+# doubles target/ (its cache is as big as the artifacts).
+export CARGO_INCREMENTAL=0
+
 step "toolchain"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo --version
