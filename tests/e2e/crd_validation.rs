@@ -241,6 +241,24 @@ async fn api_server_refuses_bad_specs_naming_the_field() -> Result<()> {
             &["spec.action.scaleDown.expectZoneSpread"],
         ),
         (
+            "concurrencyPolicy Replace without a schedule",
+            with(
+                valid_experiment(n),
+                "spec/concurrencyPolicy",
+                json!("Replace"),
+            ),
+            &["spec.concurrencyPolicy Replace needs spec.schedule"],
+        ),
+        (
+            "concurrencyPolicy Allow",
+            with(
+                with(valid_experiment(n), "spec/schedule", json!("0 * * * *")),
+                "spec/concurrencyPolicy",
+                json!("Allow"),
+            ),
+            &["spec.concurrencyPolicy", "Forbid", "Replace"],
+        ),
+        (
             "zoneOutage with both zone and pickZone",
             with(
                 valid_experiment(n),

@@ -812,6 +812,145 @@ async fn finished_runs_beyond_run_history_limit_are_deleted_oldest_first() -> Re
     Ok(())
 }
 
+/// The Unix time of the schedule slot a run is named after (`…-s<time>`).
+fn slot_of(run: &ExperimentRun) -> Option<i64> {
+    run.name_any().rsplit_once("-s")?.1.parse().ok()
+}
+
+#[tokio::test]
+async fn a_schedule_slot_during_a_run_is_skipped_or_replaces_the_run() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let forbid = cluster.namespace("slot-forbid").await?;
+    let replace = cluster.namespace("slot-replace").await?;
+    set_error_ratio(&cluster, 0.0).await?;
+    web(&cluster, &forbid).await?;
+    web(&cluster, &replace).await?;
+    calm(&cluster).await?;
+    // Every minute, each run 100s long: the second slot always comes while
+    // the first slot's run is in flight.
+    let mut operators = Vec::new();
+    for (ns, policy) in [(&forbid, "Forbid"), (&replace, "Replace")] {
+        operators.push(Operator::start_in(
+            &cluster,
+            &ns.name,
+            &["--evaluation-interval", "2s"],
+        )?);
+        Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), &ns.name)
+            .create(&PostParams::default(), &slo("checkout", ERRORS)?)
+            .await?;
+        Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
+            .create(
+                &PostParams::default(),
+                &experiment(
+                    "every-minute",
+                    "checkout",
+                    json!({ "duration": "100s", "schedule": "* * * * *", "concurrencyPolicy": policy }),
+                )?,
+            )
+            .await?;
+    }
+    let logs = || format!("{}\n{}", operators[0].log(), operators[1].log());
+    let first_forbid = observing(&cluster, &forbid.name, Duration::from_secs(75))
+        .await
+        .with_context(logs)?;
+    let first_replace = observing(&cluster, &replace.name, Duration::from_secs(75))
+        .await
+        .with_context(logs)?;
+
+    // Forbid: the next slot is recorded as skipped, naming the run in flight.
+    let skipped = eventually(
+        "the second slot recorded as skipped",
+        Duration::from_secs(75),
+        Duration::from_millis(500),
+        || async {
+            Ok(runs(&cluster, &forbid.name).await?.into_iter().find(|r| {
+                r.status.as_ref().is_some_and(|s| {
+                    s.phase == RunPhase::Gated
+                        && s.gate.as_ref().is_some_and(|g| g.reason == "RunInProgress")
+                })
+            }))
+        },
+    )
+    .await
+    .with_context(logs)?;
+    let reason = skipped
+        .status
+        .as_ref()
+        .and_then(|s| s.reason.clone())
+        .unwrap_or_default();
+    ensure!(
+        reason.contains(&first_forbid.name_any()) && reason.contains("Forbid"),
+        "{reason}"
+    );
+    let skipped_slot = slot_of(&skipped).context("the skipped record names its slot")?;
+
+    // Replace: the first run is aborted and restored, and the slot's own
+    // run starts in its place.
+    let replaced = final_run(&cluster, &replace.name, Duration::from_secs(75))
+        .await
+        .with_context(logs)?;
+    ensure!(replaced.metadata.uid == first_replace.metadata.uid);
+    let status = replaced.status.clone().context("status")?;
+    ensure!(status.phase == RunPhase::Aborted, "{:?}", status.phase);
+    let reason = status.reason.clone().unwrap_or_default();
+    ensure!(
+        reason.starts_with("Interrupted") && reason.contains("concurrencyPolicy is Replace"),
+        "{reason}"
+    );
+    ensure!(status.restore.as_ref().is_some_and(|r| r.done));
+    let successor = eventually(
+        "the replacing slot's run in flight",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            Ok(runs(&cluster, &replace.name).await?.into_iter().find(|r| {
+                r.metadata.uid != first_replace.metadata.uid
+                    && r.status.as_ref().is_some_and(|s| s.phase.holds_fault())
+            }))
+        },
+    )
+    .await
+    .with_context(logs)?;
+    ensure!(
+        slot_of(&successor) > slot_of(&first_replace),
+        "{} after {}",
+        successor.name_any(),
+        first_replace.name_any()
+    );
+
+    // Forbid: the first run runs its course, and the skipped slot does not
+    // start late when it ends: nothing else starts before the slot after it.
+    let done = final_run(&cluster, &forbid.name, Duration::from_secs(90))
+        .await
+        .with_context(logs)?;
+    ensure!(done.metadata.uid == first_forbid.metadata.uid);
+    ensure!(
+        done.status
+            .as_ref()
+            .is_some_and(|s| s.phase == RunPhase::Completed),
+        "{:?}",
+        done.status.as_ref().map(|s| s.phase)
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for r in runs(&cluster, &forbid.name).await? {
+        let gated = r
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase == RunPhase::Gated);
+        if r.metadata.uid == first_forbid.metadata.uid || gated {
+            continue;
+        }
+        ensure!(
+            slot_of(&r).is_some_and(|s| s > skipped_slot),
+            "{} started for a slot no later than the skipped one ({skipped_slot})",
+            r.name_any()
+        );
+    }
+    Ok(())
+}
+
 /// An operator that leads through a 4s Lease in `home`, and whose runs'
 /// heartbeats run out 4s after it dies: the next instance adopts its runs
 /// (restores them) as soon as the leader Lease allows.

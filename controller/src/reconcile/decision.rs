@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::resources::experiment::ChaosExperiment;
+use crate::resources::experiment::{ChaosExperiment, ConcurrencyPolicy};
 use crate::resources::run::{ExperimentRun, RunPhase, Trigger};
 
 /// A run the experiment asks for now, or the next one it will ask for.
@@ -179,6 +179,34 @@ pub fn next(due: &Due, gate_open: bool, last_gated_for_same_reason: bool) -> Nex
         (true, false, _) => Next::RecordGated {
             slot: Some(due.slot.clone()),
         },
+    }
+}
+
+/// What a due run does while a run of the same experiment is in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WhileRunning {
+    /// Nothing now: not due, or a manual request, served after the run.
+    Wait,
+    /// `Forbid`: the slot is skipped, recorded as a Gated run.
+    Skip { slot: String },
+    /// `Replace`: the run in flight is aborted and restored; the slot's run
+    /// starts once it is gone (the slot stays due: the aborted run was
+    /// created before it).
+    Replace,
+}
+
+/// [`WhileRunning`] for a due run, the experiment's policy, and whether
+/// this instance drives the run in flight (only the driver can abort it;
+/// another instance waits for it to do so).
+pub fn while_running(due: &Due, policy: ConcurrencyPolicy, driven_here: bool) -> WhileRunning {
+    match (due.now, due.trigger, policy) {
+        (true, Trigger::Schedule, ConcurrencyPolicy::Forbid) => WhileRunning::Skip {
+            slot: due.slot.clone(),
+        },
+        (true, Trigger::Schedule, ConcurrencyPolicy::Replace) if driven_here => {
+            WhileRunning::Replace
+        }
+        _ => WhileRunning::Wait,
     }
 }
 
@@ -497,6 +525,71 @@ mod tests {
         ];
         for (name, runs, finished, gated, want) in cases {
             assert_eq!(prune(&runs, finished, gated), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_slot_while_a_run_is_in_flight() {
+        use ConcurrencyPolicy::{Forbid, Replace};
+        let due = |now, trigger| Due {
+            now,
+            trigger,
+            slot: "s60".into(),
+        };
+        let skip = WhileRunning::Skip { slot: "s60".into() };
+        let cases = [
+            (
+                "forbid skips a due slot",
+                due(true, Trigger::Schedule),
+                Forbid,
+                true,
+                skip.clone(),
+            ),
+            (
+                "forbid skips it for a run driven elsewhere too",
+                due(true, Trigger::Schedule),
+                Forbid,
+                false,
+                skip,
+            ),
+            (
+                "replace aborts the run it drives",
+                due(true, Trigger::Schedule),
+                Replace,
+                true,
+                WhileRunning::Replace,
+            ),
+            (
+                "replace leaves another instance's run to it",
+                due(true, Trigger::Schedule),
+                Replace,
+                false,
+                WhileRunning::Wait,
+            ),
+            (
+                "a slot not yet due waits",
+                due(false, Trigger::Schedule),
+                Forbid,
+                true,
+                WhileRunning::Wait,
+            ),
+            (
+                "run now is served after the run",
+                due(true, Trigger::Manual),
+                Replace,
+                true,
+                WhileRunning::Wait,
+            ),
+            (
+                "a one-off experiment waits",
+                due(true, Trigger::Once),
+                Forbid,
+                true,
+                WhileRunning::Wait,
+            ),
+        ];
+        for (name, due, policy, here, want) in cases {
+            assert_eq!(while_running(&due, policy, here), want, "{name}");
         }
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::Error;
-use super::decision::{self, Next};
+use super::decision::{self, Next, WhileRunning};
 use crate::conditions::{self, Status};
 use crate::context::{Context, MANAGER};
 use crate::engine::driver::{self, Job};
@@ -28,10 +28,11 @@ use crate::engine::heartbeat::Outcome as Claim;
 use crate::engine::{self, ActiveRun, GateOutcome, evaluate_gate, key, now, now_micro};
 use crate::metrics::{ControllerLabels, ReasonLabels};
 use crate::resources::experiment::{
-    ChaosExperiment, ChaosExperimentSpec, ChaosExperimentStatus, ExperimentPhase,
+    ChaosExperiment, ChaosExperimentSpec, ChaosExperimentStatus, ConcurrencyPolicy, ExperimentPhase,
 };
 use crate::resources::run::{
-    ExperimentRun, ExperimentRunSpec, ExperimentRunStatus, RunPhase, TimelineEntry, Trigger,
+    ExperimentRun, ExperimentRunSpec, ExperimentRunStatus, GateRecord, RunPhase, TimelineEntry,
+    Trigger,
 };
 use crate::run_owner::{self, Holder};
 use crate::slo_reader::Freshness;
@@ -126,6 +127,12 @@ pub fn validate_spec(spec: &ChaosExperimentSpec) -> Result<(), (&'static str, St
     }
     if let Some(schedule) = &spec.schedule {
         next_fire(schedule, spec.time_zone.as_deref(), Utc::now())?;
+    }
+    if spec.concurrency_policy == ConcurrencyPolicy::Replace && spec.schedule.is_none() {
+        return Err((
+            "InvalidSchedule",
+            "spec.concurrencyPolicy Replace needs spec.schedule: it decides what a schedule slot does while a run is in flight".into(),
+        ));
     }
     if let Some(d) = &spec.starting_deadline {
         crate::duration::parse_duration(d)
@@ -362,15 +369,15 @@ async fn step(
     }
     // Runs another live instance drives: left alone, and looked at again
     // when their heartbeat would run out.
-    if let Some(wait) = driven_elsewhere(ctx, &name, &runs) {
+    let elsewhere = driven_elsewhere(ctx, &name, &runs);
+    let driven_here = !ctx.runs.of_experiment(&exp_key).is_empty();
+    if elsewhere.is_some() || driven_here {
         draft.status.phase = Some(ExperimentPhase::Running);
         draft.status.next_run = previous.next_run.clone();
-        return Ok(wait);
-    }
-    if !ctx.runs.of_experiment(&exp_key).is_empty() {
-        draft.status.phase = Some(ExperimentPhase::Running);
-        draft.status.next_run = previous.next_run.clone();
-        return Ok(Duration::from_secs(5));
+        if exp.spec.schedule.is_some() {
+            slot_while_running(ctx, exp, &runs, driven_here).await?;
+        }
+        return Ok(elsewhere.unwrap_or(Duration::from_secs(5)));
     }
 
     let now_utc = Utc::now();
@@ -440,6 +447,64 @@ async fn step(
     }
     Ok(Duration::from_secs(5))
 }
+
+/// A schedule slot that comes due while a run of the experiment is in
+/// flight: with `Forbid` it is skipped and recorded as a Gated run (named
+/// after the slot, so two instances record it once), with `Replace` the run
+/// this instance drives is aborted and restored, and the slot, still due,
+/// starts at a later reconcile.
+async fn slot_while_running(
+    ctx: &Context,
+    exp: &ChaosExperiment,
+    runs: &[ExperimentRun],
+    driven_here: bool,
+) -> Result<(), Error> {
+    let due = decision::due_for(exp, runs, created, created(exp), Utc::now(), |s, t| {
+        next_fire(s, exp.spec.time_zone.as_deref(), t).map_err(|(_, m)| m)
+    })
+    .map_err(Error::Invalid)?;
+    let in_flight = runs
+        .iter()
+        .rev()
+        .find(|r| r.status.as_ref().is_none_or(|s| !s.phase.is_final()))
+        .map(ResourceExt::name_any)
+        .unwrap_or_else(|| "of this experiment".into());
+    match decision::while_running(&due, exp.spec.concurrency_policy, driven_here) {
+        WhileRunning::Wait => {}
+        WhileRunning::Skip { slot } => {
+            let message = format!(
+                "run {in_flight} is still in flight and spec.concurrencyPolicy is Forbid: this schedule slot is skipped"
+            );
+            let outcome = GateOutcome {
+                decision: crate::gate::Decision {
+                    open: false,
+                    reason: RUN_IN_PROGRESS.into(),
+                    message: message.clone(),
+                },
+                record: GateRecord {
+                    open: false,
+                    reason: RUN_IN_PROGRESS.into(),
+                    message: Some(message),
+                    decided_at: Some(now()),
+                    slos: Vec::new(),
+                },
+            };
+            record_gated(ctx, exp, Trigger::Schedule, Some(&slot), &outcome).await?;
+        }
+        WhileRunning::Replace => {
+            let key = key(&exp.namespace().unwrap_or_default(), &exp.name_any());
+            info!(experiment = %key, run = %in_flight, "a schedule slot replaces the run in flight");
+            ctx.runs.abort_experiment(
+                &key,
+                "spec.concurrencyPolicy is Replace and the schedule's next slot came while this run was in flight",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The gate reason of a schedule slot skipped because a run was in flight.
+const RUN_IN_PROGRESS: &str = "RunInProgress";
 
 /// When another live instance drives a run of this experiment: how long
 /// until its heartbeat would run out (bounded to 0.5–5 s).

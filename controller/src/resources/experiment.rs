@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.concurrencyPolicy) || self.concurrencyPolicy != 'Replace' || has(self.schedule)").message("spec.concurrencyPolicy Replace needs spec.schedule: it decides what a schedule slot does while a run is in flight"))]
 pub struct ChaosExperimentSpec {
     /// What the team believes and how it is checked.
     pub hypothesis: Hypothesis,
@@ -82,6 +83,15 @@ pub struct ChaosExperimentSpec {
     #[schemars(schema_with = "headroom_experiments::schema::optional_duration")]
     pub starting_deadline: Option<String>,
 
+    /// What a schedule slot does when it comes while a run of this
+    /// experiment is still in flight. `Forbid` (the default) skips the slot
+    /// and records it as a Gated run with reason `RunInProgress`; `Replace`
+    /// aborts and restores the run in flight, then starts the slot's run
+    /// (its gate permitting). Two runs of one experiment never overlap:
+    /// they would fault the same target. Needs `schedule` for `Replace`.
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+
     /// Stop scheduling; a run in progress is aborted and restored.
     #[serde(default)]
     pub suspend: bool,
@@ -119,6 +129,17 @@ pub struct ChaosExperimentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub gated_history_limit: Option<i32>,
+}
+
+/// `spec.concurrencyPolicy`, as a CronJob's, less `Allow`: two runs of
+/// one experiment would fault the same target at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    /// Skip a slot that comes while a run is in flight, and record it.
+    #[default]
+    Forbid,
+    /// Abort and restore the run in flight, then start the slot's run.
+    Replace,
 }
 
 /// Default of `spec.runHistoryLimit`.
