@@ -102,6 +102,16 @@ if validate_out="$(./target/debug/headroom validate -f "$broken" -f examples/exp
   exit 1
 fi
 grep -q 'spec.slos names checkout-availability' <<<"$validate_out" || { echo "FAILED: headroom validate did not name the missing SLO: $validate_out" >&2; exit 1; }
+# The CRD's schema and CEL rules, offline: a misspelt field and a podKill
+# with both count and percent are named without a cluster.
+sed -e 's/^  duration: /  durration: /' -e 's/^      count: 1$/      count: 1\n      percent: 10/' examples/experiments.yaml >"$broken"
+if validate_out="$(./target/debug/headroom validate -f examples/slos.yaml -f "$broken" 2>&1)"; then
+  echo "FAILED: headroom validate accepted a misspelt field and a podKill with count and percent: $validate_out" >&2
+  exit 1
+fi
+for needle in 'spec.durration: unknown field' 'spec.action.podKill: Invalid value: "object": set exactly one of spec.action.podKill.count or spec.action.podKill.percent'; do
+  grep -qF "$needle" <<<"$validate_out" || { echo "FAILED: headroom validate did not say $needle: $validate_out" >&2; exit 1; }
+done
 rm -f "$broken"
 
 step "browser test dependencies (playwright-core, driving Debian's Chromium)"

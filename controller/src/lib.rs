@@ -34,6 +34,7 @@ pub mod rule_metadata;
 pub mod rules;
 pub mod rules_writer;
 pub mod run_owner;
+pub mod schema_check;
 pub mod slo_eval;
 pub mod slo_reader;
 pub mod status;

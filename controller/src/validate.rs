@@ -1,13 +1,14 @@
 //! `headroom validate -f FILE…`: what a pipeline can check before
-//! `kubectl apply`, without a cluster. Every document is read as the type
-//! its `kind` names (so a wrong field type or a missing field is named),
-//! then checked as the operator checks it: an SLO as `headroom rules`
-//! translates it (PromQL parses, `$window` present, tiers valid), an
-//! experiment with the operator's own spec checks (durations, schedule,
-//! time zone, the action's own rules), and each experiment's `spec.slos`
-//! against the SLOs of the same namespace in the files. The schema and CEL
-//! rules stay the API server's: `kubectl apply --dry-run=server` checks
-//! them against the installed CRDs.
+//! `kubectl apply`, without a cluster. Every document is first checked as
+//! the API server would admit it, against this version's CRD schema and
+//! its CEL rules ([`crate::schema_check`]: types, bounds, patterns, enums,
+//! required and unknown fields, every `x-kubernetes-validations` rule);
+//! one that passes is read as the type its `kind` names and checked as the
+//! operator checks it: an SLO as `headroom rules` translates it (PromQL
+//! parses, `$window` present, tiers valid), an experiment with the
+//! operator's own spec checks (durations, schedule, time zone, the
+//! action's own rules), and each experiment's `spec.slos` against the SLOs
+//! of the same namespace in the files.
 
 use std::collections::BTreeSet;
 
@@ -37,11 +38,62 @@ pub struct Report {
     pub problems: Vec<Problem>,
 }
 
+/// The document as the API server would store it (defaults applied), or
+/// its schema and CEL refusals; `None` for a kind with no CRD here.
+fn admit(
+    kind: &str,
+    value: &serde_yaml::Value,
+) -> Result<Option<serde_yaml::Value>, Vec<crate::schema_check::FieldError>> {
+    if !matches!(kind, "ServiceLevelObjective" | "ChaosExperiment") {
+        return Ok(None);
+    }
+    let Some(schema) = crate::schema_check::for_kind(kind) else {
+        return Ok(None);
+    };
+    let mut doc: serde_json::Value = match serde_json::to_value(value) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(vec![crate::schema_check::FieldError {
+                path: "<document>".into(),
+                message: format!("not representable as JSON: {e}"),
+            }]);
+        }
+    };
+    let errors = crate::schema_check::check(&schema, &mut doc);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(serde_json::from_value(doc).ok())
+}
+
+/// Namespace (`default` when unset) and name of a document not yet read
+/// as its type.
+fn namespace_and_name(value: &serde_yaml::Value) -> (String, String) {
+    let field = |k: &str| {
+        value
+            .get("metadata")
+            .and_then(|m| m.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    (
+        field("namespace").unwrap_or_else(|| "default".into()),
+        field("name").unwrap_or_default(),
+    )
+}
+
+/// `Kind ns/name` of a document not yet read as its type.
+fn describe(kind: &str, value: &serde_yaml::Value) -> String {
+    let (ns, name) = namespace_and_name(value);
+    format!("{kind} {ns}/{name}")
+}
+
 /// Check the documents of several files, given as (name, text).
 pub fn validate(files: &[(String, String)]) -> Report {
     let mut report = Report::default();
     let mut slos: Vec<(String, ServiceLevelObjective)> = Vec::new();
     let mut experiments: Vec<(String, ChaosExperiment)> = Vec::new();
+    let mut refused_slos: Vec<(String, String)> = Vec::new();
     for (file, text) in files {
         for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
             let place = format!("{file}: document {}", i + 1);
@@ -59,8 +111,26 @@ pub fn validate(files: &[(String, String)]) -> Report {
             let kind = value
                 .get("kind")
                 .and_then(|k| k.as_str())
-                .unwrap_or_default();
-            match kind {
+                .unwrap_or_default()
+                .to_owned();
+            let admitted = match admit(&kind, &value) {
+                Ok(v) => v,
+                Err(errors) => {
+                    if kind == "ServiceLevelObjective" {
+                        // Named already: an experiment that names it is
+                        // not told it is missing as well.
+                        refused_slos.push(namespace_and_name(&value));
+                    }
+                    let who = describe(&kind, &value);
+                    report.problems.extend(errors.into_iter().map(|e| Problem {
+                        place: format!("{place} ({who})"),
+                        message: e.to_string(),
+                    }));
+                    continue;
+                }
+            };
+            let value = admitted.unwrap_or(value);
+            match kind.as_str() {
                 "ServiceLevelObjective" => match serde_yaml::from_value(value) {
                     Ok(slo) => slos.push((place, slo)),
                     Err(e) => report.problems.push(Problem {
@@ -91,6 +161,7 @@ pub fn validate(files: &[(String, String)]) -> Report {
         )
     };
     let mut known: BTreeSet<(String, String)> = BTreeSet::new();
+    known.extend(refused_slos);
     for (place, slo) in &slos {
         let (ns, n) = name(&slo.metadata);
         let place = format!("{place} (ServiceLevelObjective {ns}/{n})");
@@ -160,7 +231,7 @@ metadata: {{ name: kill, namespace: shop }}
 spec:
   hypothesis: {{ description: h }}
   slos: [checkout]
-  action: {{ podKill: {{ selector: {{ matchLabels: {{ app: web }} }} }} }}
+  action: {{ podKill: {{ selector: {{ matchLabels: {{ app: web }} }}, count: 1 }} }}
 {extra}"#
         )
     }
@@ -199,7 +270,22 @@ spec:
         assert!(has("InvalidTimeZone: spec.timeZone"), "{text:#?}");
         assert!(has("spec.slos names missing"), "{text:#?}");
         assert!(has("document 4: kind \"ConfigMap\""), "{text:#?}");
-        assert!(has("document 5 (ChaosExperiment)"), "{text:#?}");
-        assert_eq!(text.len(), 5, "{text:#?}");
+        // Refused by the schema: every problem named, none of the
+        // operator's checks run on it.
+        assert!(
+            has(
+                "document 5 (ChaosExperiment default/): spec.slos: Invalid value: 3: spec.slos in body must be of type array"
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            has("document 5 (ChaosExperiment default/): spec.hypothesis: Required value"),
+            "{text:#?}"
+        );
+        assert!(
+            has("document 5 (ChaosExperiment default/): metadata.name: Required value"),
+            "{text:#?}"
+        );
+        assert_eq!(text.len(), 8, "{text:#?}");
     }
 }

@@ -395,9 +395,33 @@ async fn api_server_refuses_bad_specs_naming_the_field() -> Result<()> {
         ),
     ];
 
+    // `headroom validate` checks the same schema and CEL rules offline: each
+    // case must be refused there too, naming the same field, and the valid
+    // documents accepted.
+    let offline = |doc: &Value| -> Result<String> {
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        let schema = headroom::schema_check::for_kind(kind)
+            .ok_or_else(|| anyhow::anyhow!("no schema for {kind}"))?;
+        let found = headroom::schema_check::check(&schema, &mut doc.clone());
+        Ok(found
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"))
+    };
     let mut failures = Vec::new();
+    for doc in [valid_slo(n), valid_experiment(n)] {
+        let found = offline(&doc)?;
+        if !found.is_empty() {
+            failures.push(format!("offline: valid document refused: {found}"));
+        }
+    }
     for (name, doc, needles) in &cases {
         let (ok, err) = dry_run_create(&cluster, doc)?;
+        let offline_err = offline(doc)?;
+        if offline_err.is_empty() {
+            failures.push(format!("{name}: accepted offline, expected refusal"));
+        }
         if ok {
             failures.push(format!("{name}: accepted, expected refusal"));
             continue;
@@ -405,6 +429,11 @@ async fn api_server_refuses_bad_specs_naming_the_field() -> Result<()> {
         for needle in *needles {
             if !err.contains(needle) {
                 failures.push(format!("{name}: message lacks {needle:?}: {err}"));
+            }
+            if !offline_err.is_empty() && !offline_err.contains(needle) {
+                failures.push(format!(
+                    "{name}: offline message lacks {needle:?}: {offline_err}"
+                ));
             }
         }
     }
