@@ -34,6 +34,7 @@ lint:
 
 crds:
 	cargo run -q -p headroom -- crds --split crds/
+	cargo run -q -p headroom -- crds --split deploy/helm/headroom/crds/
 
 cluster-up:
 	./tests/cluster/up.sh

@@ -117,6 +117,11 @@ rm -f "$broken"
 step "browser test dependencies (playwright-core, driving Debian's Chromium)"
 npm ci --prefix tests/browser --no-audit --no-fund
 
+step "helm, built from its Go module (cached), for the chart's tests (tests/e2e/helm.rs)"
+HELM_BIN="$(./tests/cluster/helm.sh)"
+export HELM_BIN
+"$HELM_BIN" version --short
+
 step "end-to-end tests (real kube-apiserver, Prometheus, PostgreSQL, Chromium)"
 # Tests share one cluster; each uses its own namespace. Two threads keep the
 # 2-core machine responsive for the control plane.

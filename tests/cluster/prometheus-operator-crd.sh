@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install the PrometheusRule CRD (monitoring.coreos.com/v1) into the local
-# cluster, taken from the prometheus-operator Go module so the schema is the
-# real one, not a copy kept in this repo. The operator writes PrometheusRule
-# objects only when the API server serves this resource.
+# Install the PrometheusRule and ServiceMonitor CRDs (monitoring.coreos.com/v1)
+# into the local cluster, taken from the prometheus-operator Go module so the
+# schemas are the real ones, not copies kept in this repo. The operator writes
+# PrometheusRule objects only when the API server serves that resource; the
+# Helm chart's ServiceMonitor is checked against the other.
 #
 # Idempotent: the module is downloaded once into the Go module cache, and the
 # CRD is applied server-side.
@@ -15,7 +16,8 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 C="$ROOT/.cluster"
 VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 MODULE="github.com/prometheus-operator/prometheus-operator"
-CRD_PATH="example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"
+CRD_DIR="example/prometheus-operator-crd"
+CRDS=(prometheusrules servicemonitors)
 
 fail() { echo "[prometheus-operator-crd] FAILED: $*" >&2; exit 1; }
 log() { printf '[prometheus-operator-crd] %s\n' "$*"; }
@@ -33,12 +35,14 @@ mkdir -p "$C/logs"
 # Outside any module: the download must not touch a go.mod of this repo.
 dir="$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "$MODULE@$VERSION" 2>"$C/logs/prometheus-operator-crd.log" \
   | sed -nE 's/^\s*"Dir": "(.*)",?$/\1/p')" || true
-[[ -n "$dir" && -f "$dir/$CRD_PATH" ]] \
-  || fail "go mod download $MODULE@$VERSION gave no $CRD_PATH (see $C/logs/prometheus-operator-crd.log)"
-
-"$KUBECTL" apply --server-side --force-conflicts -f "$dir/$CRD_PATH" >>"$C/logs/prometheus-operator-crd.log" 2>&1 \
-  || fail "kubectl apply of $CRD_PATH failed (see $C/logs/prometheus-operator-crd.log)"
-"$KUBECTL" wait --for=condition=Established --timeout=60s crd/prometheusrules.monitoring.coreos.com \
-  >>"$C/logs/prometheus-operator-crd.log" 2>&1 \
-  || fail "prometheusrules.monitoring.coreos.com not established (see $C/logs/prometheus-operator-crd.log)"
-log "PrometheusRule CRD from $MODULE@$VERSION installed"
+for crd in "${CRDS[@]}"; do
+  file="$CRD_DIR/monitoring.coreos.com_$crd.yaml"
+  [[ -n "$dir" && -f "$dir/$file" ]] \
+    || fail "go mod download $MODULE@$VERSION gave no $file (see $C/logs/prometheus-operator-crd.log)"
+  "$KUBECTL" apply --server-side --force-conflicts -f "$dir/$file" >>"$C/logs/prometheus-operator-crd.log" 2>&1 \
+    || fail "kubectl apply of $file failed (see $C/logs/prometheus-operator-crd.log)"
+  "$KUBECTL" wait --for=condition=Established --timeout=60s "crd/$crd.monitoring.coreos.com" \
+    >>"$C/logs/prometheus-operator-crd.log" 2>&1 \
+    || fail "$crd.monitoring.coreos.com not established (see $C/logs/prometheus-operator-crd.log)"
+done
+log "PrometheusRule and ServiceMonitor CRDs from $MODULE@$VERSION installed"

@@ -517,8 +517,9 @@ else
 fi
 wait_for kube-controller-manager 60 "$KUBECTL" -n checkout rollout status deployment/checkout --timeout=2s
 
-# PrometheusRule CRD, so the operator's PrometheusRule writer runs for real.
-"$HERE/prometheus-operator-crd.sh" || fail prometheus-operator-crd "installing the PrometheusRule CRD failed" "$C/logs/prometheus-operator-crd.log"
+# PrometheusRule CRD, so the operator's PrometheusRule writer runs for real
+# (and ServiceMonitor, for the Helm chart's server-side dry run).
+"$HERE/prometheus-operator-crd.sh" || fail prometheus-operator-crd "installing the PrometheusRule and ServiceMonitor CRDs failed" "$C/logs/prometheus-operator-crd.log"
 
 log "ready in ${SECONDS}s: Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, $("$KUBECTL" get nodes -l type=kwok --no-headers | wc -l) kwok nodes"
 log "environment: ${C#"$ROOT"/}/env  (e.g. set -a; . .cluster/env; set +a)"

@@ -11,6 +11,7 @@ mod crd_validation;
 mod dashboard;
 mod disruptive;
 mod experiment;
+mod helm;
 mod hostile;
 mod instances;
 mod manifest;
