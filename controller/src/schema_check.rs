@@ -251,29 +251,22 @@ fn walk(schema: &JSONSchemaProps, value: &Value, path: &str, errors: &mut Vec<Fi
     match value {
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or_default();
-            if let Some(min) = schema.minimum {
-                let exclusive = schema.exclusive_minimum == Some(true);
-                if x < min || (exclusive && x == min) {
-                    let word = if exclusive {
-                        "greater than"
-                    } else {
-                        "greater than or equal to"
-                    };
+            // (bound, exclusive, x is outside it, the words for inside)
+            let bounds = [
+                schema.minimum.map(|b| {
+                    let ex = schema.exclusive_minimum == Some(true);
+                    (b, ex, x < b || (ex && x == b), "greater than")
+                }),
+                schema.maximum.map(|b| {
+                    let ex = schema.exclusive_maximum == Some(true);
+                    (b, ex, x > b || (ex && x == b), "less than")
+                }),
+            ];
+            for (bound, exclusive, outside, word) in bounds.into_iter().flatten() {
+                if outside {
+                    let or_equal = if exclusive { "" } else { " or equal to" };
                     err(format!(
-                        "Invalid value: {n}: {path} in body should be {word} {min}"
-                    ));
-                }
-            }
-            if let Some(max) = schema.maximum {
-                let exclusive = schema.exclusive_maximum == Some(true);
-                if x > max || (exclusive && x == max) {
-                    let word = if exclusive {
-                        "less than"
-                    } else {
-                        "less than or equal to"
-                    };
-                    err(format!(
-                        "Invalid value: {n}: {path} in body should be {word} {max}"
+                        "Invalid value: {n}: {path} in body should be {word}{or_equal} {bound}"
                     ));
                 }
             }

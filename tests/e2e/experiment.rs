@@ -190,6 +190,29 @@ pub(crate) async fn observing(
     .await
 }
 
+/// Wait for a Gated record whose gate gave `reason`.
+pub(crate) async fn gated_for(
+    cluster: &Cluster,
+    ns: &str,
+    reason: &str,
+    timeout: Duration,
+) -> Result<ExperimentRun> {
+    eventually(
+        &format!("a Gated run, reason {reason}"),
+        timeout,
+        Duration::from_millis(500),
+        || async {
+            Ok(runs(cluster, ns).await?.into_iter().find(|r| {
+                r.status.as_ref().is_some_and(|s| {
+                    s.phase == RunPhase::Gated
+                        && s.gate.as_ref().is_some_and(|g| g.reason == reason)
+                })
+            }))
+        },
+    )
+    .await
+}
+
 /// Wait for the first run to reach a final phase.
 pub(crate) async fn final_run(
     cluster: &Cluster,
@@ -632,21 +655,9 @@ async fn global_pause_aborts_the_run_and_closes_the_gate() -> Result<()> {
     ensure!(status.restore.as_ref().is_some_and(|r| r.done));
     // The next gate decision says so; no pod is touched while paused.
     let paused_uids = web_ready(&cluster, &ns.name).await?;
-    let gated = eventually(
-        "a Gated run for the next scheduled slot",
-        Duration::from_secs(90),
-        Duration::from_millis(500),
-        || async {
-            Ok(runs(&cluster, &ns.name).await?.into_iter().find(|r| {
-                r.status.as_ref().is_some_and(|s| {
-                    s.phase == RunPhase::Gated
-                        && s.gate.as_ref().is_some_and(|g| g.reason == "GlobalPause")
-                })
-            }))
-        },
-    )
-    .await
-    .with_context(|| operator.log())?;
+    let gated = gated_for(&cluster, &ns.name, "GlobalPause", Duration::from_secs(90))
+        .await
+        .with_context(|| operator.log())?;
     ensure!(gated.status.is_some());
     ensure!(live_uids(&cluster, &ns.name).await? == paused_uids);
     ensure!(paused_uids.len() == before.len());
@@ -860,18 +871,11 @@ async fn a_schedule_slot_during_a_run_is_skipped_or_replaces_the_run() -> Result
         .with_context(logs)?;
 
     // Forbid: the next slot is recorded as skipped, naming the run in flight.
-    let skipped = eventually(
-        "the second slot recorded as skipped",
+    let skipped = gated_for(
+        &cluster,
+        &forbid.name,
+        "RunInProgress",
         Duration::from_secs(75),
-        Duration::from_millis(500),
-        || async {
-            Ok(runs(&cluster, &forbid.name).await?.into_iter().find(|r| {
-                r.status.as_ref().is_some_and(|s| {
-                    s.phase == RunPhase::Gated
-                        && s.gate.as_ref().is_some_and(|g| g.reason == "RunInProgress")
-                })
-            }))
-        },
     )
     .await
     .with_context(logs)?;
