@@ -419,7 +419,9 @@ async fn the_slo_page_says_so_when_prometheus_does_not_answer() -> Result<()> {
         .await?;
     let http = reqwest::Client::new();
     let url = format!("{base}/slos/{}/checkout", ns.name);
-    let page = page_with(&http, &url, "the SLO page", "SLO ")
+    // The SLO's own page, not the not-found page served until the
+    // operator's cache holds the SLO (both say "SLO").
+    let page = page_with(&http, &url, "the SLO page", "id=\"budget-chart\"")
         .await
         .with_context(|| operator.log())?;
     for id in ["budget-chart", "burn-chart"] {

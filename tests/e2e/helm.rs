@@ -16,14 +16,17 @@ use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use headroom::resources::experiment::ChaosExperiment;
 use headroom::resources::slo::ServiceLevelObjective;
 use headroom_e2e::{Cluster, eventually, free_port, repo_root};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
+use serde_json::json;
 use serde_yaml::Value;
 
 use crate::experiment::{ERRORS, slo};
+use crate::manifest::{manifest, partition};
 
 fn chart() -> String {
     repo_root()
@@ -380,6 +383,42 @@ async fn a_helm_install_runs_an_operator_that_evaluates_an_slo() -> Result<()> {
             .and_then(|s| s.holder_identity)
             .is_some_and(|h| h.contains("helm-e2e")),
         "the Lease is not held by the chart's operator"
+    );
+
+    // The chart grants no NetworkPolicy rights, so a delegated fault of that
+    // kind is refused before the gate opens: the SelfSubjectAccessReview of
+    // the chart's ServiceAccount says no, and the message names the verb.
+    let exps = Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &target.name);
+    exps.create(
+        &PostParams::default(),
+        &manifest("partition", json!([partition()]), json!({}))?,
+    )
+    .await?;
+    let message = eventually(
+        "the delegated NetworkPolicy refused: Valid=False, NotPermitted",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let e = exps.get("partition").await?;
+            Ok(e.status
+                .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Valid"))
+                .filter(|c| c.reason == "NotPermitted" && c.status == "False")
+                .map(|c| c.message))
+        },
+    )
+    .await
+    .with_context(|| operator.log())?;
+    ensure!(
+        message.contains("may not create NetworkPolicy (networkpolicies.networking.k8s.io)"),
+        "{message}"
+    );
+    ensure!(
+        exps.get("partition")
+            .await?
+            .status
+            .and_then(|s| s.last_run)
+            .is_none(),
+        "a run was started for a refused experiment"
     );
     drop(operator);
     let _ = std::fs::remove_file(&kubeconfig);

@@ -23,7 +23,7 @@ use crate::experiment::{
 
 const CREATED_BY: &str = "headroom.dev/created-by";
 
-fn partition() -> Value {
+pub(crate) fn partition() -> Value {
     json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": { "name": "partition-web" },
@@ -31,7 +31,7 @@ fn partition() -> Value {
     })
 }
 
-fn manifest(name: &str, objects: Value, extra: Value) -> Result<ChaosExperiment> {
+pub(crate) fn manifest(name: &str, objects: Value, extra: Value) -> Result<ChaosExperiment> {
     let mut spec = json!({
         "hypothesis": {
             "description": "partitioning web does not burn the checkout budget faster than 1000x",
