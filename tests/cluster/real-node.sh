@@ -304,7 +304,8 @@ wait_for containerd 60 "$CONTAINERD_BIN/ctr" --address "$CTR_SOCK" version
 for img in "$PAUSE_IMAGE=$IMG_DIR/pause.tar" "$HELLO_IMAGE=$IMG_DIR/hello.tar"; do
   name="${img%%=*}" tar="${img#*=}" stamp="$N/images/${name//[\/:]/_}.sha256"
   sum="$(sha256sum "$tar" | cut -d' ' -f1)"
-  if [[ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]] || ! ctr_ images ls -q 2>/dev/null | grep -Fxq "$name"; then
+  have="$(ctr_ images ls -q 2>/dev/null || true)"
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]] || ! grep -Fxq "$name" <<<"$have"; then
     log "importing $name"
     ctr_ images import --platform linux/amd64 "$tar" >>"$C/logs/containerd-import.log" 2>&1 \
       || fail containerd "importing $name failed" "$C/logs/containerd-import.log"

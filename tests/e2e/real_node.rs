@@ -83,11 +83,7 @@ async fn a_pod_on_the_real_node_is_a_process_and_its_cluster_ip_reaches_it() -> 
         .iter()
         .flatten()
         .any(|c| c.type_ == "Ready" && c.status == "True");
-    ensure!(
-        ready,
-        "node {NODE} is not Ready: {:?}",
-        status.conditions
-    );
+    ensure!(ready, "node {NODE} is not Ready: {:?}", status.conditions);
     let runtime = status
         .node_info
         .as_ref()
@@ -99,9 +95,15 @@ async fn a_pod_on_the_real_node_is_a_process_and_its_cluster_ip_reaches_it() -> 
     );
     // Only pods that tolerate the taint land there, and it is in no zone,
     // so the zone tests' kwok pods and outages never touch it.
-    let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
     ensure!(
-        taints.iter().any(|t| t.key == TAINT && t.effect == "NoSchedule"),
+        taints
+            .iter()
+            .any(|t| t.key == TAINT && t.effect == "NoSchedule"),
         "node {NODE} lacks the taint {TAINT}:NoSchedule: {taints:?}"
     );
     ensure!(
@@ -188,9 +190,15 @@ async fn a_pod_on_the_real_node_is_a_process_and_its_cluster_ip_reaches_it() -> 
         .as_ref()
         .and_then(|s| s.pod_ip.clone())
         .context("no pod IP")?;
-    ensure!(pod_ip.starts_with("10.244.0."), "pod IP {pod_ip} is not on the node's bridge");
+    ensure!(
+        pod_ip.starts_with("10.244.0."),
+        "pod IP {pod_ip} is not on the node's bridge"
+    );
     let body = get(&http, &format!("http://{pod_ip}:8080/")).await?;
-    ensure!(body.starts_with("hello from hello"), "pod answered {body:?}");
+    ensure!(
+        body.starts_with("hello from hello"),
+        "pod answered {body:?}"
+    );
 
     // And so does the Service's ClusterIP, through kube-proxy's rules.
     let cluster_ip = service
@@ -215,14 +223,20 @@ async fn a_pod_on_the_real_node_is_a_process_and_its_cluster_ip_reaches_it() -> 
     let out = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .output()?;
-    ensure!(out.status.success(), "kill {pid}: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "kill {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let restarted = eventually(
         "kubelet to restart the killed container",
         Duration::from_secs(60),
         Duration::from_millis(500),
         || async {
             let p = pods.get("hello").await?;
-            Ok(container(&p).filter(|(_, r, _)| *r > restarts).map(|(id, _, _)| id))
+            Ok(container(&p)
+                .filter(|(_, r, _)| *r > restarts)
+                .map(|(id, _, _)| id))
         },
     )
     .await?;
@@ -233,6 +247,9 @@ async fn a_pod_on_the_real_node_is_a_process_and_its_cluster_ip_reaches_it() -> 
         || async { Ok(host_pid(&restarted)) },
     )
     .await?;
-    ensure!(new_pid != pid, "the restarted container still has pid {pid}");
+    ensure!(
+        new_pid != pid,
+        "the restarted container still has pid {pid}"
+    );
     Ok(())
 }
