@@ -81,13 +81,30 @@ cleanup() {
     for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
     sleep 0.5
   done
-  # The shims: processes running our shim binary, by exact path.
+  # The shims: processes running our shim binary, by exact path, and their
+  # sockets (/run/containerd/s/ is fixed in the shim: named by the sha256 of
+  # address/namespace/id).
+  local args sock
   for exe in /proc/[0-9]*/exe; do
     [[ "$(readlink "$exe" 2>/dev/null)" == "$CONTAINERD_BIN/containerd-shim-runc-v2" ]] || continue
     pid="${exe#/proc/}"; pid="${pid%/exe}"
+    mapfile -d '' -t args <"/proc/$pid/cmdline" 2>/dev/null || args=()
     log "killing containerd-shim-runc-v2 (pid $pid)"
     kill -KILL "$pid" 2>/dev/null || true
+    local i ns="" id="" address=""
+    for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+      case "${args[i]}" in
+        -namespace) ns="${args[i + 1]}" ;;
+        -id) id="${args[i + 1]}" ;;
+        -address) address="${args[i + 1]}" ;;
+      esac
+    done
+    if [[ -n "$id" && "$address" == "$CTR_SOCK" ]]; then
+      sock="/run/containerd/s/$(printf '%s' "$address/$ns/$id" | sha256sum | cut -d' ' -f1)"
+      rm -f "$sock"
+    fi
   done
+  rmdir /run/containerd/s /run/containerd 2>/dev/null || true
   # The pods' cgroups, deepest first, in every hierarchy.
   for cg in /sys/fs/cgroup/*/kubepods; do
     [[ -d "$cg" ]] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
@@ -98,13 +115,26 @@ cleanup() {
       umount -l "$mnt" 2>/dev/null || true
     done
     # Runtime state and IP leases describe the pods just killed.
-    rm -rf "$N/containerd/state" "$N/cni/ipam"
+    rm -rf "$N/containerd/state" "$N/containerd/runc" "$N/cni/ipam"
   fi
   # Container log links kubelet made into this node's log directory.
   find /var/log/containers -maxdepth 1 -type l -lname "$N/*" -delete 2>/dev/null || true
   if [[ -x "$K8S_BIN/kube-proxy" ]] && iptables -t nat -S KUBE-SERVICES >/dev/null 2>&1; then
     "$K8S_BIN/kube-proxy" --cleanup >"$C/logs/kube-proxy-cleanup.log" 2>&1 || true
   fi
+  # kubelet's own chains (kube-proxy --cleanup leaves them).
+  local ipt t chain
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    for t in filter nat mangle; do
+      for chain in INPUT OUTPUT; do
+        while "$ipt" -t "$t" -D "$chain" -j KUBE-FIREWALL 2>/dev/null; do :; done
+      done
+      for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
+        "$ipt" -t "$t" -F "$chain" 2>/dev/null && "$ipt" -t "$t" -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
   ip route del "$SERVICE_CIDR" dev "$BRIDGE" 2>/dev/null || true
   ip link del "$BRIDGE" 2>/dev/null || true
   if iptables -S "$FORWARD_CHAIN" >/dev/null 2>&1; then
