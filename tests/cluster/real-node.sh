@@ -344,7 +344,8 @@ for img in "$PAUSE_IMAGE=$IMG_DIR/pause.tar" "$HELLO_IMAGE=$IMG_DIR/hello.tar"; 
 done
 
 # ---------------------------------------------------------------- credentials
-P="$C/pki"
+# Resolved, as N: the generated files read the same from any checkout.
+P="$(cd -P "$C" && pwd)/pki"
 # client_cert NAME SUBJECT: a client certificate from the cluster's CA.
 client_cert() {
   [[ -s "$P/$1.crt" ]] && return 0
