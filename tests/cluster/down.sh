@@ -48,7 +48,7 @@ if [[ -d "$C/pids" ]]; then
     [[ -e "$f" ]] && stop "$(basename "$f" .pid)"
   done
   # The real node before the API server; its pods' leftovers below.
-  for name in kubelet kube-proxy containerd; do
+  for name in kubelet kube-proxy containerd node-relay; do
     stop "$name"
   done
   for name in checkout prom-label-proxy prometheus-tls prometheus kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do

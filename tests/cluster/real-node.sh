@@ -234,10 +234,10 @@ fi
 # The images' binaries, cached by the hash of their sources.
 img_key="$(cat "$HERE"/node/go.mod "$HERE"/node/*/*.go "$HERE/node/image.py" | sha256sum | cut -c1-16)"
 IMG_DIR="$CACHE/node-images-$img_key"
-if [[ ! -s "$IMG_DIR/pause.tar" || ! -s "$IMG_DIR/hello.tar" ]]; then
-  build "the node's images (pause, hello)" "1 minute" "$C/logs/build-node-images.log" \
+if [[ ! -s "$IMG_DIR/pause.tar" || ! -s "$IMG_DIR/hello.tar" || ! -x "$IMG_DIR/relay" ]]; then
+  build "the node's images (pause, hello) and relay" "1 minute" "$C/logs/build-node-images.log" \
     bash -c 'set -e; mkdir -p "$2"; cd "$1"
-      CGO_ENABLED=0 "$3" build -trimpath -ldflags="-s -w" -o "$2/" ./pause ./hello
+      CGO_ENABLED=0 "$3" build -trimpath -ldflags="-s -w" -o "$2/" ./pause ./hello ./relay
       python3 ./image.py "$2/pause.tar" "$4" /pause "$2/pause=/pause"
       python3 ./image.py "$2/hello.tar" "$5" /hello "$2/hello=/hello"' \
     _ "$HERE/node" "$IMG_DIR" "$GO" "$PAUSE_IMAGE" "$HELLO_IMAGE"
@@ -446,10 +446,65 @@ restart_if_changed kube-proxy "$N/kube-proxy.yaml"
 start kube-proxy "$K8S_BIN/kube-proxy" --config "$N/kube-proxy.yaml"
 wait_for kube-proxy 60 curl -fsS "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
 
+# Pods reach the API server (which listens on loopback only) through a relay
+# on the node's address.
+start node-relay "$IMG_DIR/relay" "$NODE_IP:$APISERVER_PORT=127.0.0.1:$APISERVER_PORT"
+wait_for node-relay 10 curl -sk -o /dev/null "https://$NODE_IP:$APISERVER_PORT/readyz"
+
 # The taint and labels are set at registration only: keep them on a node
 # registered before.
 "$KUBECTL" taint node "$NODE_NAME" "$NODE_TAINT" --overwrite >/dev/null
 IFS=, read -ra labels <<<"$NODE_LABELS"
 "$KUBECTL" label node "$NODE_NAME" "${labels[@]}" --overwrite >/dev/null
+
+# ---------------------------------------------------------------- checkout on the real node
+# The example service's release build (up.sh builds it) as an image: the
+# binary and the shared libraries ldd names, at their own paths.
+CHECKOUT_BIN="$ROOT/target/release/checkout"
+if [[ -x "$CHECKOUT_BIN" ]]; then
+  CHECKOUT_IMAGE="headroom.local/checkout:$(sha256sum "$CHECKOUT_BIN" | cut -c1-12)"
+  have="$(ctr_ images ls -q 2>/dev/null || true)"
+  if ! grep -Fxq "$CHECKOUT_IMAGE" <<<"$have"; then
+    log "importing $CHECKOUT_IMAGE"
+    specs=("$CHECKOUT_BIN=/checkout")
+    while read -r lib; do
+      specs+=("$(readlink -f "$lib")=$lib")
+    done < <(ldd "$CHECKOUT_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+    python3 "$HERE/node/image.py" "$N/images/checkout.tar" "$CHECKOUT_IMAGE" /checkout "${specs[@]}" \
+      >>"$C/logs/containerd-import.log" 2>&1 || fail checkout-real "writing the checkout image failed" "$C/logs/containerd-import.log"
+    ctr_ images import --platform linux/amd64 "$N/images/checkout.tar" >>"$C/logs/containerd-import.log" 2>&1 \
+      || fail checkout-real "importing $CHECKOUT_IMAGE failed" "$C/logs/containerd-import.log"
+    rm -f "$N/images/checkout.tar"
+  fi
+  # The pods' kubeconfig: the relay, the cluster's CA, their ServiceAccount's token.
+  cat >"$N/checkout.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: headroom-local
+  cluster:
+    server: https://$NODE_IP:$APISERVER_PORT
+    tls-server-name: kubernetes
+    certificate-authority-data: $(base64 -w0 "$P/ca.crt")
+users:
+- name: checkout
+  user:
+    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token
+contexts:
+- name: headroom-local
+  context: { cluster: headroom-local, user: checkout }
+current-context: headroom-local
+EOF
+  {
+    sed "s|__IMAGE__|$CHECKOUT_IMAGE|" "$HERE/manifests/checkout-real.yaml"
+    echo "---"
+    "$KUBECTL" -n checkout-real create secret generic checkout-kubeconfig \
+      --from-file=kubeconfig="$N/checkout.kubeconfig" --dry-run=client -o yaml
+  } | "$KUBECTL" apply -f - >"$C/logs/checkout-real.log" 2>&1 \
+    || fail checkout-real "applying checkout-real failed" "$C/logs/checkout-real.log"
+  wait_for kubelet 120 "$KUBECTL" -n checkout-real rollout status deployment/checkout --timeout=2s
+else
+  log "no release build of checkout (${CHECKOUT_BIN#"$ROOT"/}): not running it on $NODE_NAME"
+fi
 
 log "$NODE_NAME ready in $((SECONDS - T0))s: $("$KUBECTL" get node "$NODE_NAME" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}, kubelet {.status.nodeInfo.kubeletVersion}')"
