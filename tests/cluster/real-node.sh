@@ -462,14 +462,15 @@ IFS=, read -ra labels <<<"$NODE_LABELS"
 # binary and the shared libraries ldd names, at their own paths.
 CHECKOUT_BIN="$ROOT/target/release/checkout"
 if [[ -x "$CHECKOUT_BIN" ]]; then
-  CHECKOUT_IMAGE="headroom.local/checkout:$(sha256sum "$CHECKOUT_BIN" | cut -c1-12)"
+  # The CA bundle too: its HTTP client loads the system's roots.
+  specs=("$CHECKOUT_BIN=/checkout" "/etc/ssl/certs/ca-certificates.crt=/etc/ssl/certs/ca-certificates.crt")
+  while read -r lib; do
+    specs+=("$(readlink -f "$lib")=$lib")
+  done < <(ldd "$CHECKOUT_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+  CHECKOUT_IMAGE="headroom.local/checkout:$(cat "${specs[@]%%=*}" | sha256sum | cut -c1-12)"
   have="$(ctr_ images ls -q 2>/dev/null || true)"
   if ! grep -Fxq "$CHECKOUT_IMAGE" <<<"$have"; then
     log "importing $CHECKOUT_IMAGE"
-    specs=("$CHECKOUT_BIN=/checkout")
-    while read -r lib; do
-      specs+=("$(readlink -f "$lib")=$lib")
-    done < <(ldd "$CHECKOUT_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
     python3 "$HERE/node/image.py" "$N/images/checkout.tar" "$CHECKOUT_IMAGE" /checkout "${specs[@]}" \
       >>"$C/logs/containerd-import.log" 2>&1 || fail checkout-real "writing the checkout image failed" "$C/logs/containerd-import.log"
     ctr_ images import --platform linux/amd64 "$N/images/checkout.tar" >>"$C/logs/containerd-import.log" 2>&1 \

@@ -195,6 +195,9 @@ start etcd "$ETCD_BIN/etcd" --name default --data-dir "$C/etcd" \
 wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
 # ---------------------------------------------------------------- apiserver
+# The real node's kubelet (real-node.sh) is reached at its InternalIP (its
+# name is in no DNS) with a system:masters client certificate, for
+# `kubectl logs` and `exec` there.
 start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
@@ -208,6 +211,8 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$P/sa.pub" --service-account-signing-key-file "$P/sa.key" \
   --service-cluster-ip-range 10.96.0.0/16 \
+  --kubelet-preferred-address-types InternalIP,Hostname \
+  --kubelet-client-certificate "$P/admin.crt" --kubelet-client-key "$P/admin.key" \
   --authorization-mode Node,RBAC \
   --allow-privileged=true
 wait_for kube-apiserver 90 "$KUBECTL" get --raw /readyz
