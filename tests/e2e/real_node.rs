@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use headroom_e2e::{Cluster, eventually};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
 const NODE: &str = "real-0";
@@ -38,16 +38,21 @@ fn container(pod: &Pod) -> Option<(String, i32, k8s_openapi::jiff::Timestamp)> {
     Some((id.to_owned(), cs.restart_count, started))
 }
 
-/// The host pid of the container `id`'s process: the process whose cgroup
-/// path names the container and that runs `/hello`.
+/// The host pid of the container `id`'s `/hello`: the process whose cgroup
+/// path names the container and that runs it.
 fn host_pid(id: &str) -> Option<u32> {
+    host_pid_of(id, b"/hello")
+}
+
+/// The host pid of the process running `command` in container `id`.
+fn host_pid_of(id: &str, command: &[u8]) -> Option<u32> {
     std::fs::read_dir("/proc")
         .ok()?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .find(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(id))
                 && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.split(|b| *b == 0).next() == Some(b"/hello"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).next() == Some(command))
         })
 }
 
@@ -250,6 +255,77 @@ async fn a_pod_on_the_real_node_is_a_process_and_its_cluster_ip_reaches_it() -> 
     ensure!(
         new_pid != pid,
         "the restarted container still has pid {pid}"
+    );
+    Ok(())
+}
+
+/// The example service as real pods (`checkout-real`, applied by
+/// real-node.sh from checkout's release build): each Ready pod is its own
+/// `/checkout` process on this host, reads its Deployment through the API
+/// server with its ServiceAccount, and serves through the Service's ClusterIP.
+#[tokio::test]
+async fn checkout_runs_on_the_real_node_as_processes_behind_its_cluster_ip() -> Result<()> {
+    const NS: &str = "checkout-real";
+    let cluster = Cluster::connect().await?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
+    let ready = eventually(
+        "checkout-real's pods to be Ready",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app=checkout"))
+                .await?
+                .items;
+            let ready: Vec<Pod> = list
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| matches!(condition(p, "Ready"), Some((s, _)) if s == "True"))
+                .collect();
+            Ok((!ready.is_empty()).then_some(ready))
+        },
+    )
+    .await
+    .with_context(|| {
+        format!("no Ready checkout pod in {NS}: tests/cluster/real-node.sh deploys it when target/release/checkout exists")
+    })?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    for pod in &ready {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let on = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        ensure!(on.as_deref() == Some(NODE), "{name} runs on {on:?}");
+        let (id, _, _) = container(pod).with_context(|| format!("{name}: no running container"))?;
+        let pid = host_pid_of(&id, b"/checkout")
+            .with_context(|| format!("{name}: no /checkout process on the host"))?;
+        let comm = ps_comm(pid)?;
+        ensure!(comm == "checkout", "{name}: ps -p {pid} says {comm:?}");
+        // Its own metrics: it read its Deployment's Ready pods from the API.
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .with_context(|| format!("{name}: no pod IP"))?;
+        let metrics = get(&http, &format!("http://{ip}:8080/metrics")).await?;
+        ensure!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("checkout_ready_pods ") && l != "checkout_ready_pods 0"),
+            "{name}: no Ready pods in its metrics"
+        );
+    }
+    let service = Api::<Service>::namespaced(cluster.client.clone(), NS)
+        .get("checkout")
+        .await?;
+    let cluster_ip = service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("no ClusterIP")?;
+    let body = get(&http, &format!("http://{cluster_ip}/healthz")).await?;
+    ensure!(
+        body.trim() == "ok",
+        "ClusterIP {cluster_ip} answered {body:?}"
     );
     Ok(())
 }
