@@ -263,6 +263,11 @@ if ! iptables -S "$FORWARD_CHAIN" >/dev/null 2>&1; then
 fi
 iptables -C FORWARD -j "$FORWARD_CHAIN" 2>/dev/null || iptables -I FORWARD 1 -j "$FORWARD_CHAIN"
 
+# Pods reach the API server (which listens on loopback only) through a relay
+# on the node's address; up before kubelet starts the pods that need it.
+start node-relay "$IMG_DIR/relay" "$NODE_IP:$APISERVER_PORT=127.0.0.1:$APISERVER_PORT"
+wait_for node-relay 10 curl -sk -o /dev/null "https://$NODE_IP:$APISERVER_PORT/readyz"
+
 # ---------------------------------------------------------------- CNI
 cat >"$N/cni/net.d/10-headroom.conflist" <<EOF
 {
@@ -445,11 +450,6 @@ EOF
 restart_if_changed kube-proxy "$N/kube-proxy.yaml"
 start kube-proxy "$K8S_BIN/kube-proxy" --config "$N/kube-proxy.yaml"
 wait_for kube-proxy 60 curl -fsS "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
-
-# Pods reach the API server (which listens on loopback only) through a relay
-# on the node's address.
-start node-relay "$IMG_DIR/relay" "$NODE_IP:$APISERVER_PORT=127.0.0.1:$APISERVER_PORT"
-wait_for node-relay 10 curl -sk -o /dev/null "https://$NODE_IP:$APISERVER_PORT/readyz"
 
 # The taint and labels are set at registration only: keep them on a node
 # registered before.
