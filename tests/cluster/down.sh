@@ -47,6 +47,10 @@ if [[ -d "$C/pids" ]]; then
   for f in "$C"/pids/headroom*.pid; do
     [[ -e "$f" ]] && stop "$(basename "$f" .pid)"
   done
+  # The real node before the API server; its pods' leftovers below.
+  for name in kubelet kube-proxy containerd node-relay; do
+    stop "$name"
+  done
   for name in checkout prom-label-proxy prometheus-tls prometheus kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     stop "$name"
   done
@@ -65,6 +69,11 @@ if [[ -d "$C/pids" ]]; then
   log "stopped"
 else
   log "nothing running"
+fi
+# What the real node's pods leave behind once containerd and kubelet are
+# gone: their processes, mounts, network namespaces, the bridge, iptables rules.
+if [[ -d "$C/real-node" ]]; then
+  "$ROOT/tests/cluster/real-node.sh" cleanup || log "the real node's cleanup failed (see above)"
 fi
 rm -f "$C/env"
 if ((purge)); then

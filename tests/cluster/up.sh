@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start Headroom's local cluster: etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler and kubectl (built from their Go modules), kwok fake nodes,
+# a real node (tests/cluster/real-node.sh: kubelet, kube-proxy, containerd),
 # Prometheus and PostgreSQL (Debian packages), and the example service.
 #
 # Idempotent: a part already running is left alone. Everything lives under
@@ -17,6 +18,7 @@
 #   POSTGRES_MAX_CONNECTIONS  PostgreSQL max_connections (default 20)
 #   CHECKOUT_LOAD_RPS         passed to the example service as --load-rps
 #   HEADROOM_SKIP_CHECKOUT=1  start everything but the example service
+#   HEADROOM_SKIP_REAL_NODE=1 start everything but the real node (real-node.sh)
 #   HEADROOM_CACHE            where built binaries are cached
 set -euo pipefail
 
@@ -58,17 +60,8 @@ POSTGRES_MAX_CONNECTIONS="${POSTGRES_MAX_CONNECTIONS:-20}"
 CHECKOUT_DB_PASSWORD="checkout-local"
 
 mkdir -p "$C"/{logs,pids,pki,rules,prometheus,prometheus-tls}
-log() { printf '[cluster-up] %s\n' "$*"; }
-
-fail() {
-  local part="$1" why="$2" logfile="${3:-}"
-  echo "[cluster-up] FAILED: $part: $why" >&2
-  if [[ -n "$logfile" && -f "$logfile" ]]; then
-    echo "[cluster-up] last lines of $logfile:" >&2
-    tail -n 25 "$logfile" | cut -c1-400 >&2
-  fi
-  exit 1
-}
+# log, fail, running, start, wait_for, build, setup_go, gobuild
+. "$HERE/lib.sh"
 
 # One up.sh at a time (tests and the demo may both call it).
 exec 9>"$C/.lock"
@@ -76,67 +69,6 @@ flock -w 120 9 || fail lock "another tests/cluster/up.sh holds $C/.lock (see: fu
 
 [[ "$POSTGRES_MAX_CONNECTIONS" =~ ^[0-9]+$ && "$POSTGRES_MAX_CONNECTIONS" -ge 5 ]] \
   || fail postgresql "POSTGRES_MAX_CONNECTIONS must be a number >= 5, got '$POSTGRES_MAX_CONNECTIONS'"
-
-# running NAME: its pid file names a live process running the binary recorded
-# beside it (so a recycled pid is not mistaken for ours).
-running() {
-  local pidfile="$C/pids/$1.pid" pid exe
-  [[ -f "$pidfile" ]] || return 1
-  pid="$(cat "$pidfile")"
-  kill -0 "$pid" 2>/dev/null || return 1
-  if [[ -f "$C/pids/$1.exe" ]]; then
-    exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
-    [[ "${exe% (deleted)}" == "$(cat "$C/pids/$1.exe")" ]] || return 1
-  fi
-}
-
-# start NAME CMD...: run in the background, in its own session (so down.sh can
-# stop it with its children), with its own log and pid file.
-start() {
-  local name="$1"; shift
-  if running "$name"; then
-    log "$name already running (pid $(cat "$C/pids/$name.pid"))"
-    return 0
-  fi
-  log "starting $name"
-  # 9>&-: the daemon must not inherit the lock, or the next up.sh waits forever.
-  setsid "$@" >"$C/logs/$name.log" 2>&1 </dev/null 9>&- &
-  echo $! >"$C/pids/$name.pid"
-  readlink -f "$1" >"$C/pids/$name.exe"
-}
-
-# wait_for NAME SECONDS CMD...: poll until CMD succeeds or the part dies.
-wait_for() {
-  local name="$1" secs="$2"; shift 2
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    if [[ -f "$C/pids/$name.pid" ]] && ! running "$name"; then
-      fail "$name" "process exited during start-up" "$C/logs/$name.log"
-    fi
-    if ((SECONDS >= deadline)); then
-      fail "$name" "not ready after ${secs}s (waiting for: $*)" "$C/logs/$name.log"
-    fi
-    sleep 0.5
-  done
-}
-
-# build LABEL MINUTES LOG CMD...: run a long build, printing progress.
-build() {
-  local label="$1" minutes="$2" logfile="$3"; shift 3
-  log "building $label ... this takes ~$minutes on first run (log: ${logfile#"$ROOT"/})"
-  local t0=$SECONDS
-  "$@" >>"$logfile" 2>&1 &
-  local pid=$! next=$((t0 + 60))
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    if ((SECONDS >= next)); then
-      log "  ... still building $label ($(((SECONDS - t0) / 60)) min)"
-      next=$((next + 60))
-    fi
-  done
-  wait "$pid" || fail build "building $label failed" "$logfile"
-  log "built $label in $((SECONDS - t0))s"
-}
 
 # ---------------------------------------------------------------- packages
 need_pkgs=()
@@ -162,41 +94,9 @@ if ((${#need_pkgs[@]})); then
   service postgresql stop >/dev/null 2>&1 || true
 fi
 PG_BIN="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-
-# Go: the wrapper module needs a recent toolchain. Go >= 1.21 fetches the one
-# go.mod asks for by itself (GOTOOLCHAIN=auto). An older go (Debian's
-# golang-go) cannot, so fetch that toolchain as a module and use it instead.
-export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
-go_minor() { "$1" env GOVERSION 2>/dev/null | sed -nE 's/^go1\.([0-9]+).*/\1/p'; }
-GO=go
-if (($(go_minor go || echo 0) < 21)); then
-  GO_WANT="$(awk '$1 == "go" { print $2; exit }' "$HERE/k8s/go.mod")"
-  GO_DIR="$CACHE/go-$GO_WANT"
-  if [[ ! -x "$GO_DIR/bin/go" ]]; then
-    log "fetching Go $GO_WANT (the installed go is too old for the wrapper module)"
-    mod="golang.org/toolchain@v0.0.1-go$GO_WANT.linux-$(dpkg --print-architecture)"
-    dir="$(cd /tmp && GOFLAGS=-modcacherw go mod download -json "$mod" | sed -nE 's/^\s*"Dir": "(.*)",?$/\1/p')" \
-      || fail go "go mod download $mod failed"
-    mkdir -p "$CACHE" && rm -rf "$GO_DIR" && cp -r "$dir" "$GO_DIR"
-    chmod -R u+x "$GO_DIR/bin" "$GO_DIR/pkg/tool"
-  fi
-  GO="$GO_DIR/bin/go"
-fi
+setup_go
 
 # ---------------------------------------------------------------- binaries
-# Stamp the Kubernetes version into the binaries (as the Kubernetes release
-# build does): kubectl version, /version and client skew checks read it.
-k8s_minor="${K8S_VERSION#v1.}"; k8s_minor="${k8s_minor%%.*}"
-K8S_LDFLAGS="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  K8S_LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
-  K8S_LDFLAGS+=" -X $pkg.gitCommit= -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
-k8s_cmd_ok() { [[ -x "$K8S_BIN/$1" ]] && [[ "$("$K8S_BIN/$1" "${@:2}" 2>/dev/null)" == *"$K8S_VERSION"* ]]; }
-# gobuild OUT LDFLAGS PACKAGE: build from the wrapper module, replacing OUT only on success.
-gobuild() {
-  (cd "$HERE/k8s" && "$GO" build -trimpath -ldflags="$2" -o "$1.tmp" "$3") && mv "$1.tmp" "$1"
-}
 mkdir -p "$K8S_BIN" "$ETCD_BIN" "$KWOK_BIN"
 est="6-10 minutes on 2 cores"
 for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
@@ -295,6 +195,9 @@ start etcd "$ETCD_BIN/etcd" --name default --data-dir "$C/etcd" \
 wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
 # ---------------------------------------------------------------- apiserver
+# The real node's kubelet (real-node.sh) is reached at its InternalIP (its
+# name is in no DNS) with a system:masters client certificate, for
+# `kubectl logs` and `exec` there.
 start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
@@ -308,6 +211,8 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$P/sa.pub" --service-account-signing-key-file "$P/sa.key" \
   --service-cluster-ip-range 10.96.0.0/16 \
+  --kubelet-preferred-address-types InternalIP,Hostname \
+  --kubelet-client-certificate "$P/admin.crt" --kubelet-client-key "$P/admin.key" \
   --authorization-mode Node,RBAC \
   --allow-privileged=true
 wait_for kube-apiserver 90 "$KUBECTL" get --raw /readyz
@@ -521,5 +426,13 @@ wait_for kube-controller-manager 60 "$KUBECTL" -n checkout rollout status deploy
 # (and ServiceMonitor, for the Helm chart's server-side dry run).
 "$HERE/prometheus-operator-crd.sh" || fail prometheus-operator-crd "installing the PrometheusRule and ServiceMonitor CRDs failed" "$C/logs/prometheus-operator-crd.log"
 
-log "ready in ${SECONDS}s: Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, $("$KUBECTL" get nodes -l type=kwok --no-headers | wc -l) kwok nodes"
+# ---------------------------------------------------------------- the real node
+# real-0: kubelet, kube-proxy and containerd; its pods are processes.
+if [[ -n "${HEADROOM_SKIP_REAL_NODE:-}" ]]; then
+  log "HEADROOM_SKIP_REAL_NODE is set: not starting the real node"
+else
+  HEADROOM_LOCK_HELD=1 "$HERE/real-node.sh"
+fi
+
+log "ready in ${SECONDS}s: Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, $("$KUBECTL" get nodes -l type=kwok --no-headers | wc -l) kwok nodes, $("$KUBECTL" get nodes -l type=real --no-headers 2>/dev/null | wc -l) real node"
 log "environment: ${C#"$ROOT"/}/env  (e.g. set -a; . .cluster/env; set +a)"
