@@ -121,6 +121,17 @@ async fn uncordon_all(cluster: &Cluster) {
     }
 }
 
+/// Run a node-fault test: with the checkout lock held (these tests move
+/// the pods every test schedules), and with every kwok node uncordoned
+/// afterwards whatever the test returned, so a failure leaves no cordon.
+async fn on_the_nodes(body: impl AsyncFnOnce(&Cluster) -> Result<()>) -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    let result = body(&cluster).await;
+    uncordon_all(&cluster).await;
+    result
+}
+
 fn zone_outage(name: &str, action: Value, extra: Value) -> Result<ChaosExperiment> {
     let mut spec = json!({
         "hypothesis": {
@@ -153,11 +164,9 @@ async fn setup(cluster: &Cluster, prefix: &str) -> Result<TestNamespace> {
 #[tokio::test]
 async fn zone_outage_moves_the_pods_to_the_zone_left_and_uncordons_only_what_it_cordoned()
 -> Result<()> {
-    let _guard = CHECKOUT.lock().await;
-    let cluster = Cluster::connect().await?;
-    let result = async {
-        let ns = setup(&cluster, "zone-outage").await?;
-        zoned(&cluster, &ns, 4, false).await?;
+    on_the_nodes(async |cluster| {
+        let ns = setup(cluster, "zone-outage").await?;
+        zoned(cluster, &ns, 4, false).await?;
         // An administrator cordoned kwok-node-2 for their own reasons: the
         // outage leaves it as it is, and so does the restore.
         Api::<Node>::all(cluster.client.clone())
@@ -167,7 +176,7 @@ async fn zone_outage_moves_the_pods_to_the_zone_left_and_uncordons_only_what_it_
                 &Patch::Merge(&json!({ "spec": { "unschedulable": true } })),
             )
             .await?;
-        let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+        let operator = Operator::start_in(cluster, &ns.name, &["--evaluation-interval", "2s"])?;
         Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
             .create(
                 &PostParams::default(),
@@ -180,16 +189,16 @@ async fn zone_outage_moves_the_pods_to_the_zone_left_and_uncordons_only_what_it_
             .await?;
         // While the fault is in place, zone-a's schedulable node is cordoned
         // and marked with the run.
-        let during = observing(&cluster, &ns.name, Duration::from_secs(90))
+        let during = observing(cluster, &ns.name, Duration::from_secs(90))
             .await
             .with_context(|| operator.log())?;
-        let (cordoned, mark) = cordon_state(&cluster, "kwok-node-1").await?;
+        let (cordoned, mark) = cordon_state(cluster, "kwok-node-1").await?;
         ensure!(cordoned, "kwok-node-1 is not cordoned during the outage");
         ensure!(
             mark.as_deref() == Some(format!("{}/{}", ns.name, during.name_any()).as_str()),
             "kwok-node-1 is marked {mark:?}"
         );
-        let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+        let run = final_run(cluster, &ns.name, Duration::from_secs(90))
             .await
             .with_context(|| operator.log())?;
         let status = run.status.context("status")?;
@@ -233,11 +242,11 @@ async fn zone_outage_moves_the_pods_to_the_zone_left_and_uncordons_only_what_it_
         // Restored: exactly kwok-node-1 uncordoned; kwok-node-2 still
         // cordoned, as the administrator left it.
         ensure!(
-            cordon_state(&cluster, "kwok-node-1").await? == (false, None),
+            cordon_state(cluster, "kwok-node-1").await? == (false, None),
             "kwok-node-1 is still cordoned"
         );
         ensure!(
-            cordon_state(&cluster, "kwok-node-2").await? == (true, None),
+            cordon_state(cluster, "kwok-node-2").await? == (true, None),
             "the restore touched kwok-node-2, which the run did not cordon"
         );
         println!(
@@ -250,21 +259,17 @@ async fn zone_outage_moves_the_pods_to_the_zone_left_and_uncordons_only_what_it_
             obs.recovery_seconds.unwrap_or(f64::NAN)
         );
         Ok(())
-    }
-    .await;
-    uncordon_all(&cluster).await;
-    result
+    })
+    .await
 }
 
 #[tokio::test]
 async fn zone_outage_with_a_hard_zone_spread_is_refuted_with_the_pending_pods_and_the_schedulers_reason()
 -> Result<()> {
-    let _guard = CHECKOUT.lock().await;
-    let cluster = Cluster::connect().await?;
-    let result = async {
-        let ns = setup(&cluster, "zone-spread-outage").await?;
-        zoned(&cluster, &ns, 4, true).await?;
-        let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+    on_the_nodes(async |cluster| {
+        let ns = setup(cluster, "zone-spread-outage").await?;
+        zoned(cluster, &ns, 4, true).await?;
+        let operator = Operator::start_in(cluster, &ns.name, &["--evaluation-interval", "2s"])?;
         Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
             .create(
                 &PostParams::default(),
@@ -278,7 +283,7 @@ async fn zone_outage_with_a_hard_zone_spread_is_refuted_with_the_pending_pods_an
                 )?,
             )
             .await?;
-        let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+        let run = final_run(cluster, &ns.name, Duration::from_secs(90))
             .await
             .with_context(|| operator.log())?;
         let status = run.status.context("status")?;
@@ -307,7 +312,7 @@ async fn zone_outage_with_a_hard_zone_spread_is_refuted_with_the_pending_pods_an
         };
         for n in nodes {
             ensure!(
-                cordon_state(&cluster, n).await? == (false, None),
+                cordon_state(cluster, n).await? == (false, None),
                 "{n} is still cordoned after the restore"
             );
         }
@@ -317,22 +322,18 @@ async fn zone_outage_with_a_hard_zone_spread_is_refuted_with_the_pending_pods_an
             obs.pending_pods.first().and_then(|p| p.message.clone())
         );
         Ok(())
-    }
-    .await;
-    uncordon_all(&cluster).await;
-    result
+    })
+    .await
 }
 
 #[tokio::test]
 async fn zone_outage_left_in_flight_by_a_crash_is_uncordoned_by_the_next_operator() -> Result<()> {
-    let _guard = CHECKOUT.lock().await;
-    let cluster = Cluster::connect().await?;
-    let result = async {
-        let ns = setup(&cluster, "zone-crash").await?;
+    on_the_nodes(async |cluster| {
+        let ns = setup(cluster, "zone-crash").await?;
         let home = cluster.namespace("zone-crash-home").await?;
-        zoned(&cluster, &ns, 2, false).await?;
+        zoned(cluster, &ns, 2, false).await?;
         let args = crate::experiment::failover_args(&home.name);
-        let first = Operator::start_in(&cluster, &ns.name, &args)?;
+        let first = Operator::start_in(cluster, &ns.name, &args)?;
         Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
             .create(
                 &PostParams::default(),
@@ -343,19 +344,19 @@ async fn zone_outage_left_in_flight_by_a_crash_is_uncordoned_by_the_next_operato
                 )?,
             )
             .await?;
-        let run = observing(&cluster, &ns.name, Duration::from_secs(90))
+        let run = observing(cluster, &ns.name, Duration::from_secs(90))
             .await
             .with_context(|| first.log())?;
-        ensure!(cordon_state(&cluster, "kwok-node-3").await?.0, "zone-b not cordoned");
+        ensure!(cordon_state(cluster, "kwok-node-3").await?.0, "zone-b not cordoned");
         // SIGKILL: no restore on the way out. The zone stays cordoned.
         drop(first);
         tokio::time::sleep(Duration::from_secs(1)).await;
         ensure!(
-            cordon_state(&cluster, "kwok-node-3").await?.0,
+            cordon_state(cluster, "kwok-node-3").await?.0,
             "the zone was uncordoned by a process that was killed"
         );
-        let second = Operator::start_in(&cluster, &ns.name, &args)?;
-        let done = final_run(&cluster, &ns.name, Duration::from_secs(60))
+        let second = Operator::start_in(cluster, &ns.name, &args)?;
+        let done = final_run(cluster, &ns.name, Duration::from_secs(60))
             .await
             .with_context(|| second.log())?;
         ensure!(done.metadata.uid == run.metadata.uid, "another run");
@@ -377,25 +378,21 @@ async fn zone_outage_left_in_flight_by_a_crash_is_uncordoned_by_the_next_operato
             "{uncordoned:?}"
         );
         ensure!(
-            cordon_state(&cluster, "kwok-node-3").await? == (false, None),
+            cordon_state(cluster, "kwok-node-3").await? == (false, None),
             "kwok-node-3 is still cordoned after the recovery"
         );
         Ok(())
-    }
-    .await;
-    uncordon_all(&cluster).await;
-    result
+    })
+    .await
 }
 
 #[tokio::test]
 async fn zone_outage_above_its_bounds_is_refused_naming_the_field_and_cordons_nothing() -> Result<()>
 {
-    let _guard = CHECKOUT.lock().await;
-    let cluster = Cluster::connect().await?;
-    let result = async {
-        let ns = setup(&cluster, "zone-bound").await?;
-        zoned(&cluster, &ns, 4, false).await?;
-        let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+    on_the_nodes(async |cluster| {
+        let ns = setup(cluster, "zone-bound").await?;
+        zoned(cluster, &ns, 4, false).await?;
+        let operator = Operator::start_in(cluster, &ns.name, &["--evaluation-interval", "2s"])?;
         Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
             .create(
                 &PostParams::default(),
@@ -406,7 +403,7 @@ async fn zone_outage_above_its_bounds_is_refused_naming_the_field_and_cordons_no
                 )?,
             )
             .await?;
-        let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+        let run = final_run(cluster, &ns.name, Duration::from_secs(90))
             .await
             .with_context(|| operator.log())?;
         let status = run.status.context("status")?;
@@ -422,13 +419,11 @@ async fn zone_outage_above_its_bounds_is_refused_naming_the_field_and_cordons_no
             status.timeline
         );
         for n in ["kwok-node-1", "kwok-node-2", "kwok-node-3"] {
-            ensure!(!cordon_state(&cluster, n).await?.0, "{n} was cordoned");
+            ensure!(!cordon_state(cluster, n).await?.0, "{n} was cordoned");
         }
         Ok(())
-    }
-    .await;
-    uncordon_all(&cluster).await;
-    result
+    })
+    .await
 }
 
 /// A PodDisruptionBudget for the `zoned` pods.
@@ -476,18 +471,16 @@ fn node_drain(name: &str, expect_within: &str, extra: Value) -> Result<ChaosExpe
 
 #[tokio::test]
 async fn node_drain_evicts_within_its_pdb_and_the_pods_are_ready_elsewhere() -> Result<()> {
-    let _guard = CHECKOUT.lock().await;
-    let cluster = Cluster::connect().await?;
-    let result = async {
-        let ns = setup(&cluster, "node-drain").await?;
-        zoned(&cluster, &ns, 4, false).await?;
+    on_the_nodes(async |cluster| {
+        let ns = setup(cluster, "node-drain").await?;
+        zoned(cluster, &ns, 4, false).await?;
         // One pod at a time may go: the drain waits for each replacement.
-        pdb(&cluster, &ns.name, json!({ "maxUnavailable": 1 })).await?;
-        let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+        pdb(cluster, &ns.name, json!({ "maxUnavailable": 1 })).await?;
+        let operator = Operator::start_in(cluster, &ns.name, &["--evaluation-interval", "2s"])?;
         Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
             .create(&PostParams::default(), &node_drain("drain-b", "30s", json!({}))?)
             .await?;
-        let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+        let run = final_run(cluster, &ns.name, Duration::from_secs(90))
             .await
             .with_context(|| operator.log())?;
         let status = run.status.context("status")?;
@@ -512,7 +505,7 @@ async fn node_drain_evicts_within_its_pdb_and_the_pods_are_ready_elsewhere() -> 
         // None of the namespace's pods is on the drained node any more
         // while it was cordoned; after the restore it is schedulable again.
         ensure!(
-            cordon_state(&cluster, "kwok-node-3").await? == (false, None),
+            cordon_state(cluster, "kwok-node-3").await? == (false, None),
             "kwok-node-3 is still cordoned"
         );
         println!(
@@ -523,22 +516,18 @@ async fn node_drain_evicts_within_its_pdb_and_the_pods_are_ready_elsewhere() -> 
             obs.recovery_seconds.unwrap_or(f64::NAN)
         );
         Ok(())
-    }
-    .await;
-    uncordon_all(&cluster).await;
-    result
+    })
+    .await
 }
 
 #[tokio::test]
 async fn node_drain_blocked_by_a_pdb_is_refuted_naming_the_budget() -> Result<()> {
-    let _guard = CHECKOUT.lock().await;
-    let cluster = Cluster::connect().await?;
-    let result = async {
-        let ns = setup(&cluster, "node-drain-pdb").await?;
-        zoned(&cluster, &ns, 4, false).await?;
+    on_the_nodes(async |cluster| {
+        let ns = setup(cluster, "node-drain-pdb").await?;
+        zoned(cluster, &ns, 4, false).await?;
         // No pod may go: every eviction is refused with 429.
-        pdb(&cluster, &ns.name, json!({ "minAvailable": 4 })).await?;
-        let operator = Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+        pdb(cluster, &ns.name, json!({ "minAvailable": 4 })).await?;
+        let operator = Operator::start_in(cluster, &ns.name, &["--evaluation-interval", "2s"])?;
         Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
             .create(
                 &PostParams::default(),
@@ -549,7 +538,7 @@ async fn node_drain_blocked_by_a_pdb_is_refuted_naming_the_budget() -> Result<()
                 )?,
             )
             .await?;
-        let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+        let run = final_run(cluster, &ns.name, Duration::from_secs(90))
             .await
             .with_context(|| operator.log())?;
         let status = run.status.context("status")?;
@@ -588,7 +577,7 @@ async fn node_drain_blocked_by_a_pdb_is_refuted_naming_the_budget() -> Result<()
             .count();
         ensure!(on_b == ours.len(), "{on_b} pods on kwok-node-3, {} were there", ours.len());
         ensure!(
-            cordon_state(&cluster, "kwok-node-3").await? == (false, None),
+            cordon_state(cluster, "kwok-node-3").await? == (false, None),
             "kwok-node-3 is still cordoned"
         );
         println!(
@@ -596,19 +585,15 @@ async fn node_drain_blocked_by_a_pdb_is_refuted_naming_the_budget() -> Result<()
             ours.iter().map(|e| e.refusals).sum::<i32>()
         );
         Ok(())
-    }
-    .await;
-    uncordon_all(&cluster).await;
-    result
+    })
+    .await
 }
 
 #[tokio::test]
 async fn node_drain_of_a_node_running_pods_of_a_closed_namespace_is_refused_naming_the_pod()
 -> Result<()> {
-    let _guard = CHECKOUT.lock().await;
-    let cluster = Cluster::connect().await?;
-    let result = async {
-        let ns = setup(&cluster, "node-drain-closed").await?;
+    on_the_nodes(async |cluster| {
+        let ns = setup(cluster, "node-drain-closed").await?;
         // A namespace that did not opt in, with a pod on zone-b's node.
         let closed = format!("{}-closed", ns.name);
         Api::<k8s_openapi::api::core::v1::Namespace>::all(cluster.client.clone())
@@ -654,11 +639,11 @@ async fn node_drain_of_a_node_running_pods_of_a_closed_namespace_is_refused_nami
             )
             .await?;
             let operator =
-                Operator::start_in(&cluster, &ns.name, &["--evaluation-interval", "2s"])?;
+                Operator::start_in(cluster, &ns.name, &["--evaluation-interval", "2s"])?;
             Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
                 .create(&PostParams::default(), &node_drain("drain-b", "30s", json!({}))?)
                 .await?;
-            let run = final_run(&cluster, &ns.name, Duration::from_secs(90))
+            let run = final_run(cluster, &ns.name, Duration::from_secs(90))
                 .await
                 .with_context(|| operator.log())?;
             let status = run.status.context("status")?;
@@ -671,7 +656,7 @@ async fn node_drain_of_a_node_running_pods_of_a_closed_namespace_is_refused_nami
                 "{reason}"
             );
             ensure!(
-                !cordon_state(&cluster, "kwok-node-3").await?.0,
+                !cordon_state(cluster, "kwok-node-3").await?.0,
                 "kwok-node-3 was cordoned"
             );
             Ok(())
@@ -680,45 +665,41 @@ async fn node_drain_of_a_node_running_pods_of_a_closed_namespace_is_refused_nami
         // Gone before the next test drains the node.
         let _ = cluster.kubectl(&["delete", "namespace", &closed, "--timeout=90s"]);
         inner
-    }
-    .await;
-    uncordon_all(&cluster).await;
-    result
+    })
+    .await
 }
 
 #[tokio::test]
 async fn node_drain_left_in_flight_by_a_crash_is_uncordoned_by_the_next_operator() -> Result<()> {
-    let _guard = CHECKOUT.lock().await;
-    let cluster = Cluster::connect().await?;
-    let result = async {
-        let ns = setup(&cluster, "drain-crash").await?;
+    on_the_nodes(async |cluster| {
+        let ns = setup(cluster, "drain-crash").await?;
         let home = cluster.namespace("drain-crash-home").await?;
-        zoned(&cluster, &ns, 2, false).await?;
+        zoned(cluster, &ns, 2, false).await?;
         // Nothing may be evicted: the drain is still under way at the crash.
-        pdb(&cluster, &ns.name, json!({ "minAvailable": 2 })).await?;
+        pdb(cluster, &ns.name, json!({ "minAvailable": 2 })).await?;
         let args = crate::experiment::failover_args(&home.name);
-        let first = Operator::start_in(&cluster, &ns.name, &args)?;
+        let first = Operator::start_in(cluster, &ns.name, &args)?;
         Api::<ChaosExperiment>::namespaced(cluster.client.clone(), &ns.name)
             .create(
                 &PostParams::default(),
                 &node_drain("drain-b", "60s", json!({ "duration": "120s" }))?,
             )
             .await?;
-        let run = observing(&cluster, &ns.name, Duration::from_secs(90))
+        let run = observing(cluster, &ns.name, Duration::from_secs(90))
             .await
             .with_context(|| first.log())?;
         ensure!(
-            cordon_state(&cluster, "kwok-node-3").await?.0,
+            cordon_state(cluster, "kwok-node-3").await?.0,
             "kwok-node-3 not cordoned"
         );
         drop(first);
         tokio::time::sleep(Duration::from_secs(1)).await;
         ensure!(
-            cordon_state(&cluster, "kwok-node-3").await?.0,
+            cordon_state(cluster, "kwok-node-3").await?.0,
             "the node was uncordoned by a process that was killed"
         );
-        let second = Operator::start_in(&cluster, &ns.name, &args)?;
-        let done = final_run(&cluster, &ns.name, Duration::from_secs(60))
+        let second = Operator::start_in(cluster, &ns.name, &args)?;
+        let done = final_run(cluster, &ns.name, Duration::from_secs(60))
             .await
             .with_context(|| second.log())?;
         ensure!(done.metadata.uid == run.metadata.uid, "another run");
@@ -733,12 +714,10 @@ async fn node_drain_left_in_flight_by_a_crash_is_uncordoned_by_the_next_operator
             status.timeline
         );
         ensure!(
-            cordon_state(&cluster, "kwok-node-3").await? == (false, None),
+            cordon_state(cluster, "kwok-node-3").await? == (false, None),
             "kwok-node-3 is still cordoned after the recovery"
         );
         Ok(())
-    }
-    .await;
-    uncordon_all(&cluster).await;
-    result
+    })
+    .await
 }
