@@ -49,6 +49,7 @@ POD_CIDR="10.244.0.0/24"
 NODE_IP="10.244.0.1"
 SERVICE_CIDR="10.96.0.0/16" # up.sh's --service-cluster-ip-range
 APISERVER_PORT=26443
+POSTGRES_PORT=25432 # up.sh's PostgreSQL, loopback only as the API server
 KUBELET_PORT=20250
 KUBELET_HEALTHZ_PORT=20248
 KUBE_PROXY_HEALTHZ_PORT=20256
@@ -263,10 +264,17 @@ if ! iptables -S "$FORWARD_CHAIN" >/dev/null 2>&1; then
 fi
 iptables -C FORWARD -j "$FORWARD_CHAIN" 2>/dev/null || iptables -I FORWARD 1 -j "$FORWARD_CHAIN"
 
-# Pods reach the API server (which listens on loopback only) through a relay
-# on the node's address; up before kubelet starts the pods that need it.
-start node-relay "$IMG_DIR/relay" "$NODE_IP:$APISERVER_PORT=127.0.0.1:$APISERVER_PORT"
+# Pods reach the API server and PostgreSQL (which listen on loopback only)
+# through a relay on the node's address; up before kubelet starts the pods
+# that need it. PostgreSQL sees the relay's address (127.0.0.1): checkout's
+# pods tell themselves apart by application_name (their pod name).
+RELAY_ARGS="$NODE_IP:$APISERVER_PORT=127.0.0.1:$APISERVER_PORT $NODE_IP:$POSTGRES_PORT=127.0.0.1:$POSTGRES_PORT"
+echo "$RELAY_ARGS" >"$N/relay.args.new"
+restart_if_changed node-relay "$N/relay.args"
+# shellcheck disable=SC2086 # one argument per pair
+start node-relay "$IMG_DIR/relay" $RELAY_ARGS
 wait_for node-relay 10 curl -sk -o /dev/null "https://$NODE_IP:$APISERVER_PORT/readyz"
+wait_for node-relay 10 bash -c "exec 3<>/dev/tcp/$NODE_IP/$POSTGRES_PORT"
 
 # ---------------------------------------------------------------- CNI
 cat >"$N/cni/net.d/10-headroom.conflist" <<EOF
@@ -496,11 +504,19 @@ contexts:
   context: { cluster: headroom-local, user: checkout }
 current-context: headroom-local
 EOF
+  # Their database: up.sh's role checkout_real (capped at CHECKOUT_REAL_DB_LIMIT
+  # sessions) through the relay.
+  db_user="$(. "$C/env" && echo "${CHECKOUT_REAL_DB_USER:-}")"
+  db_password="$(. "$C/env" && echo "${CHECKOUT_REAL_DB_PASSWORD:-}")"
+  [[ -n "$db_user" && -n "$db_password" ]] || fail checkout-real "no CHECKOUT_REAL_DB_USER/PASSWORD in ${C#"$ROOT"/}/env: run tests/cluster/up.sh"
   {
     sed "s|__IMAGE__|$CHECKOUT_IMAGE|" "$HERE/manifests/checkout-real.yaml"
     echo "---"
     "$KUBECTL" -n checkout-real create secret generic checkout-kubeconfig \
       --from-file=kubeconfig="$N/checkout.kubeconfig" --dry-run=client -o yaml
+    echo "---"
+    "$KUBECTL" -n checkout-real create secret generic checkout-db \
+      --from-literal=url="postgres://$db_user:$db_password@$NODE_IP:$POSTGRES_PORT/checkout" --dry-run=client -o yaml
   } | "$KUBECTL" apply -f - >"$C/logs/checkout-real.log" 2>&1 \
     || fail checkout-real "applying checkout-real failed" "$C/logs/checkout-real.log"
   wait_for kubelet 120 "$KUBECTL" -n checkout-real rollout status deployment/checkout --timeout=2s

@@ -15,7 +15,9 @@
 # module) before it, enforcing the tenant label `job` from X-Scope-OrgID.
 #
 # Environment:
-#   POSTGRES_MAX_CONNECTIONS  PostgreSQL max_connections (default 20)
+#   POSTGRES_MAX_CONNECTIONS  PostgreSQL max_connections (default 28: 20 for
+#                             the tests and the demo, and the 8 the real
+#                             node's checkout pods may hold, role checkout_real)
 #   CHECKOUT_LOAD_RPS         passed to the example service as --load-rps
 #   HEADROOM_SKIP_CHECKOUT=1  start everything but the example service
 #   HEADROOM_SKIP_REAL_NODE=1 start everything but the real node (real-node.sh)
@@ -56,7 +58,11 @@ PROMETHEUS_AUTH_BCRYPT='$2a$10$5keewhf1taqK.EYjMMTwgeZha2kUHimx0Tnb1/5f9NcSfhAtZ
 POSTGRES_PORT=25432
 CHECKOUT_PORT=28080
 OPERATOR_METRICS="127.0.0.1:9464"
-POSTGRES_MAX_CONNECTIONS="${POSTGRES_MAX_CONNECTIONS:-20}"
+# checkout-real's pods (real-node.sh) connect as their own role, capped at
+# CHECKOUT_REAL_DB_LIMIT sessions; max_connections is raised by as much, so
+# the tests and the demo keep the 20 slots they were written against.
+CHECKOUT_REAL_DB_LIMIT=8
+POSTGRES_MAX_CONNECTIONS="${POSTGRES_MAX_CONNECTIONS:-$((20 + CHECKOUT_REAL_DB_LIMIT))}"
 CHECKOUT_DB_PASSWORD="checkout-local"
 
 mkdir -p "$C"/{logs,pids,pki,rules,prometheus,prometheus-tls}
@@ -282,9 +288,16 @@ wait_for postgresql 30 "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$POSTGRES_PORT"
 if [[ "$(psql_admin -c "select 1 from pg_roles where rolname='checkout'")" != "1" ]]; then
   psql_admin -c "create role checkout login password '$CHECKOUT_DB_PASSWORD'" >/dev/null
 fi
+# The real node's checkout pods: a role of their own, so the tests that count
+# role checkout's sessions (the modelled pool) do not see them.
+if [[ "$(psql_admin -c "select 1 from pg_roles where rolname='checkout_real'")" != "1" ]]; then
+  psql_admin -c "create role checkout_real login password '$CHECKOUT_DB_PASSWORD'" >/dev/null
+fi
+psql_admin -c "alter role checkout_real connection limit $CHECKOUT_REAL_DB_LIMIT" >/dev/null
 if [[ "$(psql_admin -c "select 1 from pg_database where datname='checkout'")" != "1" ]]; then
   psql_admin -c "create database checkout owner checkout" >/dev/null
 fi
+psql_admin -c "grant connect on database checkout to checkout_real" >/dev/null
 DATABASE_URL="postgres://checkout:$CHECKOUT_DB_PASSWORD@127.0.0.1:$POSTGRES_PORT/checkout"
 
 # ---------------------------------------------------------------- Prometheus
@@ -395,6 +408,9 @@ DATABASE_URL=$DATABASE_URL
 DATABASE_ADMIN_URL="postgres:///postgres?host=$C/pgsocket&port=$POSTGRES_PORT&user=postgres"
 POSTGRES_MAX_CONNECTIONS=$POSTGRES_MAX_CONNECTIONS
 POSTGRES_SUPERUSER_RESERVED_CONNECTIONS=2
+CHECKOUT_REAL_DB_USER=checkout_real
+CHECKOUT_REAL_DB_PASSWORD=$CHECKOUT_DB_PASSWORD
+CHECKOUT_REAL_DB_LIMIT=$CHECKOUT_REAL_DB_LIMIT
 CHECKOUT_URL=http://127.0.0.1:$CHECKOUT_PORT
 CHECKOUT_NAMESPACE=checkout
 CHECKOUT_DEPLOYMENT=checkout

@@ -67,6 +67,11 @@ struct Args {
     /// demo shows the effect in seconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     db_max_lifetime_seconds: u64,
+    /// Hold `--conns-per-pod` connections in this process whatever the
+    /// Ready-pod count: for real pods, each of which is a process with its
+    /// own pool (without it, one process models the pools of all pods).
+    #[arg(long)]
+    pool_per_process: bool,
 }
 
 impl Args {
@@ -146,10 +151,18 @@ async fn run() -> anyhow::Result<()> {
         (args.db_max_lifetime_seconds > 0)
             .then(|| Duration::from_secs(args.db_max_lifetime_seconds)),
     );
+    // One pod's pool: the maintainer sees one Ready pod for good (the
+    // sender lives as long as run(), so the watch never closes).
+    let (_one_pod, one) = tokio::sync::watch::channel(1u32);
     if pool.enabled() {
         // Likewise let the pool try once, so the first requests find it.
         let first = pool.round();
-        tokio::spawn(pool.clone().maintain(counts.subscribe()));
+        let ready = if args.pool_per_process {
+            one
+        } else {
+            counts.subscribe()
+        };
+        tokio::spawn(pool.clone().maintain(ready));
         let _ = tokio::time::timeout(Duration::from_secs(5), first).await;
     }
 
