@@ -4,12 +4,13 @@
 //! makes kubelet restart the container, and its Service's ClusterIP reaches
 //! it through kube-proxy's iptables rules.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use headroom_e2e::{Cluster, eventually};
+use headroom_e2e::{CHECKOUT, Cluster, eventually};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 const NODE: &str = "real-0";
@@ -326,6 +327,164 @@ async fn checkout_runs_on_the_real_node_as_processes_behind_its_cluster_ip() -> 
     ensure!(
         body.trim() == "ok",
         "ClusterIP {cluster_ip} answered {body:?}"
+    );
+    Ok(())
+}
+
+/// checkout-real's PostgreSQL sessions by pod: its pods connect as role
+/// `checkout_real` (through the node's relay, so all from 127.0.0.1) with
+/// their pod name as `application_name`.
+async fn real_pod_sessions(cluster: &Cluster) -> Result<BTreeMap<String, i64>> {
+    let url = cluster.var("DATABASE_ADMIN_URL")?;
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting as the PostgreSQL admin")?;
+    let task = tokio::spawn(conn);
+    let rows = client
+        .query(
+            "select application_name, count(*) from pg_stat_activity \
+             where backend_type = 'client backend' and usename = 'checkout_real' \
+             group by application_name",
+            &[],
+        )
+        .await;
+    drop(client);
+    task.abort();
+    Ok(rows?
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect())
+}
+
+/// checkout-real's Ready pods that are not being deleted.
+async fn ready_checkout_pods(pods: &Api<Pod>) -> Result<Vec<Pod>> {
+    Ok(pods
+        .list(&ListParams::default().labels("app=checkout"))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| matches!(condition(p, "Ready"), Some((s, _)) if s == "True"))
+        .collect())
+}
+
+/// The evidence issue 17 asks of a killed real pod: each checkout-real pod
+/// holds its own PostgreSQL pool (`--pool-per-process`); deleting one with
+/// grace 0 ends its process on this host and its sessions leave
+/// `pg_stat_activity`, and the ReplicaSet's replacement, a new process,
+/// opens sessions of its own.
+#[tokio::test]
+async fn a_killed_checkout_pod_on_the_real_node_takes_its_postgresql_sessions_with_it() -> Result<()>
+{
+    const NS: &str = "checkout-real";
+    // No connectionExhaustion (which fills PostgreSQL) while this runs.
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
+
+    // Every Ready pod has sessions of its own, named by its pod name.
+    let (before, sessions) = eventually(
+        "each of checkout-real's Ready pods to hold PostgreSQL sessions",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let ready = ready_checkout_pods(&pods).await?;
+            let sessions = real_pod_sessions(&cluster).await?;
+            let all = !ready.is_empty()
+                && ready.iter().all(|p| {
+                    sessions
+                        .get(p.metadata.name.as_deref().unwrap_or_default())
+                        .is_some_and(|n| *n > 0)
+                });
+            Ok(all.then_some((ready, sessions)))
+        },
+    )
+    .await
+    .context("checkout-real's pods (tests/cluster/real-node.sh) with their PostgreSQL pools")?;
+    let names: Vec<String> = before
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    println!("checkout-real before the kill: sessions by pod {sessions:?}");
+
+    let victim = &before[0];
+    let name = victim.metadata.name.clone().context("pod name")?;
+    let (id, _, _) = container(victim).with_context(|| format!("{name}: no running container"))?;
+    let pid = host_pid_of(&id, b"/checkout")
+        .with_context(|| format!("{name}: no /checkout process on the host"))?;
+    ensure!(
+        ps_comm(pid)? == "checkout",
+        "{name}: pid {pid} is not checkout"
+    );
+
+    let killed = Instant::now();
+    pods.delete(&name, &DeleteParams::default().grace_period(0))
+        .await?;
+
+    // Its process leaves the host...
+    eventually(
+        "the killed pod's process to leave the host",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let alive = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).next() == Some(&b"/checkout"[..]));
+            Ok((!alive).then_some(()))
+        },
+    )
+    .await?;
+    let process_gone = killed.elapsed();
+    // ...and its sessions leave PostgreSQL.
+    eventually(
+        "the killed pod's sessions to leave pg_stat_activity",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let sessions = real_pod_sessions(&cluster).await?;
+            Ok((!sessions.contains_key(&name)).then_some(()))
+        },
+    )
+    .await?;
+    let sessions_gone = killed.elapsed();
+
+    // The ReplicaSet's replacement is a new process with sessions of its own.
+    let (replacement, sessions) = eventually(
+        "the replacement pod to be Ready with its own PostgreSQL sessions",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async {
+            let ready = ready_checkout_pods(&pods).await?;
+            let sessions = real_pod_sessions(&cluster).await?;
+            Ok(ready
+                .into_iter()
+                .find(|p| {
+                    p.metadata.name.as_ref().is_some_and(|n| {
+                        !names.contains(n) && sessions.get(n).is_some_and(|c| *c > 0)
+                    })
+                })
+                .map(|p| (p, sessions)))
+        },
+    )
+    .await?;
+    let replaced = killed.elapsed();
+    let new_name = replacement.metadata.name.clone().unwrap_or_default();
+    ensure!(
+        !sessions.contains_key(&name),
+        "{name}'s sessions came back: {sessions:?}"
+    );
+    let (new_id, _, _) =
+        container(&replacement).with_context(|| format!("{new_name}: no running container"))?;
+    let new_pid = host_pid_of(&new_id, b"/checkout")
+        .with_context(|| format!("{new_name}: no /checkout process on the host"))?;
+    ensure!(
+        new_pid != pid,
+        "the replacement runs as the killed pid {pid}"
+    );
+    println!(
+        "checkout-real: killed {name} (pid {pid}); process gone after {:.2}s, its sessions gone from pg_stat_activity after {:.2}s; replacement {new_name} (pid {new_pid}) Ready with its own sessions after {:.2}s: {sessions:?}",
+        process_gone.as_secs_f64(),
+        sessions_gone.as_secs_f64(),
+        replaced.as_secs_f64()
     );
     Ok(())
 }
