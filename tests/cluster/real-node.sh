@@ -54,6 +54,9 @@ KUBELET_PORT=20250
 KUBELET_HEALTHZ_PORT=20248
 KUBE_PROXY_HEALTHZ_PORT=20256
 KUBE_PROXY_METRICS_PORT=20249
+CHECKOUT_REAL_CLUSTER_IP="10.96.80.80" # manifests/checkout-real.yaml
+CHECKOUT_REAL_LOAD_PORT=28082          # up.sh's Prometheus scrapes it
+CHECKOUT_REAL_LOAD_RPS=30
 PAUSE_IMAGE="headroom.local/pause:1"
 HELLO_IMAGE="headroom.local/hello:1"
 FORWARD_CHAIN="HEADROOM-REAL-NODE"
@@ -509,6 +512,11 @@ EOF
   db_user="$(. "$C/env" && echo "${CHECKOUT_REAL_DB_USER:-}")"
   db_password="$(. "$C/env" && echo "${CHECKOUT_REAL_DB_PASSWORD:-}")"
   [[ -n "$db_user" && -n "$db_password" ]] || fail checkout-real "no CHECKOUT_REAL_DB_USER/PASSWORD in ${C#"$ROOT"/}/env: run tests/cluster/up.sh"
+  # A ClusterIP cannot change: a Service from before it was fixed goes.
+  ip="$("$KUBECTL" -n checkout-real get service checkout -o jsonpath='{.spec.clusterIP}' 2>/dev/null || true)"
+  if [[ -n "$ip" && "$ip" != "$CHECKOUT_REAL_CLUSTER_IP" ]]; then
+    "$KUBECTL" -n checkout-real delete service checkout --wait >/dev/null
+  fi
   {
     sed "s|__IMAGE__|$CHECKOUT_IMAGE|" "$HERE/manifests/checkout-real.yaml"
     echo "---"
@@ -520,6 +528,14 @@ EOF
   } | "$KUBECTL" apply -f - >"$C/logs/checkout-real.log" 2>&1 \
     || fail checkout-real "applying checkout-real failed" "$C/logs/checkout-real.log"
   wait_for kubelet 120 "$KUBECTL" -n checkout-real rollout status deployment/checkout --timeout=2s
+  # Callers of the real pods: steady load through the Service's ClusterIP
+  # (kube-proxy's rules on this host), counted on the client side.
+  LOAD_ARGS="--url http://$CHECKOUT_REAL_CLUSTER_IP/checkout --rps $CHECKOUT_REAL_LOAD_RPS --listen 127.0.0.1:$CHECKOUT_REAL_LOAD_PORT"
+  echo "$LOAD_ARGS" >"$N/checkout-load.args.new"
+  restart_if_changed checkout-real-load "$N/checkout-load.args"
+  # shellcheck disable=SC2086 # one argument per word
+  start checkout-real-load "$ROOT/target/release/checkout-load" $LOAD_ARGS
+  wait_for checkout-real-load 10 curl -fsS "http://127.0.0.1:$CHECKOUT_REAL_LOAD_PORT/metrics" -o /dev/null
 else
   log "no release build of checkout (${CHECKOUT_BIN#"$ROOT"/}): not running it on $NODE_NAME"
 fi

@@ -38,6 +38,9 @@ K8S_BIN="$CACHE/k8s-$K8S_VERSION"
 ETCD_BIN="$CACHE/etcd-$ETCD_VERSION"
 KWOK_BIN="$CACHE/kwok-$KWOK_VERSION"
 LABEL_PROXY_VERSION="v0.11.1"
+# Built from its Go module: Debian's Prometheus (2.42) is built without
+# Kubernetes service discovery, which finds the real node's checkout pods.
+PROMETHEUS_VERSION="v0.316.0" # Prometheus 3.16
 LABEL_PROXY_BIN="$CACHE/prom-label-proxy-$LABEL_PROXY_VERSION"
 
 ETCD_PORT=23790
@@ -128,6 +131,9 @@ if [[ ! -x "$LABEL_PROXY_BIN/prom-label-proxy" ]]; then
     env GOBIN="$LABEL_PROXY_BIN" "$GO" install -trimpath -ldflags="-s -w" \
     "github.com/prometheus-community/prom-label-proxy@$LABEL_PROXY_VERSION"
 fi
+PROMETHEUS_BIN="$(HEADROOM_CACHE="$CACHE" "$HERE/go-tool.sh" prometheus \
+  github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_VERSION")" \
+  || fail prometheus "building Prometheus $PROMETHEUS_VERSION from its Go module failed" "$C/logs/build-prometheus.log"
 # kwok's own stage definitions (from its module): nodes become Ready and keep
 # a lease heartbeat; pods bound to them become Running and Ready, complete,
 # and are removed when deleted -- what kwokctl configures by default.
@@ -315,6 +321,27 @@ scrape_configs:
     static_configs: [{ targets: ["127.0.0.1:$CHECKOUT_PORT"] }]
   - job_name: headroom
     static_configs: [{ targets: ["$OPERATOR_METRICS"] }]
+  # The real node's checkout pods (real-node.sh), found as kube-prometheus
+  # finds pods: by Kubernetes service discovery, each pod a target at its IP
+  # on the node's bridge, labelled with its namespace and name.
+  - job_name: checkout-real
+    kubernetes_sd_configs:
+      - role: pod
+        kubeconfig_file: $KUBECONFIG
+        namespaces: { names: [checkout-real] }
+        selectors: [{ role: pod, label: app=checkout }]
+    relabel_configs:
+      - source_labels: [__meta_kubernetes_pod_container_port_name]
+        regex: http
+        action: keep
+      - source_labels: [__meta_kubernetes_namespace]
+        target_label: namespace
+      - source_labels: [__meta_kubernetes_pod_name]
+        target_label: pod
+  # Their callers' view: real-node.sh's load generator, which sends its
+  # requests through the Service's ClusterIP.
+  - job_name: checkout-real-load
+    static_configs: [{ targets: ["127.0.0.1:28082"] }]
 EOF
 config_changed=0
 cmp -s "$C/prometheus/prometheus.yml.new" "$C/prometheus/prometheus.yml" || config_changed=1
@@ -322,7 +349,7 @@ mv "$C/prometheus/prometheus.yml.new" "$C/prometheus/prometheus.yml"
 if running prometheus && ((config_changed)); then
   "$HERE/reload-prometheus.sh" >/dev/null || fail prometheus "reloading the changed configuration failed" "$C/logs/prometheus.log"
 fi
-start prometheus /usr/bin/prometheus \
+start prometheus "$PROMETHEUS_BIN" \
   --config.file "$C/prometheus/prometheus.yml" \
   --storage.tsdb.path "$C/prometheus/data" \
   --storage.tsdb.retention.time 1d \

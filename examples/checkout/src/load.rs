@@ -1,11 +1,20 @@
-//! The built-in load generator: real HTTP requests to our own `/checkout`
-//! at a steady rate, so the server's metrics describe real traffic.
+//! The load generator: real HTTP requests at a steady rate, to the
+//! service's own `/checkout` (built into `checkout`) or through a Service
+//! (`checkout-load`), so that the server's metrics describe real traffic and
+//! the client's say what callers got, including the requests that never got
+//! an answer: those a killed pod dropped in flight or a gone endpoint
+//! refused, which no server-side metric counts.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -16,20 +25,125 @@ use tracing::debug;
 const MAX_IN_FLIGHT: usize = 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Default)]
+/// What a request got back: a status code, or no answer and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    /// The HTTP status, or `none` when no response came back.
+    code: String,
+    /// Why no response came back (`connect`, `timeout`, `dropped`); empty,
+    /// which Prometheus reads as absent, for a response.
+    error: String,
+}
+
+/// Why a request got no response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Nothing accepted the connection (no endpoint, a refused port).
+    Connect,
+    /// No answer within the client's timeout.
+    Timeout,
+    /// The connection broke while the request was in flight, as when the
+    /// process serving it is killed.
+    Dropped,
+}
+
+impl Failure {
+    pub fn of(e: &reqwest::Error) -> Self {
+        if e.is_timeout() {
+            Self::Timeout
+        } else if e.is_connect() {
+            Self::Connect
+        } else {
+            Self::Dropped
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
 pub struct Load {
     rps: AtomicU32,
     sent: AtomicU64,
     skipped: AtomicU64,
     transport_errors: AtomicU64,
     by_code: Mutex<BTreeMap<u16, u64>>,
+    outcomes: Family<OutcomeLabels, Counter>,
+    durations: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Load {
     pub fn new(rps: u32) -> Arc<Self> {
-        let load = Self::default();
+        let load = Self {
+            rps: AtomicU32::default(),
+            sent: AtomicU64::default(),
+            skipped: AtomicU64::default(),
+            transport_errors: AtomicU64::default(),
+            by_code: Mutex::default(),
+            outcomes: Family::default(),
+            durations: Family::new_with_constructor(|| Histogram::new(crate::metrics::BUCKETS)),
+        };
         load.rps.store(rps, Ordering::Relaxed);
         Arc::new(load)
+    }
+
+    /// The client's view as metrics: `checkout_client_requests_total` and
+    /// `checkout_client_request_duration_seconds` by `code` and `error`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "checkout_client_requests",
+            "Requests the load generator sent, by status code (none: no response) and error",
+            self.outcomes.clone(),
+        );
+        registry.register(
+            "checkout_client_request_duration_seconds",
+            "Time until the response or the failure, by status code and error",
+            self.durations.clone(),
+        );
+        // Present from the first scrape, so rate() has a zero to start from.
+        for code in ["200", "500", "503"] {
+            let _ = self.outcomes.get_or_create(&OutcomeLabels {
+                code: code.into(),
+                error: String::new(),
+            });
+        }
+        for failure in [Failure::Connect, Failure::Timeout, Failure::Dropped] {
+            let _ = self.outcomes.get_or_create(&OutcomeLabels {
+                code: "none".into(),
+                error: failure.as_str().into(),
+            });
+        }
+    }
+
+    fn record(&self, outcome: Result<u16, Failure>, seconds: f64) {
+        let labels = match outcome {
+            Ok(code) => {
+                *self
+                    .by_code
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(code)
+                    .or_default() += 1;
+                OutcomeLabels {
+                    code: code.to_string(),
+                    error: String::new(),
+                }
+            }
+            Err(failure) => {
+                self.transport_errors.fetch_add(1, Ordering::Relaxed);
+                OutcomeLabels {
+                    code: "none".into(),
+                    error: failure.as_str().into(),
+                }
+            }
+        };
+        self.outcomes.get_or_create(&labels).inc();
+        self.durations.get_or_create(&labels).observe(seconds);
     }
 
     pub fn rps(&self) -> u32 {
@@ -93,24 +207,58 @@ impl Load {
             let (client, url, load) = (client.clone(), url.clone(), self.clone());
             tokio::spawn(async move {
                 let _slot = slot;
-                match client.get(&url).send().await {
+                let started = Instant::now();
+                let outcome = match client.get(&url).send().await {
                     Ok(response) => {
                         let code = response.status().as_u16();
-                        // Read the body so the connection is reused.
-                        let _ = response.bytes().await;
-                        *load
-                            .by_code
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .entry(code)
-                            .or_default() += 1;
+                        // Read the body so the connection is reused; a body
+                        // cut short is a dropped request.
+                        match response.bytes().await {
+                            Ok(_) => Ok(code),
+                            Err(e) => Err(Failure::of(&e)),
+                        }
                     }
                     Err(e) => {
-                        load.transport_errors.fetch_add(1, Ordering::Relaxed);
                         debug!(error = %e, "load request failed");
+                        Err(Failure::of(&e))
                     }
-                }
+                };
+                load.record(outcome, started.elapsed().as_secs_f64());
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_view_counts_answers_and_requests_that_got_none() {
+        let load = Load::new(0);
+        let mut registry = Registry::default();
+        load.register(&mut registry);
+        load.record(Ok(200), 0.2);
+        load.record(Ok(503), 0.001);
+        load.record(Err(Failure::Dropped), 0.1);
+        load.record(Err(Failure::Dropped), 0.1);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("to a String");
+        for line in [
+            r#"checkout_client_requests_total{code="200",error=""} 1"#,
+            r#"checkout_client_requests_total{code="503",error=""} 1"#,
+            r#"checkout_client_requests_total{code="500",error=""} 0"#,
+            r#"checkout_client_requests_total{code="none",error="dropped"} 2"#,
+            r#"checkout_client_requests_total{code="none",error="connect"} 0"#,
+            r#"checkout_client_request_duration_seconds_count{code="none",error="dropped"} 2"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        let stats = load.stats();
+        assert_eq!(stats["transport_errors"], 2);
+        assert_eq!(stats["responses"]["200"], 1);
     }
 }

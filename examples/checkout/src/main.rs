@@ -5,14 +5,6 @@
 //! follow them, so killing pods or scaling changes its real error rate and
 //! its real database connections, which Prometheus scrapes.
 
-mod capacity;
-mod db_pool;
-mod injection;
-mod load;
-mod metrics;
-mod pods;
-mod server;
-
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +17,11 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-use crate::db_pool::DbPool;
-use crate::load::Load;
-use crate::metrics::Metrics;
-use crate::pods::PodCounts;
-use crate::server::AppState;
+use checkout::db_pool::DbPool;
+use checkout::load::Load;
+use checkout::metrics::Metrics;
+use checkout::pods::{self, PodCounts};
+use checkout::server::{self, AppState};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,11 +59,18 @@ struct Args {
     /// demo shows the effect in seconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     db_max_lifetime_seconds: u64,
-    /// Hold `--conns-per-pod` connections in this process whatever the
-    /// Ready-pod count: for real pods, each of which is a process with its
-    /// own pool (without it, one process models the pools of all pods).
-    #[arg(long)]
-    pool_per_process: bool,
+    /// This process is one pod (a real pod on the real node): it serves
+    /// `--capacity-per-pod` requests per second and holds `--conns-per-pod`
+    /// connections of its own, whatever the Ready-pod count. Without it, one
+    /// process models the capacity and the pools of all the Deployment's
+    /// pods (kwok pods run no process).
+    #[arg(long, alias = "pool-per-process")]
+    process_is_pod: bool,
+    /// Fixed time each admitted request takes, on top of the modelled
+    /// latency: with real pods, requests in flight long enough that killing
+    /// a process drops some.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    work_ms: u64,
 }
 
 impl Args {
@@ -157,7 +156,7 @@ async fn run() -> anyhow::Result<()> {
     if pool.enabled() {
         // Likewise let the pool try once, so the first requests find it.
         let first = pool.round();
-        let ready = if args.pool_per_process {
+        let ready = if args.process_is_pod {
             one
         } else {
             counts.subscribe()
@@ -167,7 +166,24 @@ async fn run() -> anyhow::Result<()> {
     }
 
     let load = Load::new(args.load_rps);
-    let state = AppState::new(metrics, counts, pool, load.clone(), args.capacity_per_pod);
+    // A real pod serves with its own capacity: when one of two is killed,
+    // the Service sends all the traffic to the other, which refuses what is
+    // beyond it, as a real backend at its limit would.
+    let serving = if args.process_is_pod {
+        let this_pod = Arc::new(PodCounts::default());
+        this_pod.set_ready(1);
+        this_pod
+    } else {
+        counts
+    };
+    let state = AppState::new(
+        metrics,
+        serving,
+        pool,
+        load.clone(),
+        args.capacity_per_pod,
+        Duration::from_millis(args.work_ms),
+    );
     let stop = Arc::new(Notify::new());
     let mut server = tokio::spawn(
         axum::serve(listener, server::router(state))

@@ -2,7 +2,7 @@
 //! endpoints tests use to steer the service.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -26,6 +26,8 @@ pub struct AppState {
     pub load: Arc<Load>,
     pub capacity_per_pod: u32,
     pub errors: ErrorRatio,
+    /// Fixed handler time added to the modelled latency (`--work-ms`).
+    pub work: Duration,
     limiter: Mutex<Limiter>,
     /// Seconds for the limiter count from here: monotonic, unlike wall time.
     epoch: Instant,
@@ -38,6 +40,7 @@ impl AppState {
         pool: Arc<DbPool>,
         load: Arc<Load>,
         capacity_per_pod: u32,
+        work: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
             metrics,
@@ -46,6 +49,7 @@ impl AppState {
             load,
             capacity_per_pod,
             errors: ErrorRatio::default(),
+            work,
             limiter: Mutex::new(Limiter::default()),
             epoch: Instant::now(),
         })
@@ -88,11 +92,8 @@ async fn handle(s: &AppState) -> (StatusCode, &'static str) {
         };
         return (StatusCode::SERVICE_UNAVAILABLE, body);
     }
-    tokio::time::sleep(capacity::latency(
-        decision.utilisation,
-        rand::random::<f64>(),
-    ))
-    .await;
+    tokio::time::sleep(s.work + capacity::latency(decision.utilisation, rand::random::<f64>()))
+        .await;
     if injection::inject(s.errors.get(), rand::random::<f64>()) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "injected error\n");
     }
@@ -175,7 +176,7 @@ mod tests {
         let config = "postgres://u@127.0.0.1:1/db".parse().expect("static URL");
         // No connections per pod: requests do not touch the database.
         let pool = DbPool::new(config, 0, metrics.clone());
-        AppState::new(metrics, pods, pool, Load::new(0), per_pod)
+        AppState::new(metrics, pods, pool, Load::new(0), per_pod, Duration::ZERO)
     }
 
     async fn call(state: &Arc<AppState>, method: &str, uri: &str, body: &str) -> (u16, String) {
