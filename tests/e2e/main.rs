@@ -21,6 +21,7 @@ mod prometheus_auth;
 mod prometheus_outage;
 mod prometheus_rules;
 mod queries;
+mod real_actions;
 mod real_node;
 mod reliability;
 mod safety;

@@ -32,7 +32,7 @@ fn condition(pod: &Pod, type_: &str) -> Option<(String, k8s_openapi::jiff::Times
 
 /// The container's id (without the `containerd://` prefix), its restart
 /// count and when its current process started.
-fn container(pod: &Pod) -> Option<(String, i32, k8s_openapi::jiff::Timestamp)> {
+pub(crate) fn container(pod: &Pod) -> Option<(String, i32, k8s_openapi::jiff::Timestamp)> {
     let cs = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
     let started = cs.state.as_ref()?.running.as_ref()?.started_at.as_ref()?.0;
     let id = cs.container_id.as_ref()?.strip_prefix("containerd://")?;
@@ -46,7 +46,7 @@ fn host_pid(id: &str) -> Option<u32> {
 }
 
 /// The host pid of the process running `command` in container `id`.
-fn host_pid_of(id: &str, command: &[u8]) -> Option<u32> {
+pub(crate) fn host_pid_of(id: &str, command: &[u8]) -> Option<u32> {
     std::fs::read_dir("/proc")
         .ok()?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -58,7 +58,7 @@ fn host_pid_of(id: &str, command: &[u8]) -> Option<u32> {
 }
 
 /// What `ps` on the host says pid runs.
-fn ps_comm(pid: u32) -> Result<String> {
+pub(crate) fn ps_comm(pid: u32) -> Result<String> {
     let out = std::process::Command::new("ps")
         .args(["-o", "comm=", "-p", &pid.to_string()])
         .output()
@@ -334,7 +334,7 @@ async fn checkout_runs_on_the_real_node_as_processes_behind_its_cluster_ip() -> 
 /// checkout-real's PostgreSQL sessions by pod: its pods connect as role
 /// `checkout_real` (through the node's relay, so all from 127.0.0.1) with
 /// their pod name as `application_name`.
-async fn real_pod_sessions(cluster: &Cluster) -> Result<BTreeMap<String, i64>> {
+pub(crate) async fn real_pod_sessions(cluster: &Cluster) -> Result<BTreeMap<String, i64>> {
     let url = cluster.var("DATABASE_ADMIN_URL")?;
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -357,7 +357,7 @@ async fn real_pod_sessions(cluster: &Cluster) -> Result<BTreeMap<String, i64>> {
 }
 
 /// checkout-real's Ready pods that are not being deleted.
-async fn ready_checkout_pods(pods: &Api<Pod>) -> Result<Vec<Pod>> {
+pub(crate) async fn ready_checkout_pods(pods: &Api<Pod>) -> Result<Vec<Pod>> {
     Ok(pods
         .list(&ListParams::default().labels("app=checkout"))
         .await?

@@ -1,0 +1,505 @@
+//! The actions against real pods: `checkout-real` on the real node, where
+//! each pod is a `/checkout` process with its own PostgreSQL pool, and its
+//! callers (real-node.sh's load generator) reach it through the Service's
+//! ClusterIP. What these runs record, kwok pods cannot show: requests a
+//! killed process dropped in flight, its process gone from the host, its
+//! sessions gone from `pg_stat_activity`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use headroom::resources::ExperimentRun;
+use headroom::resources::experiment::ChaosExperiment;
+use headroom::resources::run::{RunPhase, Verdict};
+use headroom::resources::slo::ServiceLevelObjective;
+use headroom_e2e::{CHECKOUT, Cluster, Operator, eventually};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::real_node::{container, host_pid_of, ready_checkout_pods, real_pod_sessions};
+
+const NS: &str = "checkout-real";
+/// What callers got, by status code; `code="none"`: no response at all.
+const CALLS: &str = "checkout_client_requests_total{job=\"checkout-real-load\"}";
+
+fn slo(name: &str) -> Result<ServiceLevelObjective> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "headroom.dev/v1alpha1",
+        "kind": "ServiceLevelObjective",
+        "metadata": { "name": name },
+        "spec": {
+            "service": "checkout-real",
+            "description": "what callers of checkout-real's Service get, counted by the callers",
+            "objective": 90,
+            "window": "2m",
+            "indicator": { "ratio": {
+                "errors": "sum(rate(checkout_client_requests_total{job=\"checkout-real-load\",code!=\"200\"}[$window]))",
+                "total": format!("sum(rate({CALLS}[$window]))"),
+            } },
+            "minTrafficPerSecond": 1,
+            "alerting": { "tiers": [
+                { "name": "page-fast", "severity": "page", "budgetPercent": 75, "longWindow": "30s", "shortWindow": "15s" }
+            ]}
+        }
+    }))?)
+}
+
+fn experiment(name: &str, slo: &str, action: Value, description: &str) -> Result<ChaosExperiment> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "headroom.dev/v1alpha1",
+        "kind": "ChaosExperiment",
+        "metadata": { "name": name },
+        "spec": {
+            "hypothesis": {
+                "description": description,
+                "recoversWithin": "30s",
+                // Checked every observe interval: requests that got no
+                // response over the last 10s.
+                "checks": [{ "name": "no-request-lost", "promql": {
+                    "query": "sum(increase(checkout_client_requests_total{job=\"checkout-real-load\",code=\"none\"}[10s]))",
+                    "op": "<", "value": 1
+                } }]
+            },
+            "slos": [slo],
+            "budgetPolicy": { "minBudgetRemaining": 10, "maxBurnRateToStart": 1, "abortBurnRate": 20, "maxBudgetSpend": 50 },
+            "action": action,
+            "duration": "15s",
+            "observeInterval": "2s",
+            "blastRadius": { "maxPods": 1 }
+        }
+    }))?)
+}
+
+async fn load_stats() -> Result<Value> {
+    Ok(reqwest::get("http://127.0.0.1:28082/stats")
+        .await
+        .context("the load generator (real-node.sh's checkout-real-load)")?
+        .json()
+        .await?)
+}
+
+/// The run of `experiment` once it is final.
+async fn final_run_of(cluster: &Cluster, experiment: &str) -> Result<ExperimentRun> {
+    let runs: Api<ExperimentRun> = Api::namespaced(cluster.client.clone(), NS);
+    eventually(
+        "the run in a final phase",
+        Duration::from_secs(180),
+        Duration::from_millis(500),
+        || async {
+            Ok(runs
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|r| {
+                    r.spec.experiment == experiment
+                        && r.status.as_ref().is_some_and(|s| s.phase.is_final())
+                }))
+        },
+    )
+    .await
+}
+
+/// Deletes the experiment and the SLO while the operator still runs (it
+/// lifts the experiment's finalizer), whatever the test's outcome.
+async fn clean_up(cluster: &Cluster, experiment: &str, slo: &str) {
+    let exps: Api<ChaosExperiment> = Api::namespaced(cluster.client.clone(), NS);
+    let _ = exps.delete(experiment, &DeleteParams::default()).await;
+    let _ = eventually(
+        "the experiment deleted",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async { Ok(exps.get_opt(experiment).await?.is_none().then_some(())) },
+    )
+    .await;
+    let _ = Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), NS)
+        .delete(slo, &DeleteParams::default())
+        .await;
+}
+
+/// podKill with grace 0 on a real pod under load: the process is gone from
+/// the host at once, the requests it was serving are lost (the callers count
+/// them as `code="none"`, and the run's check says so with the number), its
+/// PostgreSQL sessions leave `pg_stat_activity`, and the ReplicaSet's
+/// replacement is Ready within the bound.
+#[tokio::test]
+async fn pod_kill_on_a_real_pod_loses_the_requests_it_was_serving_and_its_sessions() -> Result<()> {
+    // No connectionExhaustion (which fills PostgreSQL) while this runs.
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
+    let suffix = rand::random::<u32>() % 1_000_000;
+    let (exp_name, slo_name) = (format!("kill-{suffix:06}"), format!("callers-{suffix:06}"));
+
+    // Every Ready pod a /checkout process with sessions of its own.
+    let before = eventually(
+        "2 Ready checkout-real pods, each with its PostgreSQL sessions",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async {
+            let ready = ready_checkout_pods(&pods).await?;
+            let sessions = real_pod_sessions(&cluster).await?;
+            let all = ready.len() == 2
+                && ready.iter().all(|p| {
+                    sessions
+                        .get(p.metadata.name.as_deref().unwrap_or_default())
+                        .is_some_and(|n| *n > 0)
+                });
+            Ok(all.then_some(ready))
+        },
+    )
+    .await
+    .context("checkout-real's pods (tests/cluster/real-node.sh)")?;
+    let mut pids = std::collections::BTreeMap::new();
+    for p in &before {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let (id, _, _) = container(p).with_context(|| format!("{name}: no running container"))?;
+        let pid = host_pid_of(&id, b"/checkout").with_context(|| format!("{name}: no process"))?;
+        pids.insert(name, pid);
+    }
+
+    let operator = Operator::start_in(&cluster, NS, &["--evaluation-interval", "2s"])?;
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), NS)
+        .create(&PostParams::default(), &slo(&slo_name)?)
+        .await?;
+    let lost_before = load_stats().await?["transport_errors"]
+        .as_u64()
+        .unwrap_or(0);
+    let started = Instant::now();
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), NS)
+        .create(
+            &PostParams::default(),
+            &experiment(
+                &exp_name,
+                &slo_name,
+                json!({ "podKill": { "selector": { "matchLabels": { "app": "checkout" } }, "count": 1, "gracePeriodSeconds": 0 } }),
+                "killing one of checkout's two pods loses no caller's request, and a replacement is Ready within 30s",
+            )?,
+        )
+        .await?;
+    let run = final_run_of(&cluster, &exp_name).await;
+    let lost_after = load_stats().await?["transport_errors"]
+        .as_u64()
+        .unwrap_or(0);
+    let sessions_after = real_pod_sessions(&cluster).await?;
+    clean_up(&cluster, &exp_name, &slo_name).await;
+    let run = run.with_context(|| operator.log())?;
+    let status = run.status.context("status")?;
+    ensure!(
+        status.phase == RunPhase::Completed,
+        "{:?} {:?}\n{}",
+        status.phase,
+        status.reason,
+        operator.log()
+    );
+    let obs = status.observations.as_ref().context("no observations")?;
+    let killed = obs.killed_pods.first().context("no killed pod recorded")?;
+    let pid = pids
+        .get(&killed.name)
+        .with_context(|| format!("killed {} was not one of {pids:?}", killed.name))?;
+
+    // The process is gone from the host, not just the pod from the API.
+    let alive = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|b| *b == 0).next() == Some(&b"/checkout"[..]));
+    ensure!(!alive, "{}'s process {pid} is still running", killed.name);
+    // Its sessions went with it; the replacement opened its own.
+    ensure!(
+        !sessions_after.contains_key(&killed.name),
+        "{}'s sessions are still in pg_stat_activity: {sessions_after:?}",
+        killed.name
+    );
+    let lost = lost_after.saturating_sub(lost_before);
+    ensure!(
+        lost >= 1,
+        "the callers lost no request while a process serving ~3 at a time was killed"
+    );
+    // The run's own evidence says so: the check was refuted with the count.
+    let check = status
+        .expectations
+        .iter()
+        .find(|e| e.name == "check/no-request-lost")
+        .with_context(|| format!("{:#?}", status.expectations))?;
+    ensure!(
+        check.result == Verdict::Refuted,
+        "requests were lost ({lost} by the load generator's count) but the check says {check:?}"
+    );
+    let recovery = status
+        .expectations
+        .iter()
+        .find(|e| e.name == "recoversWithin")
+        .with_context(|| format!("{:#?}", status.expectations))?;
+    ensure!(recovery.result == Verdict::Confirmed, "{recovery:?}");
+    println!(
+        "real podKill: killed {} (pid {pid}); callers lost {lost} requests (check measured {:?}); \
+         recovery {:?}; sessions after {sessions_after:?}; run took {:.1}s",
+        killed.name,
+        check.measured,
+        obs.recovery_seconds,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Host processes running checkout-real's `/checkout` (the host's own
+/// checkout runs from target/release, by its full path).
+fn checkout_processes() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.split(|b| *b == 0).next() == Some(&b"/checkout"[..]))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// scaleDown of the real Deployment from 4 to 2: the ReplicaSet controller
+/// chooses which processes end; the run records which, and each removed
+/// pod's process and PostgreSQL sessions are gone while the survivors keep
+/// theirs. What the callers lost to the graceful removal is printed.
+#[tokio::test]
+async fn scale_down_on_real_pods_ends_the_removed_processes_and_their_sessions() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
+    let suffix = rand::random::<u32>() % 1_000_000;
+    let (exp_name, slo_name) = (format!("scale-{suffix:06}"), format!("callers-{suffix:06}"));
+    eventually(
+        "2 Ready checkout-real pods",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async { Ok((ready_checkout_pods(&pods).await?.len() == 2).then_some(())) },
+    )
+    .await
+    .context("checkout-real's pods (tests/cluster/real-node.sh)")?;
+
+    let operator = Operator::start_in(&cluster, NS, &["--evaluation-interval", "2s"])?;
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), NS)
+        .create(&PostParams::default(), &slo(&slo_name)?)
+        .await?;
+    let lost_before = load_stats().await?["transport_errors"]
+        .as_u64()
+        .unwrap_or(0);
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), NS)
+        .create(
+            &PostParams::default(),
+            &experiment(
+                &exp_name,
+                &slo_name,
+                json!({ "scaleDown": {
+                    "target": { "kind": "Deployment", "name": "checkout" },
+                    "scaleUpTo": 4, "scaleDownTo": 2, "expectOrder": "NewestFirst"
+                } }),
+                "scaling checkout from 4 to 2 removes the newest pods and loses no caller's request",
+            )?,
+        )
+        .await?;
+    let run = final_run_of(&cluster, &exp_name).await;
+    let lost = load_stats().await?["transport_errors"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(lost_before);
+    clean_up(&cluster, &exp_name, &slo_name).await;
+    let run = run.with_context(|| operator.log())?;
+    let status = run.status.context("status")?;
+    ensure!(
+        status.phase == RunPhase::Completed,
+        "{:?} {:?}\n{}",
+        status.phase,
+        status.reason,
+        operator.log()
+    );
+    let obs = status.observations.as_ref().context("no observations")?;
+    ensure!(
+        obs.removed_pods.len() == 2 && obs.surviving_pods.len() == 2,
+        "removed {:?}, survived {:?}",
+        obs.removed_pods,
+        obs.surviving_pods
+    );
+    // Restored to 2 replicas: two processes, each with its sessions; none
+    // of the removed pods' sessions are left.
+    let sessions = eventually(
+        "2 checkout-real processes, the survivors' sessions only",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let sessions = real_pod_sessions(&cluster).await?;
+            let removed_gone = obs
+                .removed_pods
+                .iter()
+                .all(|p| !sessions.contains_key(&p.name));
+            Ok((removed_gone && checkout_processes() == 2).then_some(sessions))
+        },
+    )
+    .await?;
+    for p in &obs.surviving_pods {
+        ensure!(
+            sessions.get(&p.name).is_some_and(|n| *n > 0),
+            "survivor {} holds no session: {sessions:?}",
+            p.name
+        );
+    }
+    let order = status
+        .expectations
+        .iter()
+        .find(|e| e.name == "expectOrder/NewestFirst")
+        .context("order expectation")?;
+    let check = status
+        .expectations
+        .iter()
+        .find(|e| e.name == "check/no-request-lost")
+        .context("check expectation")?;
+    println!(
+        "real scaleDown 4 -> 2: removed {:?}; order {:?} ({}); callers lost {lost} requests \
+         (check {:?}, measured {:?}); sessions after {sessions:?}",
+        obs.removed_pods.iter().map(|p| &p.name).collect::<Vec<_>>(),
+        order.result,
+        order.measured.clone().unwrap_or_default(),
+        check.result,
+        check.measured
+    );
+    Ok(())
+}
+
+/// Database errors checkout-real's pods counted, summed over the pods
+/// Prometheus found by Kubernetes service discovery.
+async fn real_pods_db_errors(cluster: &Cluster) -> Result<f64> {
+    Ok(headroom_e2e::prom_query(
+        cluster.var("PROMETHEUS_URL")?,
+        "sum(checkout_db_connection_errors_total{job=\"checkout-real\"}) or vector(0)",
+    )
+    .await?
+    .unwrap_or(0.0))
+}
+
+/// connectionExhaustion of PostgreSQL while the real pods' pools renew their
+/// sessions (every 5 s): the run records where PostgreSQL first refused, the
+/// pods themselves count the refusals of their own reconnects (scraped
+/// through service discovery), and after the restore each pod holds
+/// sessions again.
+#[tokio::test]
+async fn connection_exhaustion_is_felt_by_the_real_pods_pools() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
+    let suffix = rand::random::<u32>() % 1_000_000;
+    let (exp_name, slo_name, secret_name) = (
+        format!("exhaust-{suffix:06}"),
+        format!("callers-{suffix:06}"),
+        format!("pg-{suffix:06}"),
+    );
+    eventually(
+        "2 Ready checkout-real pods, each with its PostgreSQL sessions",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async {
+            let ready = ready_checkout_pods(&pods).await?;
+            let sessions = real_pod_sessions(&cluster).await?;
+            Ok((ready.len() == 2
+                && ready.iter().all(|p| {
+                    sessions
+                        .get(p.metadata.name.as_deref().unwrap_or_default())
+                        .is_some_and(|n| *n > 0)
+                }))
+            .then_some(()))
+        },
+    )
+    .await
+    .context("checkout-real's pods (tests/cluster/real-node.sh)")?;
+    let database: tokio_postgres::Config = cluster.var("DATABASE_URL")?.parse()?;
+    let port = database.get_ports().first().copied().context("port")?;
+    let user = database.get_user().context("user")?.to_owned();
+    let password = String::from_utf8(database.get_password().context("password")?.to_vec())?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.client.clone(), NS);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": { "name": secret_name },
+                "stringData": { "username": user, "password": password, "database": "checkout" }
+            }))?,
+        )
+        .await?;
+    let errors_before = real_pods_db_errors(&cluster).await?;
+    let operator = Operator::start_in_allowing(
+        &cluster,
+        NS,
+        &["--evaluation-interval", "2s"],
+        &format!("127.0.0.1/32:{port}"),
+    )?;
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), NS)
+        .create(&PostParams::default(), &slo(&slo_name)?)
+        .await?;
+    let mut exp = experiment(
+        &exp_name,
+        &slo_name,
+        json!({ "connectionExhaustion": {
+            "target": { "host": "127.0.0.1", "port": port },
+            "protocol": "Postgres", "connections": 40, "rampStep": 4, "rampInterval": "200ms",
+            "holdFor": "12s", "credentialsSecret": { "name": secret_name }
+        } }),
+        "checkout's pods keep serving while PostgreSQL refuses new sessions",
+    )?;
+    exp.spec.blast_radius = None;
+    exp.spec.duration = "60s".into();
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), NS)
+        .create(&PostParams::default(), &exp)
+        .await?;
+    let run = final_run_of(&cluster, &exp_name).await;
+    // Scraped every second: the last refusals are in within a few.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let errors_after = real_pods_db_errors(&cluster).await?;
+    clean_up(&cluster, &exp_name, &slo_name).await;
+    let _ = secrets.delete(&secret_name, &DeleteParams::default()).await;
+    let run = run.with_context(|| operator.log())?;
+    let status = run.status.context("status")?;
+    ensure!(
+        status.phase == RunPhase::Completed,
+        "{:?} {:?}\n{}",
+        status.phase,
+        status.reason,
+        operator.log()
+    );
+    let obs = status.observations.as_ref().context("no observations")?;
+    let at = obs
+        .connections_at_first_refusal
+        .context("no refusal recorded")?;
+    let refused = errors_after - errors_before;
+    ensure!(
+        refused >= 1.0,
+        "the real pods counted no refused session while PostgreSQL was full (before {errors_before}, after {errors_after})"
+    );
+    // Restored: every held connection released, each pod's pool back.
+    let sessions = eventually(
+        "each real pod's sessions back after the restore",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let ready = ready_checkout_pods(&pods).await?;
+            let sessions = real_pod_sessions(&cluster).await?;
+            Ok((ready.len() == 2
+                && ready.iter().all(|p| {
+                    sessions
+                        .get(p.metadata.name.as_deref().unwrap_or_default())
+                        .is_some_and(|n| *n > 0)
+                }))
+            .then_some(sessions))
+        },
+    )
+    .await?;
+    println!(
+        "real connectionExhaustion: first refusal with {at} held ({}); the real pods counted {refused} \
+         refused or lost sessions of their own; sessions after the restore {sessions:?}; verdict {:?}",
+        obs.refusal_message.clone().unwrap_or_default(),
+        status.verdict
+    );
+    Ok(())
+}
