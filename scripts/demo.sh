@@ -222,6 +222,14 @@ main() {
 
   local status=0
   run_experiments "$DEMO_NAMESPACE" examples/experiments.yaml || status=1
+  # The same service as real pods on the real node: what a killed process
+  # costs its callers.
+  if k get namespace checkout-real >/dev/null 2>&1; then
+    say "real pods: kubectl apply -f examples/real-pods.yaml (namespace checkout-real, on real-0)"
+    k apply -f examples/real-pods.yaml -l '!demo.headroom.dev/step'
+    wait_slos checkout-real
+    run_experiments checkout-real examples/real-pods.yaml || status=1
+  fi
 
   if ! curl -fsS "http://$OPERATOR_METRICS_ADDR/" >/dev/null; then
     echo "FAILED: the dashboard did not answer at http://$OPERATOR_METRICS_ADDR/" >&2

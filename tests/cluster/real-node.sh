@@ -50,6 +50,7 @@ NODE_IP="10.244.0.1"
 SERVICE_CIDR="10.96.0.0/16" # up.sh's --service-cluster-ip-range
 APISERVER_PORT=26443
 POSTGRES_PORT=25432 # up.sh's PostgreSQL, loopback only as the API server
+PROMETHEUS_PORT=29090 # up.sh's Prometheus, loopback only too
 KUBELET_PORT=20250
 KUBELET_HEALTHZ_PORT=20248
 KUBE_PROXY_HEALTHZ_PORT=20256
@@ -271,7 +272,7 @@ iptables -C FORWARD -j "$FORWARD_CHAIN" 2>/dev/null || iptables -I FORWARD 1 -j 
 # through a relay on the node's address; up before kubelet starts the pods
 # that need it. PostgreSQL sees the relay's address (127.0.0.1): checkout's
 # pods tell themselves apart by application_name (their pod name).
-RELAY_ARGS="$NODE_IP:$APISERVER_PORT=127.0.0.1:$APISERVER_PORT $NODE_IP:$POSTGRES_PORT=127.0.0.1:$POSTGRES_PORT"
+RELAY_ARGS="$NODE_IP:$APISERVER_PORT=127.0.0.1:$APISERVER_PORT $NODE_IP:$POSTGRES_PORT=127.0.0.1:$POSTGRES_PORT $NODE_IP:$PROMETHEUS_PORT=127.0.0.1:$PROMETHEUS_PORT"
 echo "$RELAY_ARGS" >"$N/relay.args.new"
 restart_if_changed node-relay "$N/relay.args"
 # shellcheck disable=SC2086 # one argument per pair
@@ -467,6 +468,25 @@ wait_for kube-proxy 60 curl -fsS "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/heal
 "$KUBECTL" taint node "$NODE_NAME" "$NODE_TAINT" --overwrite >/dev/null
 IFS=, read -ra labels <<<"$NODE_LABELS"
 "$KUBECTL" label node "$NODE_NAME" "${labels[@]}" --overwrite >/dev/null
+
+# In-cluster clients (an operator installed from deploy/) find the API
+# server as pods do everywhere: the Service default/kubernetes (10.96.0.1,
+# in the serving certificate). The API server runs with
+# --endpoint-reconciler-type none and listens on loopback, so its endpoint is
+# the node's relay, written here.
+"$KUBECTL" apply -f - >"$C/logs/kubernetes-endpoints.log" 2>&1 <<EOF || fail kubernetes-endpoints "writing the EndpointSlice of default/kubernetes failed" "$C/logs/kubernetes-endpoints.log"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kubernetes-real-node
+  namespace: default
+  labels:
+    kubernetes.io/service-name: kubernetes
+    endpointslice.kubernetes.io/managed-by: real-node.sh
+addressType: IPv4
+endpoints: [{ addresses: ["$NODE_IP"], conditions: { ready: true } }]
+ports: [{ name: https, port: $APISERVER_PORT, protocol: TCP }]
+EOF
 
 # ---------------------------------------------------------------- checkout on the real node
 # The example service's release build (up.sh builds it) as an image: the

@@ -13,6 +13,7 @@ mod disruptive;
 mod experiment;
 mod helm;
 mod hostile;
+mod in_cluster;
 mod instances;
 mod manifest;
 mod node_faults;

@@ -67,6 +67,13 @@ impl Failure {
     }
 }
 
+/// Whether the generator's requests share kept-alive connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connections {
+    KeepAlive,
+    PerRequest,
+}
+
 pub struct Load {
     rps: AtomicU32,
     sent: AtomicU64,
@@ -172,11 +179,23 @@ impl Load {
         })
     }
 
-    /// Send requests to `url` from a task, until it is aborted.
-    pub fn start(self: Arc<Self>, url: String) -> anyhow::Result<JoinHandle<()>> {
+    /// Send requests to `url` from a task, until it is aborted. With
+    /// `Connections::PerRequest` each request opens its own connection:
+    /// kube-proxy balances connections, not requests, so kept-alive ones
+    /// would stay on the pods they first reached (all on one survivor after
+    /// a pod is killed) while many callers in aggregate spread evenly.
+    pub fn start(
+        self: Arc<Self>,
+        url: String,
+        connections: Connections,
+    ) -> anyhow::Result<JoinHandle<()>> {
+        let idle = match connections {
+            Connections::KeepAlive => 64,
+            Connections::PerRequest => 0,
+        };
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(idle)
             .build()?;
         Ok(tokio::spawn(self.run(client, url)))
     }

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use checkout::db_pool::DbPool;
-use checkout::load::Load;
+use checkout::load::{Connections, Load};
 use checkout::metrics::Metrics;
 use checkout::pods::{self, PodCounts};
 use checkout::server::{self, AppState};
@@ -194,7 +194,10 @@ async fn run() -> anyhow::Result<()> {
             .into_future(),
     );
     let load_task = load
-        .start(format!("http://{}/checkout", reachable(local)))
+        .start(
+            format!("http://{}/checkout", reachable(local)),
+            Connections::KeepAlive,
+        )
         .context("starting the load generator")?;
     info!(listen = %local, load_rps = args.load_rps, "checkout serving");
 

@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
-use checkout::load::Load;
+use checkout::load::{Connections, Load};
 use checkout::metrics::CONTENT_TYPE;
 
 #[derive(Debug, Parser)]
@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     load.register(&mut registry);
     let task = load
         .clone()
-        .start(args.url.to_string())
+        .start(args.url.to_string(), Connections::PerRequest)
         .context("starting the load generator")?;
     let state = Arc::new(AppState { load, registry });
     let app = Router::new()

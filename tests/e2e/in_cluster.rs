@@ -1,0 +1,239 @@
+//! The operator installed in the cluster from `deploy/`
+//! (tests/cluster/manifests/operator: deploy/ with the image
+//! tests/cluster/operator-image.sh built and imported, on the real node): two
+//! replicas as processes in pods, with deploy/'s ServiceAccount, RBAC, security
+//! context and in-cluster configuration (the Service default/kubernetes), one
+//! holding the Lease `headroom`. Killing the leader mid-run is the failover
+//! an SRE fears: the other replica takes the Lease and restores what the
+//! dead one left in place.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use headroom::resources::ExperimentRun;
+use headroom::resources::experiment::ChaosExperiment;
+use headroom::resources::run::RunPhase;
+use headroom::resources::slo::ServiceLevelObjective;
+use headroom_e2e::{CHECKOUT, Cluster, eventually, repo_root};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+
+use crate::real_actions::{NS, calm_callers, clean_up, experiment, final_run_of, slo};
+use crate::real_node::{container, host_pid_of};
+
+const SYSTEM: &str = "headroom-system";
+const OVERLAY: &str = "tests/cluster/manifests/operator";
+
+async fn set_load_rps(rps: u32) -> Result<()> {
+    reqwest::Client::new()
+        .post("http://127.0.0.1:28082/admin/load-rps")
+        .body(rps.to_string())
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn holder(cluster: &Cluster) -> Result<Option<String>> {
+    Ok(Api::<Lease>::namespaced(cluster.client.clone(), SYSTEM)
+        .get_opt("headroom")
+        .await?
+        .and_then(|l| l.spec?.holder_identity))
+}
+
+#[tokio::test]
+async fn deploy_runs_in_the_cluster_and_the_other_replica_restores_a_killed_leaders_run()
+-> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    cluster.install_crds()?;
+    let image = std::process::Command::new(repo_root().join("tests/cluster/operator-image.sh"))
+        .output()
+        .context("running tests/cluster/operator-image.sh")?;
+    ensure!(
+        image.status.success(),
+        "tests/cluster/operator-image.sh failed: {}",
+        String::from_utf8_lossy(&image.stderr)
+    );
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), SYSTEM);
+    // A Deployment left by an earlier run has pods of an older image of the
+    // same tag: start from none.
+    if deployments.get_opt("headroom").await?.is_some() {
+        deployments
+            .delete("headroom", &DeleteParams::default().grace_period(0))
+            .await?;
+    }
+    let overlay = repo_root().join(OVERLAY);
+    let applied = cluster.kubectl(&["apply", "-k", &overlay.display().to_string()])?;
+    ensure!(
+        applied.status.success(),
+        "kubectl apply -k {OVERLAY}: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let result = failover(&cluster).await;
+    let _ = set_load_rps(30).await;
+    let _ = deployments
+        .delete("headroom", &DeleteParams::default().grace_period(0))
+        .await;
+    result
+}
+
+async fn failover(cluster: &Cluster) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), SYSTEM);
+    let selector = ListParams::default().labels("app.kubernetes.io/name=headroom");
+    let replicas = eventually(
+        "deploy/'s 2 operator replicas Ready on the real node",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || async {
+            let list: Vec<Pod> = pods
+                .list(&selector)
+                .await?
+                .items
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none() && ready(p))
+                .collect();
+            Ok((list.len() == 2).then_some(list))
+        },
+    )
+    .await?;
+    let names: Vec<String> = replicas
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    for p in &replicas {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let on = p.spec.as_ref().and_then(|s| s.node_name.clone());
+        ensure!(on.as_deref() == Some("real-0"), "{name} runs on {on:?}");
+        let (id, _, _) = container(p).with_context(|| format!("{name}: no container"))?;
+        host_pid_of(&id, b"/headroom")
+            .with_context(|| format!("{name}: no /headroom process on the host"))?;
+    }
+    let leader = eventually(
+        "one replica to hold the Lease headroom",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async { Ok(holder(cluster).await?.filter(|h| names.contains(h))) },
+    )
+    .await?;
+
+    // Half the load: checkout at 1 replica then still serves it all, so the
+    // budget gates nothing while the fault is held.
+    set_load_rps(15).await?;
+    calm_callers(cluster).await?;
+    let suffix = rand::random::<u32>() % 1_000_000;
+    let (exp_name, slo_name) = (
+        format!("failover-{suffix:06}"),
+        format!("callers-{suffix:06}"),
+    );
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), NS)
+        .create(&PostParams::default(), &slo(&slo_name)?)
+        .await?;
+    let mut exp = experiment(
+        &exp_name,
+        &slo_name,
+        json!({ "scaleDown": {
+            "target": { "kind": "Deployment", "name": "checkout" },
+            "scaleUpTo": 3, "scaleDownTo": 1
+        } }),
+        "checkout at one replica serves half its load",
+    )?;
+    exp.spec.duration = "120s".into();
+    exp.spec.hypothesis.checks.clear();
+    Api::<ChaosExperiment>::namespaced(cluster.client.clone(), NS)
+        .create(&PostParams::default(), &exp)
+        .await?;
+    let outcome = kill_the_leader_mid_run(cluster, &exp_name, &leader, &names).await;
+    // The surviving replica lifts the experiment's finalizer.
+    clean_up(cluster, &exp_name, &slo_name).await;
+    outcome
+}
+
+async fn kill_the_leader_mid_run(
+    cluster: &Cluster,
+    exp_name: &str,
+    leader: &str,
+    names: &[String],
+) -> Result<()> {
+    let runs: Api<ExperimentRun> = Api::namespaced(cluster.client.clone(), NS);
+    let checkout: Api<Deployment> = Api::namespaced(cluster.client.clone(), NS);
+    eventually(
+        "the in-cluster leader's run observing with checkout at 1 replica",
+        Duration::from_secs(150),
+        Duration::from_millis(500),
+        || async {
+            let observing = runs
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .any(|r| {
+                    r.spec.experiment == exp_name
+                        && r.status
+                            .as_ref()
+                            .is_some_and(|s| s.phase == RunPhase::Observing)
+                });
+            let replicas = checkout
+                .get("checkout")
+                .await?
+                .spec
+                .and_then(|s| s.replicas);
+            Ok((observing && replicas == Some(1)).then_some(()))
+        },
+    )
+    .await?;
+    let killed = Instant::now();
+    Api::<Pod>::namespaced(cluster.client.clone(), SYSTEM)
+        .delete(leader, &DeleteParams::default().grace_period(0))
+        .await?;
+    let other = names
+        .iter()
+        .find(|n| n.as_str() != leader)
+        .context("two replicas")?;
+    eventually(
+        "the other replica to take the Lease",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async { Ok((holder(cluster).await?.as_ref() == Some(other)).then_some(())) },
+    )
+    .await?;
+    let took_over = killed.elapsed();
+    let run = final_run_of(cluster, exp_name).await?;
+    let restored = killed.elapsed();
+    let status = run.status.context("status")?;
+    ensure!(
+        status.restore.as_ref().is_some_and(|r| r.done),
+        "{:?} {:?}: restore {:?}",
+        status.phase,
+        status.reason,
+        status.restore
+    );
+    let replicas = checkout
+        .get("checkout")
+        .await?
+        .spec
+        .and_then(|s| s.replicas);
+    ensure!(
+        replicas == Some(2),
+        "checkout has {replicas:?} replicas after the restore"
+    );
+    println!(
+        "in-cluster failover: killed leader {leader}; {other} took the Lease after {:.1}s; \
+         the run ended {:?} ({:?}) with checkout back at 2 replicas {:.1}s after the kill",
+        took_over.as_secs_f64(),
+        status.phase,
+        status.reason,
+        restored.as_secs_f64()
+    );
+    Ok(())
+}
