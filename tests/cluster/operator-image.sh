@@ -22,7 +22,8 @@ fail() { echo "[operator-image] FAILED: $*" >&2; exit 1; }
 mkdir -p "$N/images"
 stripped="$N/images/headroom"
 strip --strip-debug -o "$stripped" "$BIN"
-specs=("$stripped=/headroom")
+# The CA bundle too: its HTTP clients load the system roots at start.
+specs=("$stripped=/headroom" "/etc/ssl/certs/ca-certificates.crt=/etc/ssl/certs/ca-certificates.crt")
 while read -r lib; do
   specs+=("$(readlink -f "$lib")=$lib")
 done < <(ldd "$stripped" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')

@@ -144,7 +144,7 @@ async fn failover(cluster: &Cluster) -> Result<()> {
         &slo_name,
         json!({ "scaleDown": {
             "target": { "kind": "Deployment", "name": "checkout" },
-            "scaleUpTo": 3, "scaleDownTo": 1
+            "scaleUpTo": 3, "scaleDownTo": 1, "expectOrder": "NewestFirst"
         } }),
         "checkout at one replica serves half its load",
     )?;
@@ -192,24 +192,28 @@ async fn kill_the_leader_mid_run(
         },
     )
     .await?;
-    let killed = Instant::now();
-    Api::<Pod>::namespaced(cluster.client.clone(), SYSTEM)
-        .delete(leader, &DeleteParams::default().grace_period(0))
+    // A crash, not a shutdown: SIGKILL to the leader's process on the host
+    // (deleting the pod would send SIGTERM first, and the operator restores
+    // its own runs on SIGTERM). kubelet restarts the container.
+    let pod = Api::<Pod>::namespaced(cluster.client.clone(), SYSTEM)
+        .get(leader)
         .await?;
-    let other = names
-        .iter()
-        .find(|n| n.as_str() != leader)
-        .context("two replicas")?;
-    eventually(
-        "the other replica to take the Lease",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || async { Ok((holder(cluster).await?.as_ref() == Some(other)).then_some(())) },
-    )
-    .await?;
-    let took_over = killed.elapsed();
+    let (id, _, _) = container(&pod).with_context(|| format!("{leader}: no container"))?;
+    let pid = host_pid_of(&id, b"/headroom").with_context(|| format!("{leader}: no process"))?;
+    let killed = Instant::now();
+    let out = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "kill -KILL {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run = final_run_of(cluster, exp_name).await?;
     let restored = killed.elapsed();
+    // Whoever leads now: the other replica, or the killed one's container
+    // restarted by kubelet (same pod name) if it came back first.
+    let new_leader = holder(cluster).await?.unwrap_or_default();
     let status = run.status.context("status")?;
     ensure!(
         status.restore.as_ref().is_some_and(|r| r.done),
@@ -217,6 +221,16 @@ async fn kill_the_leader_mid_run(
         status.phase,
         status.reason,
         status.restore
+    );
+    ensure!(
+        status.phase == RunPhase::Aborted
+            && status
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("OperatorRestarted")),
+        "{:?} {:?}",
+        status.phase,
+        status.reason
     );
     let replicas = checkout
         .get("checkout")
@@ -228,12 +242,17 @@ async fn kill_the_leader_mid_run(
         "checkout has {replicas:?} replicas after the restore"
     );
     println!(
-        "in-cluster failover: killed leader {leader}; {other} took the Lease after {:.1}s; \
-         the run ended {:?} ({:?}) with checkout back at 2 replicas {:.1}s after the kill",
-        took_over.as_secs_f64(),
+        "in-cluster failover: SIGKILL to leader {leader}'s process (pid {pid}); the run ended {:?} \
+         ({:?}) with checkout back at 2 replicas {:.1}s after the kill; the Lease is now held by \
+         {new_leader} ({})",
         status.phase,
         status.reason,
-        restored.as_secs_f64()
+        restored.as_secs_f64(),
+        if names.contains(&new_leader) && new_leader != leader {
+            "the other replica"
+        } else {
+            "the killed one's pod, its container restarted by kubelet"
+        }
     );
     Ok(())
 }
