@@ -98,6 +98,25 @@ pub(crate) async fn calm_callers(cluster: &Cluster) -> Result<()> {
     .await
 }
 
+/// Wait until no request got lost over the last 15s, so the check of the
+/// next run sees only what that run did.
+async fn no_recent_loss(cluster: &Cluster) -> Result<()> {
+    let prom = cluster.var("PROMETHEUS_URL")?;
+    let q = "sum(increase(checkout_client_requests_total{job=\"checkout-real-load\",code=\"none\"}[15s]))";
+    eventually(
+        "no request lost over the last 15s",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async {
+            Ok(headroom_e2e::prom_query(prom, q)
+                .await?
+                .filter(|n| *n < 0.5)
+                .map(|_| ()))
+        },
+    )
+    .await
+}
+
 pub(crate) async fn load_stats() -> Result<Value> {
     Ok(reqwest::get("http://127.0.0.1:28082/stats")
         .await
@@ -146,12 +165,12 @@ pub(crate) async fn clean_up(cluster: &Cluster, experiment: &str, slo: &str) {
 }
 
 /// podKill with grace 0 on a real pod under load: the process is gone from
-/// the host at once, the requests it was serving are lost (the callers count
-/// them as `code="none"`, and the run's check says so with the number), its
-/// PostgreSQL sessions leave `pg_stat_activity`, and the ReplicaSet's
-/// replacement is Ready within the bound.
+/// the host, its PostgreSQL sessions leave `pg_stat_activity`, the
+/// ReplicaSet's replacement is Ready within the bound, and the run's check
+/// of the callers' lost requests agrees with the load generator's own count.
 #[tokio::test]
-async fn pod_kill_on_a_real_pod_loses_the_requests_it_was_serving_and_its_sessions() -> Result<()> {
+async fn pod_kill_on_a_real_pod_ends_its_process_and_sessions_and_records_what_callers_lost()
+-> Result<()> {
     // No connectionExhaustion (which fills PostgreSQL) while this runs.
     let _guard = CHECKOUT.lock().await;
     let cluster = Cluster::connect().await?;
@@ -192,6 +211,7 @@ async fn pod_kill_on_a_real_pod_loses_the_requests_it_was_serving_and_its_sessio
     Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), NS)
         .create(&PostParams::default(), &slo(&slo_name)?)
         .await?;
+    no_recent_loss(&cluster).await?;
     let lost_before = load_stats().await?["transport_errors"]
         .as_u64()
         .unwrap_or(0);
@@ -238,20 +258,21 @@ async fn pod_kill_on_a_real_pod_loses_the_requests_it_was_serving_and_its_sessio
         "{}'s sessions are still in pg_stat_activity: {sessions_after:?}",
         killed.name
     );
+    // Whether callers lost requests depends on the process: deleting a pod
+    // with grace 0 still makes kubelet send SIGTERM first (and SIGKILL
+    // after its minimum grace), and checkout drains what it is serving on
+    // SIGTERM, so at most a request or two racing the endpoint's removal is
+    // lost. The run's evidence must say what the callers saw: the check is
+    // refuted exactly when they lost one.
     let lost = lost_after.saturating_sub(lost_before);
-    ensure!(
-        lost >= 1,
-        "the callers lost no request while a process serving ~3 at a time was killed"
-    );
-    // The run's own evidence says so: the check was refuted with the count.
     let check = status
         .expectations
         .iter()
         .find(|e| e.name == "check/no-request-lost")
         .with_context(|| format!("{:#?}", status.expectations))?;
     ensure!(
-        check.result == Verdict::Refuted,
-        "requests were lost ({lost} by the load generator's count) but the check says {check:?}"
+        (check.result == Verdict::Refuted) == (lost >= 1),
+        "the callers lost {lost} requests but the check says {check:?}"
     );
     let recovery = status
         .expectations
