@@ -573,3 +573,64 @@ async fn connection_exhaustion_is_felt_by_the_real_pods_pools() -> Result<()> {
     );
     Ok(())
 }
+
+/// What a deleted pod's SIGTERM spares its callers, a crash does not: SIGKILL
+/// to a real pod's process under load breaks the connections it was serving,
+/// and the callers count those requests as lost (`error="dropped"` or
+/// refused until kubelet restarts the container).
+#[tokio::test]
+async fn sigkill_to_a_real_pods_process_loses_the_requests_it_was_serving() -> Result<()> {
+    let _guard = CHECKOUT.lock().await;
+    let cluster = Cluster::connect().await?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
+    let ready = eventually(
+        "2 Ready checkout-real pods",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async {
+            let ready = ready_checkout_pods(&pods).await?;
+            Ok((ready.len() == 2).then_some(ready))
+        },
+    )
+    .await
+    .context("checkout-real's pods (tests/cluster/real-node.sh)")?;
+    let victim = &ready[0];
+    let name = victim.metadata.name.clone().unwrap_or_default();
+    let (id, restarts, _) = container(victim).with_context(|| format!("{name}: no container"))?;
+    let pid = host_pid_of(&id, b"/checkout").with_context(|| format!("{name}: no process"))?;
+    let lost_before = load_stats().await?["transport_errors"]
+        .as_u64()
+        .unwrap_or(0);
+    let out = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .output()?;
+    ensure!(out.status.success(), "kill -KILL {pid}");
+    let lost = eventually(
+        "the callers to count lost requests",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || async {
+            let now = load_stats().await?["transport_errors"]
+                .as_u64()
+                .unwrap_or(0);
+            Ok((now > lost_before).then_some(now - lost_before))
+        },
+    )
+    .await?;
+    // kubelet restarts the container: a new process in the same pod.
+    eventually(
+        "kubelet to restart the killed container, Ready",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let p = pods.get(&name).await?;
+            Ok(container(&p)
+                .filter(|(_, r, _)| *r > restarts)
+                .filter(|_| crate::experiment::ready(&p))
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    println!("SIGKILL to {name}'s process (pid {pid}): the callers lost {lost} requests");
+    Ok(())
+}
