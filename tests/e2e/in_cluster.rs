@@ -136,9 +136,6 @@ async fn failover(cluster: &Cluster) -> Result<()> {
         format!("failover-{suffix:06}"),
         format!("callers-{suffix:06}"),
     );
-    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), NS)
-        .create(&PostParams::default(), &slo(&slo_name)?)
-        .await?;
     let mut exp = experiment(
         &exp_name,
         &slo_name,
@@ -150,6 +147,10 @@ async fn failover(cluster: &Cluster) -> Result<()> {
     )?;
     exp.spec.duration = "120s".into();
     exp.spec.hypothesis.checks.clear();
+    // Created once nothing before can fail, so a failed test leaves no SLO.
+    Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), NS)
+        .create(&PostParams::default(), &slo(&slo_name)?)
+        .await?;
     Api::<ChaosExperiment>::namespaced(cluster.client.clone(), NS)
         .create(&PostParams::default(), &exp)
         .await?;
