@@ -5,6 +5,7 @@
 //! killed process dropped in flight, its process gone from the host, its
 //! sessions gone from `pg_stat_activity`.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -117,6 +118,39 @@ async fn no_recent_loss(cluster: &Cluster) -> Result<()> {
     .await
 }
 
+/// Requests the load generator sent that got no response, so far.
+async fn lost_requests() -> Result<u64> {
+    Ok(load_stats().await?["transport_errors"]
+        .as_u64()
+        .unwrap_or(0))
+}
+
+/// checkout-real's 2 Ready pods, once each holds PostgreSQL sessions of its
+/// own, and the sessions by pod.
+async fn two_pods_with_sessions(
+    cluster: &Cluster,
+    pods: &Api<Pod>,
+) -> Result<(Vec<Pod>, BTreeMap<String, i64>)> {
+    eventually(
+        "2 Ready checkout-real pods, each with its PostgreSQL sessions",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async {
+            let ready = ready_checkout_pods(pods).await?;
+            let sessions = real_pod_sessions(cluster).await?;
+            let all = ready.len() == 2
+                && ready.iter().all(|p| {
+                    sessions
+                        .get(p.metadata.name.as_deref().unwrap_or_default())
+                        .is_some_and(|n| *n > 0)
+                });
+            Ok(all.then_some((ready, sessions)))
+        },
+    )
+    .await
+    .context("checkout-real's pods (tests/cluster/real-node.sh) with their PostgreSQL pools")
+}
+
 pub(crate) async fn load_stats() -> Result<Value> {
     Ok(reqwest::get("http://127.0.0.1:28082/stats")
         .await
@@ -180,25 +214,8 @@ async fn pod_kill_on_a_real_pod_ends_its_process_and_sessions_and_records_what_c
     let (exp_name, slo_name) = (format!("kill-{suffix:06}"), format!("callers-{suffix:06}"));
 
     // Every Ready pod a /checkout process with sessions of its own.
-    let before = eventually(
-        "2 Ready checkout-real pods, each with its PostgreSQL sessions",
-        Duration::from_secs(90),
-        Duration::from_millis(500),
-        || async {
-            let ready = ready_checkout_pods(&pods).await?;
-            let sessions = real_pod_sessions(&cluster).await?;
-            let all = ready.len() == 2
-                && ready.iter().all(|p| {
-                    sessions
-                        .get(p.metadata.name.as_deref().unwrap_or_default())
-                        .is_some_and(|n| *n > 0)
-                });
-            Ok(all.then_some(ready))
-        },
-    )
-    .await
-    .context("checkout-real's pods (tests/cluster/real-node.sh)")?;
-    let mut pids = std::collections::BTreeMap::new();
+    let (before, _) = two_pods_with_sessions(&cluster, &pods).await?;
+    let mut pids = BTreeMap::new();
     for p in &before {
         let name = p.metadata.name.clone().unwrap_or_default();
         let (id, _, _) = container(p).with_context(|| format!("{name}: no running container"))?;
@@ -212,9 +229,7 @@ async fn pod_kill_on_a_real_pod_ends_its_process_and_sessions_and_records_what_c
         .create(&PostParams::default(), &slo(&slo_name)?)
         .await?;
     no_recent_loss(&cluster).await?;
-    let lost_before = load_stats().await?["transport_errors"]
-        .as_u64()
-        .unwrap_or(0);
+    let lost_before = lost_requests().await?;
     let started = Instant::now();
     Api::<ChaosExperiment>::namespaced(cluster.client.clone(), NS)
         .create(
@@ -228,9 +243,7 @@ async fn pod_kill_on_a_real_pod_ends_its_process_and_sessions_and_records_what_c
         )
         .await?;
     let run = final_run_of(&cluster, &exp_name).await;
-    let lost_after = load_stats().await?["transport_errors"]
-        .as_u64()
-        .unwrap_or(0);
+    let lost_after = lost_requests().await?;
     let sessions_after = real_pod_sessions(&cluster).await?;
     clean_up(&cluster, &exp_name, &slo_name).await;
     let run = run.with_context(|| operator.log())?;
@@ -332,9 +345,7 @@ async fn scale_down_on_real_pods_ends_the_removed_processes_and_their_sessions()
     Api::<ServiceLevelObjective>::namespaced(cluster.client.clone(), NS)
         .create(&PostParams::default(), &slo(&slo_name)?)
         .await?;
-    let lost_before = load_stats().await?["transport_errors"]
-        .as_u64()
-        .unwrap_or(0);
+    let lost_before = lost_requests().await?;
     Api::<ChaosExperiment>::namespaced(cluster.client.clone(), NS)
         .create(
             &PostParams::default(),
@@ -350,10 +361,7 @@ async fn scale_down_on_real_pods_ends_the_removed_processes_and_their_sessions()
         )
         .await?;
     let run = final_run_of(&cluster, &exp_name).await;
-    let lost = load_stats().await?["transport_errors"]
-        .as_u64()
-        .unwrap_or(0)
-        .saturating_sub(lost_before);
+    let lost = lost_requests().await?.saturating_sub(lost_before);
     clean_up(&cluster, &exp_name, &slo_name).await;
     let run = run.with_context(|| operator.log())?;
     let status = run.status.context("status")?;
@@ -446,24 +454,7 @@ async fn connection_exhaustion_is_felt_by_the_real_pods_pools() -> Result<()> {
         format!("callers-{suffix:06}"),
         format!("pg-{suffix:06}"),
     );
-    eventually(
-        "2 Ready checkout-real pods, each with its PostgreSQL sessions",
-        Duration::from_secs(90),
-        Duration::from_millis(500),
-        || async {
-            let ready = ready_checkout_pods(&pods).await?;
-            let sessions = real_pod_sessions(&cluster).await?;
-            Ok((ready.len() == 2
-                && ready.iter().all(|p| {
-                    sessions
-                        .get(p.metadata.name.as_deref().unwrap_or_default())
-                        .is_some_and(|n| *n > 0)
-                }))
-            .then_some(()))
-        },
-    )
-    .await
-    .context("checkout-real's pods (tests/cluster/real-node.sh)")?;
+    two_pods_with_sessions(&cluster, &pods).await?;
     let database: tokio_postgres::Config = cluster.var("DATABASE_URL")?.parse()?;
     let port = database.get_ports().first().copied().context("port")?;
     let user = database.get_user().context("user")?.to_owned();
@@ -545,24 +536,8 @@ async fn connection_exhaustion_is_felt_by_the_real_pods_pools() -> Result<()> {
         refused >= 1.0,
         "the real pods counted no refused session while PostgreSQL was full ({refused})"
     );
-    // Restored: every held connection released, each pod's pool back.
-    let sessions = eventually(
-        "each real pod's sessions back after the restore",
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-        || async {
-            let ready = ready_checkout_pods(&pods).await?;
-            let sessions = real_pod_sessions(&cluster).await?;
-            Ok((ready.len() == 2
-                && ready.iter().all(|p| {
-                    sessions
-                        .get(p.metadata.name.as_deref().unwrap_or_default())
-                        .is_some_and(|n| *n > 0)
-                }))
-            .then_some(sessions))
-        },
-    )
-    .await?;
+    // Restored: each pod's pool back.
+    let (_, sessions) = two_pods_with_sessions(&cluster, &pods).await?;
     println!(
         "real connectionExhaustion: first refusal with {at} held ({}); the real pods counted {refused} \
          refused or lost sessions of their own; sessions after the restore {sessions:?}; {:?} ({:?}), verdict {:?}",
@@ -598,9 +573,7 @@ async fn sigkill_to_a_real_pods_process_loses_the_requests_it_was_serving() -> R
     let name = victim.metadata.name.clone().unwrap_or_default();
     let (id, restarts, _) = container(victim).with_context(|| format!("{name}: no container"))?;
     let pid = host_pid_of(&id, b"/checkout").with_context(|| format!("{name}: no process"))?;
-    let lost_before = load_stats().await?["transport_errors"]
-        .as_u64()
-        .unwrap_or(0);
+    let lost_before = lost_requests().await?;
     let out = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .output()?;
@@ -610,9 +583,7 @@ async fn sigkill_to_a_real_pods_process_loses_the_requests_it_was_serving() -> R
         Duration::from_secs(10),
         Duration::from_millis(200),
         || async {
-            let now = load_stats().await?["transport_errors"]
-                .as_u64()
-                .unwrap_or(0);
+            let now = lost_requests().await?;
             Ok((now > lost_before).then_some(now - lost_before))
         },
     )
