@@ -276,15 +276,26 @@ async fn connection_exhaustion_finds_the_refusal_point_of_postgresql() -> Result
     println!("connectionExhaustion: first refusal with {at} held: {message}");
 
     // The example service could not renew its sessions: its error rate rose.
+    // Its pool loses one expired session a second, so on a loaded machine
+    // the last ones go, and the errors begin, as the hold ends: a few
+    // scrapes later, Prometheus has them.
     let prom = cluster.var("PROMETHEUS_URL")?;
-    let window = format!("{}s", (now_secs() - started).ceil() as i64 + 5);
-    let q = format!(
-        "max_over_time((({}) / ({}))[{window}:1s])",
-        ERRORS.replace("$window", "15s"),
-        TOTAL.replace("$window", "15s")
-    );
-    let peak = headroom_e2e::prom_query(prom, &q).await?.unwrap_or(0.0);
-    ensure!(peak > 0.05, "peak error ratio during the run {peak}");
+    let peak = eventually(
+        "checkout's error ratio to show the refused sessions",
+        Duration::from_secs(20),
+        Duration::from_secs(1),
+        || async {
+            let window = format!("{}s", (now_secs() - started).ceil() as i64 + 5);
+            let q = format!(
+                "max_over_time((({}) / ({}))[{window}:1s])",
+                ERRORS.replace("$window", "15s"),
+                TOTAL.replace("$window", "15s")
+            );
+            let peak = headroom_e2e::prom_query(prom, &q).await?.unwrap_or(0.0);
+            Ok((peak > 0.05).then_some(peak))
+        },
+    )
+    .await?;
     println!(
         "checkout peak 15s error ratio during the run: {peak:.3} (error budget {:.2})",
         1.0 - OBJECTIVE / 100.0
