@@ -4,8 +4,9 @@
 //! replicas as processes in pods, with deploy/'s ServiceAccount, RBAC, security
 //! context and in-cluster configuration (the Service default/kubernetes), one
 //! holding the Lease `headroom`. Killing the leader mid-run is the failover
-//! an SRE fears: the other replica takes the Lease and restores what the
-//! dead one left in place.
+//! an SRE fears: another instance (the other replica, or the killed one's
+//! container restarted by kubelet, whichever leads first) adopts the run and
+//! restores what the dead one left in place.
 
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,7 @@ async fn holder(cluster: &Cluster) -> Result<Option<String>> {
 }
 
 #[tokio::test]
-async fn deploy_runs_in_the_cluster_and_the_other_replica_restores_a_killed_leaders_run()
+async fn deploy_runs_in_the_cluster_and_a_killed_leaders_run_is_restored_by_another_instance()
 -> Result<()> {
     let _guard = CHECKOUT.lock().await;
     let cluster = Cluster::connect().await?;
