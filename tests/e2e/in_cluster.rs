@@ -22,6 +22,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
+use crate::experiment::ready;
 use crate::real_actions::{NS, calm_callers, clean_up, experiment, final_run_of, slo};
 use crate::real_node::{container, host_pid_of};
 
@@ -36,13 +37,6 @@ async fn set_load_rps(rps: u32) -> Result<()> {
         .await?
         .error_for_status()?;
     Ok(())
-}
-
-fn ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 async fn holder(cluster: &Cluster) -> Result<Option<String>> {

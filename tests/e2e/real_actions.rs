@@ -18,7 +18,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::real_node::{container, host_pid_of, ready_checkout_pods, real_pod_sessions};
+use crate::real_node::{
+    container, each_holds_sessions, host_pid_of, ready_checkout_pods, real_pod_sessions,
+};
 
 pub(crate) const NS: &str = "checkout-real";
 /// What callers got, by status code; `code="none"`: no response at all.
@@ -138,12 +140,7 @@ async fn two_pods_with_sessions(
         || async {
             let ready = ready_checkout_pods(pods).await?;
             let sessions = real_pod_sessions(cluster).await?;
-            let all = ready.len() == 2
-                && ready.iter().all(|p| {
-                    sessions
-                        .get(p.metadata.name.as_deref().unwrap_or_default())
-                        .is_some_and(|n| *n > 0)
-                });
+            let all = ready.len() == 2 && each_holds_sessions(&ready, &sessions);
             Ok(all.then_some((ready, sessions)))
         },
     )

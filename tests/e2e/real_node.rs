@@ -356,6 +356,15 @@ pub(crate) async fn real_pod_sessions(cluster: &Cluster) -> Result<BTreeMap<Stri
         .collect())
 }
 
+/// Whether every pod in `pods` holds at least one session of its own.
+pub(crate) fn each_holds_sessions(pods: &[Pod], sessions: &BTreeMap<String, i64>) -> bool {
+    pods.iter().all(|p| {
+        sessions
+            .get(p.metadata.name.as_deref().unwrap_or_default())
+            .is_some_and(|n| *n > 0)
+    })
+}
+
 /// checkout-real's Ready pods that are not being deleted.
 pub(crate) async fn ready_checkout_pods(pods: &Api<Pod>) -> Result<Vec<Pod>> {
     Ok(pods
@@ -390,12 +399,7 @@ async fn a_killed_checkout_pod_on_the_real_node_takes_its_postgresql_sessions_wi
         || async {
             let ready = ready_checkout_pods(&pods).await?;
             let sessions = real_pod_sessions(&cluster).await?;
-            let all = !ready.is_empty()
-                && ready.iter().all(|p| {
-                    sessions
-                        .get(p.metadata.name.as_deref().unwrap_or_default())
-                        .is_some_and(|n| *n > 0)
-                });
+            let all = !ready.is_empty() && each_holds_sessions(&ready, &sessions);
             Ok(all.then_some((ready, sessions)))
         },
     )
