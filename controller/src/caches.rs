@@ -188,29 +188,19 @@ pub fn start(
     client: &kube::Client,
     watch_namespace: Option<&str>,
 ) -> (Arc<Caches>, impl Future<Output = ()> + Send + 'static) {
-    let (slos, slo_writer) = reflector::store();
-    let (experiments, exp_writer) = reflector::store();
-    let (runs, run_writer) = reflector::store();
-    let caches = Arc::new(Caches {
-        slos,
-        experiments,
-        runs,
-        slo_tap: Tap::new(slo_trigger),
-        experiment_tap: Tap::new(experiment_trigger),
-        run_tap: Tap::new(run_trigger),
-    });
+    let (caches, writers) = empty();
     let s = fill(
-        slo_writer,
+        writers.slos,
         crate::context::watched(client, watch_namespace),
         caches.slo_tap.clone(),
     );
     let e = fill(
-        exp_writer,
+        writers.experiments,
         crate::context::watched(client, watch_namespace),
         caches.experiment_tap.clone(),
     );
     let r = fill(
-        run_writer,
+        writers.runs,
         crate::context::watched(client, watch_namespace),
         caches.run_tap.clone(),
     );
@@ -229,23 +219,77 @@ where
         + Sync
         + 'static,
 {
-    let stream = watcher(api, watcher::Config::default())
+    let mut writer = writer;
+    watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|o: &mut K| o.meta_mut().managed_fields = None);
-    reflector::reflector(writer, stream)
         .for_each(|event| {
-            // The watcher's own copy: during the initial list the store
-            // takes the objects only once the list is complete.
-            match event {
-                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
-                    tap.offer(&Arc::new(obj));
-                }
-                Ok(watcher::Event::Delete(obj)) => tap.forget(&obj),
-                _ => {}
+            if let Ok(event) = event {
+                apply(&mut writer, &tap, event);
             }
             async {}
         })
         .await;
+}
+
+/// What the cache keeps of an object the watch delivers: everything but
+/// `managedFields`, which nothing here reads.
+pub fn trim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+/// One watch event into the store and the tap: what [`start`] does with
+/// each event, public so that the memory harness (`examples/memory.rs`)
+/// measures the cache as the operator fills it.
+pub fn apply<K>(
+    writer: &mut reflector::store::Writer<K>,
+    tap: &Tap<K>,
+    mut event: watcher::Event<K>,
+) where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    match &mut event {
+        watcher::Event::Apply(obj)
+        | watcher::Event::InitApply(obj)
+        | watcher::Event::Delete(obj) => trim(obj),
+        watcher::Event::Init | watcher::Event::InitDone => {}
+    }
+    writer.apply_watcher_event(&event);
+    // The watcher's own copy: during the initial list the store takes the
+    // objects only once the list is complete.
+    match event {
+        watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => tap.offer(&Arc::new(obj)),
+        watcher::Event::Delete(obj) => tap.forget(&obj),
+        watcher::Event::Init | watcher::Event::InitDone => {}
+    }
+}
+
+/// Empty caches and the writers that fill them, for the memory harness and
+/// tests; [`start`] connects the same writers to the watches.
+pub fn empty() -> (Arc<Caches>, Writers) {
+    let (slos, slo_writer) = reflector::store();
+    let (experiments, exp_writer) = reflector::store();
+    let (runs, run_writer) = reflector::store();
+    let caches = Arc::new(Caches {
+        slos,
+        experiments,
+        runs,
+        slo_tap: Tap::new(slo_trigger),
+        experiment_tap: Tap::new(experiment_trigger),
+        run_tap: Tap::new(run_trigger),
+    });
+    let writers = Writers {
+        slos: slo_writer,
+        experiments: exp_writer,
+        runs: run_writer,
+    };
+    (caches, writers)
+}
+
+/// The write halves of [`Caches`]' stores.
+pub struct Writers {
+    pub slos: reflector::store::Writer<ServiceLevelObjective>,
+    pub experiments: reflector::store::Writer<ChaosExperiment>,
+    pub runs: reflector::store::Writer<ExperimentRun>,
 }
 
 #[cfg(test)]
