@@ -2,7 +2,7 @@
 //! experiments in its watch caches, measured without a cluster.
 //!
 //! ```sh
-//! cargo run --release --example memory                       # RSS, on mimalloc as the operator
+//! MIMALLOC_PURGE_DELAY=0 cargo run --release --example memory   # RSS, on mimalloc as the image runs it
 //! cargo run --release --example memory --features dhat-heap  # live heap bytes (dhat) + dhat-heap.json
 //! cargo run --release --example memory -- --objects created  # objects as `make bench` creates them
 //! ```
@@ -120,6 +120,10 @@ fn table(objects: Objects) -> Result<()> {
         }
     );
     println!(
+        "MIMALLOC_PURGE_DELAY={} (the image sets 0; mimalloc's default is 1000 ms)",
+        std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "unset".into())
+    );
+    println!(
         "not included: watch stream buffers and list pages, the kube client's connections and TLS sessions, dashboard pages, PrometheusRule writer, status patches and their answers; Prometheus is a stand-in in the parent process (its answers are read and parsed by the child as the operator does)"
     );
     let prometheus = stand_in::start()?;
@@ -146,12 +150,13 @@ fn table(objects: Objects) -> Result<()> {
     }
     let mib = |kib: f64| kib / 1024.0;
     println!(
-        "{:>7} {:>6} | {:>10} {:>10} {:>10} {:>10} | {:>9} {:>9} {:>9} {:>9}",
+        "{:>7} {:>6} {:>7} | {:>10} {:>10} {:>11} {:>10} | {:>9} {:>9} {:>9} {:>9}",
         "SLOs",
         "exps",
+        "cycle s",
         "heap fill",
         "heap cycle",
-        "peak cycle",
+        "peak scrape",
         "peak rules",
         "RSS fill",
         "RSS cycle",
@@ -160,9 +165,10 @@ fn table(objects: Objects) -> Result<()> {
     );
     for (n, r) in &rows {
         println!(
-            "{:>7} {:>6} | {:>10} {:>10} {:>10} {:>10} | {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            "{:>7} {:>6} {:>7.2} | {:>10} {:>10} {:>11} {:>10} | {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
             n,
             n / 10,
+            r.get("cycle_seconds"),
             r.heap("heap_filled"),
             r.heap("heap_cycle"),
             r.heap("heap_peak_cycle"),
@@ -354,10 +360,12 @@ async fn run(n: usize, objects: Objects, url: &str) -> Result<()> {
         .with_config(kube::runtime::controller::Config::default().concurrency(64))
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
+    let cycle = std::time::Instant::now();
     let controller = tokio::spawn(controller);
     while ctx.done.load(Ordering::Relaxed) < n {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    println!("cycle_seconds {}", cycle.elapsed().as_secs_f64());
     report("cycle");
     // A scrape of /metrics during the cycle.
     let text = metrics.render();
@@ -365,6 +373,9 @@ async fn run(n: usize, objects: Objects, url: &str) -> Result<()> {
     drop(text);
     report("scrape");
     println!("scrape_bytes {scraped}");
+    if let Some((_, max)) = heap() {
+        println!("heap_peak_cycle {max}");
+    }
     // The rules writer's pass after a spec change.
     let state = caches.slos.state();
     let refs: Vec<&ServiceLevelObjective> = state.iter().map(AsRef::as_ref).collect();
@@ -377,7 +388,7 @@ async fn run(n: usize, objects: Objects, url: &str) -> Result<()> {
     let (_, hwm) = rss();
     println!("rss_peak {hwm}");
     if let Some((_, max)) = heap() {
-        println!("heap_peak_cycle {max}");
+        println!("heap_peak_rules {max}");
     }
     println!("queries {}", ctx.prometheus.queries_sent());
     controller.abort();

@@ -12,7 +12,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
@@ -33,7 +33,11 @@ pub struct Tap<K: Resource> {
 
 struct TapState<K: Resource> {
     sender: Option<mpsc::UnboundedSender<Arc<K>>>,
-    seen: HashMap<ObjectRef<K>, u64>,
+    /// Predicate hash by a hash of namespace and name: an `ObjectRef` key
+    /// holds two strings per object (2 MiB at ten thousand SLOs). Two
+    /// objects whose keys collide cost at worst an extra reconcile, or a
+    /// missed one only if their predicate hashes collide too.
+    seen: HashMap<u64, u64>,
 }
 
 impl<K: Resource> Clone for Tap<K> {
@@ -104,15 +108,10 @@ where
     }
 }
 
-/// Name and namespace only: `ObjectRef::from_obj` also keeps the uid and
-/// resource version, two more strings per object that the map never
-/// compares.
-fn key_of<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectRef<K> {
-    let key = ObjectRef::new(obj.meta().name.as_deref().unwrap_or_default());
-    match obj.meta().namespace.as_deref() {
-        Some(ns) => key.within(ns),
-        None => key,
-    }
+/// Name and namespace only, hashed: the uid and resource version change
+/// with a re-created or updated object, which is the same key here.
+fn key_of<K: Resource>(obj: &K) -> u64 {
+    hash_of(|h| (&obj.meta().namespace, &obj.meta().name).hash(h))
 }
 
 fn tokio_stream_from<T: Send + 'static>(
@@ -231,10 +230,23 @@ where
         .await;
 }
 
+/// kubectl's copy of the manifest it last applied: a second copy of the
+/// spec as JSON text on every object applied with kubectl.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// What the cache keeps of an object the watch delivers: everything but
-/// `managedFields`, which nothing here reads.
+/// `managedFields` and kubectl's last-applied manifest, which nothing here
+/// reads (the operator reads one annotation, `headroom.dev/run-requested`,
+/// and never writes a cached object back whole).
 pub fn trim<K: Resource>(obj: &mut K) {
-    obj.meta_mut().managed_fields = None;
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
 }
 
 /// One watch event into the store and the tap: what [`start`] does with
@@ -316,6 +328,38 @@ mod tests {
         s: &mut S,
     ) -> Option<String> {
         s.next().now_or_never().flatten().map(|o| o.name_any())
+    }
+
+    #[test]
+    fn the_cache_drops_managed_fields_and_kubectls_manifest_only() {
+        let with = |annotations: serde_json::Value| -> ServiceLevelObjective {
+            let mut s = slo("a", 1, 1.0);
+            s.metadata.annotations = serde_json::from_value(annotations).expect("map");
+            s.metadata.managed_fields = Some(vec![Default::default()]);
+            s.metadata.labels = Some([("team".to_owned(), "x".to_owned())].into());
+            s
+        };
+        let last = serde_json::json!({ LAST_APPLIED: "{}" });
+        let mine = serde_json::json!({ crate::resources::RUN_NOW: "2026-11-30T08:00:00Z" });
+        let both = serde_json::json!({ LAST_APPLIED: "{}", crate::resources::RUN_NOW: "t" });
+        let cases = [
+            (serde_json::Value::Null, None),
+            (last, None),
+            (mine.clone(), Some(mine)),
+            (
+                both,
+                Some(serde_json::json!({ crate::resources::RUN_NOW: "t" })),
+            ),
+        ];
+        for (given, kept) in cases {
+            let mut s = with(given.clone());
+            trim(&mut s);
+            let kept = kept.map(|k| serde_json::from_value(k).expect("map"));
+            assert_eq!(s.metadata.annotations, kept, "{given}");
+            assert_eq!(s.metadata.managed_fields, None);
+            assert_eq!(s.metadata.labels.as_ref().map(|l| l.len()), Some(1));
+            assert_eq!(s.spec, slo("a", 1, 1.0).spec);
+        }
     }
 
     #[test]

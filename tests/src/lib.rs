@@ -321,6 +321,8 @@ impl Operator {
             .env("PROMETHEUS_URL", cluster.var("PROMETHEUS_URL")?)
             .env("KUBECONFIG", cluster.var("KUBECONFIG")?)
             .env("RUST_LOG", "info,headroom=debug")
+            // As the image sets it (see the Dockerfile).
+            .env("MIMALLOC_PURGE_DELAY", "0")
             .envs(env.iter().copied())
             .stdout(log.try_clone()?)
             .stderr(log)
