@@ -368,9 +368,8 @@ async fn run(n: usize, objects: Objects, url: &str) -> Result<()> {
     println!("cycle_seconds {}", cycle.elapsed().as_secs_f64());
     report("cycle");
     // A scrape of /metrics during the cycle.
-    let text = metrics.render();
-    let scraped = text.len();
-    drop(text);
+    // Piece by piece, as the operator's /metrics answer sends it.
+    let scraped: usize = metrics.render_chunks().map(|piece| piece.len()).sum();
     report("scrape");
     println!("scrape_bytes {scraped}");
     if let Some((_, max)) = heap() {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cli_support;
 pub mod conditions;
 pub mod context;
+pub mod cycles;
 pub mod dashboard;
 pub mod duration;
 pub mod engine;

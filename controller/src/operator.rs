@@ -206,6 +206,11 @@ async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoRespons
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics.render(),
+        // Streamed: the per-SLO gauges are rendered piece by piece.
+        axum::body::Body::from_stream(futures::stream::iter(
+            metrics
+                .render_chunks()
+                .map(Ok::<_, std::convert::Infallible>),
+        )),
     )
 }

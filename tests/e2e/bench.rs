@@ -5,8 +5,11 @@
 //!   with the recording rules and once with direct per-SLO queries (up to
 //!   BENCH_DIRECT_MAX SLOs): PromQL queries per cycle, Kubernetes status
 //!   writes per cycle when nothing changed, time spent reading Prometheus
-//!   (summed over the windows, which are read concurrently) and operator
-//!   CPU per cycle, operator RSS. Each size gets a Prometheus
+//!   (summed over the windows, which are read concurrently), operator CPU
+//!   per cycle, the cycle's wall time (p50, p99: from the operator's
+//!   `headroom_slo_cycle_duration_seconds` histogram over BENCH_CYCLES
+//!   cycles, default 6), operator RSS. Then memory by N: RSS at each size
+//!   and the growth per 1,000 SLOs. Each size gets a Prometheus
 //!   of its own that loads the operator's rule file and evaluates it every
 //!   BENCH_RULE_INTERVAL (default 60s).
 //! - Idle cost at each size: N/10 experiments scheduled but not due.
@@ -74,6 +77,7 @@ fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
 }
 
 struct Figures {
+    cycles: Cycles,
     queries_per_cycle: f64,
     writes_per_cycle: f64,
     read_seconds_per_cycle: f64,
@@ -144,16 +148,21 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
     .await
     .with_context(|| operator.log().chars().rev().take(3000).collect::<String>())?;
     let ready_after = started.elapsed();
-    // One cycle to settle (statuses written once), then measure three.
+    // One cycle to settle (statuses written once), then measure.
     tokio::time::sleep(Duration::from_secs(INTERVAL_SECS + 2)).await;
-    let cycles = 3.0;
+    let measured: u64 = std::env::var("BENCH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let cycles = measured as f64;
     let a = scrape(&operator.metrics_url).await?;
     let cpu_a = operator.cpu_seconds().unwrap_or(0.0);
-    tokio::time::sleep(Duration::from_secs(INTERVAL_SECS * 3)).await;
+    tokio::time::sleep(Duration::from_secs(INTERVAL_SECS * measured)).await;
     let b = scrape(&operator.metrics_url).await?;
     let cpu_b = operator.cpu_seconds().unwrap_or(0.0);
     let d = |k: &str| get(&b, k) - get(&a, k);
     let mut figures = Figures {
+        cycles: Cycles::between(&a, &b),
         queries_per_cycle: d("headroom_prometheus_queries_total") / cycles,
         writes_per_cycle: d("headroom_status_writes_total{controller=\"slo\"}") / cycles,
         read_seconds_per_cycle: d("headroom_recorded_read_seconds_total") / cycles,
@@ -171,6 +180,67 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
         .delete_collection(&DeleteParams::default(), &ListParams::default())
         .await;
     Ok(figures)
+}
+
+/// Cycle wall times between two scrapes, from the operator's histogram.
+struct Cycles {
+    count: f64,
+    p50: f64,
+    p99: f64,
+}
+
+const CYCLE_BUCKET: &str = "headroom_slo_cycle_duration_seconds_bucket{le=\"";
+
+impl Cycles {
+    fn between(a: &HashMap<String, f64>, b: &HashMap<String, f64>) -> Self {
+        let mut buckets: Vec<(f64, f64)> = b
+            .iter()
+            .filter_map(|(k, v)| {
+                let le = k.strip_prefix(CYCLE_BUCKET)?.strip_suffix("\"}")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, v - get(a, k)))
+            })
+            .collect();
+        buckets.sort_by(|x, y| x.0.total_cmp(&y.0));
+        Self {
+            count: buckets.last().map_or(0.0, |b| b.1),
+            p50: quantile(&buckets, 0.5),
+            p99: quantile(&buckets, 0.99),
+        }
+    }
+}
+
+/// `histogram_quantile` over cumulative buckets (upper bound, count):
+/// linear within the bucket the rank falls in; the highest finite bound
+/// when it falls in +Inf.
+fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let Some(&(_, total)) = buckets.last() else {
+        return f64::NAN;
+    };
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return lower.0;
+            }
+            let share = if count > lower.1 {
+                (rank - lower.1) / (count - lower.1)
+            } else {
+                0.0
+            };
+            return lower.0 + (le - lower.0) * share;
+        }
+        lower = (le, count);
+    }
+    lower.0
 }
 
 /// Create every object, 32 requests at a time; the first error fails all.
@@ -277,17 +347,23 @@ async fn bench_slo_evaluation() -> Result<()> {
         rule_interval()
     );
     println!(
-        "{:>7}  {:<15}  {:>13}  {:>13}  {:>12}  {:>11}  {:>13}  {:>9}",
+        "Queries: every SLO's indicator is synthetic and constant-cost (errors `0 * absent_over_time(headroom_bench_nothing[$window])`, total `100 * …`), so Prometheus's cost does not grow with its uptime.\n  recording rules: the operator sends one instant query per window for all SLOs (`headroom:slo_error_ratio:rate<w>`, and `headroom:slo_requests:rate<shortest>`), Prometheus evaluates the synthetic queries in the rules;\n  direct queries: the operator sends the synthetic queries themselves, per SLO and window."
+    );
+    println!(
+        "{:>7}  {:<15}  {:>13}  {:>13}  {:>12}  {:>11}  {:>11}  {:>11}  {:>13}  {:>9}",
         "SLOs",
         "reads",
         "queries/cycle",
         "writes/cycle",
         "read s/cycle",
         "CPU s/cycle",
+        "cycle p50 s",
+        "cycle p99 s",
         "all ready in s",
         "RSS MiB"
     );
     let mut idle_rows = Vec::new();
+    let mut memory_rows = Vec::new();
     for &n in &sizes {
         for direct in [false, true] {
             if direct && n > direct_max {
@@ -295,7 +371,7 @@ async fn bench_slo_evaluation() -> Result<()> {
             }
             let f = measure(&cluster, n, direct).await?;
             println!(
-                "{:>7}  {:<15}  {:>13.1}  {:>13.1}  {:>12.3}  {:>11.3}  {:>13.1}  {:>9.1}",
+                "{:>7}  {:<15}  {:>13.1}  {:>13.1}  {:>12.3}  {:>11.3}  {:>11.3}  {:>11.3}  {:>13.1}  {:>9.1}",
                 n,
                 if direct {
                     "direct queries"
@@ -306,10 +382,17 @@ async fn bench_slo_evaluation() -> Result<()> {
                 f.writes_per_cycle,
                 f.read_seconds_per_cycle,
                 f.cpu_per_cycle,
+                f.cycles.p50,
+                f.cycles.p99,
                 f.ready_after.as_secs_f64(),
                 f.rss_mib
             );
+            println!(
+                "{:>7}  {:<15}  cycle wall time over {:.0} cycles, interpolated within the histogram's buckets",
+                "", "", f.cycles.count
+            );
             if let Some(idle) = f.idle {
+                memory_rows.push((n, f.rss_mib, idle.rss_mib));
                 idle_rows.push((n, idle));
             }
         }
@@ -327,7 +410,28 @@ async fn bench_slo_evaluation() -> Result<()> {
             n, idle.experiments, idle.cpu_per_minute, idle.rss_mib
         );
     }
+    print_memory_by_n(&memory_rows);
     Ok(())
+}
+
+/// RSS at each size (recording rules; during the measured cycles, and idle
+/// with N/10 experiments) and its growth per 1,000 SLOs between the
+/// smallest and the largest size.
+fn print_memory_by_n(rows: &[(usize, f64, f64)]) {
+    println!("\nMemory by N (operator RSS MiB; recording rules; idle adds N/10 experiments)");
+    let header: Vec<String> = rows.iter().map(|(n, ..)| format!("{n:>9}")).collect();
+    println!("{:<22}{}  {:>16}", "SLOs", header.join(""), "MiB per 1,000");
+    let per_1000 = |pick: fn(&(usize, f64, f64)) -> f64| match (rows.first(), rows.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => (pick(b) - pick(a)) / (b.0 - a.0) as f64 * 1000.0,
+        _ => f64::NAN,
+    };
+    for (label, pick) in [
+        ("RSS in a cycle", (|r| r.1) as fn(&(usize, f64, f64)) -> f64),
+        ("RSS idle", |r| r.2),
+    ] {
+        let cells: Vec<String> = rows.iter().map(|r| format!("{:>9.1}", pick(r))).collect();
+        println!("{:<22}{}  {:>16.2}", label, cells.join(""), per_1000(pick));
+    }
 }
 
 #[tokio::test]

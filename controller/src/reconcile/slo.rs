@@ -70,6 +70,9 @@ async fn reconcile(slo: Arc<ServiceLevelObjective>, ctx: Arc<Context>) -> Result
         // would make each of their futures kilobytes larger.
         Box::pin(write_status(&ctx, &ns, &name, &status)).await?;
     }
+    ctx.metrics
+        .slo_cycles
+        .evaluated(started, Instant::now(), ctx.evaluation_interval);
     Ok(Action::requeue(ctx.evaluation_interval))
 }
 
