@@ -244,21 +244,21 @@ mod tests {
 
     fn ratio(errors: &str, total: &str) -> Indicator {
         Indicator {
-            ratio: Some(RatioIndicator {
+            ratio: Some(Box::new(RatioIndicator {
                 errors: errors.into(),
                 total: total.into(),
-            }),
+            })),
             ..Default::default()
         }
     }
 
     fn latency(selector: Option<&str>, threshold: &str) -> Indicator {
         Indicator {
-            latency: Some(LatencyIndicator {
+            latency: Some(Box::new(LatencyIndicator {
                 histogram: "http_request_duration_seconds".into(),
                 selector: selector.map(Into::into),
                 threshold: threshold.into(),
-            }),
+            })),
             ..Default::default()
         }
     }
@@ -305,7 +305,7 @@ mod tests {
             ),
             (
                 Indicator {
-                    sloth: Some(SlothIndicator { id: "a\"b".into() }),
+                    sloth: Some(Box::new(SlothIndicator { id: "a\"b".into() })),
                     ..Default::default()
                 },
                 "spec.indicator.sloth.id",
@@ -313,11 +313,11 @@ mod tests {
             (Indicator::default(), "exactly one"),
             (
                 Indicator {
-                    sloth: Some(SlothIndicator { id: "a".into() }),
-                    pyrra: Some(PyrraIndicator {
+                    sloth: Some(Box::new(SlothIndicator { id: "a".into() })),
+                    pyrra: Some(Box::new(PyrraIndicator {
                         name: "b".into(),
                         metric: None,
-                    }),
+                    })),
                     ..Default::default()
                 },
                 "exactly one",
@@ -347,9 +347,9 @@ mod tests {
     #[test]
     fn sloth_and_pyrra_read_their_recording_rules() {
         let sloth = Indicator {
-            sloth: Some(SlothIndicator {
+            sloth: Some(Box::new(SlothIndicator {
                 id: "checkout-availability".into(),
-            }),
+            })),
             ..Default::default()
         };
         assert_eq!(
@@ -357,10 +357,10 @@ mod tests {
             r#"slo:sli_error:ratio_rate5m{sloth_id="checkout-availability"}"#
         );
         let pyrra = Indicator {
-            pyrra: Some(PyrraIndicator {
+            pyrra: Some(Box::new(PyrraIndicator {
                 name: "checkout".into(),
                 metric: Some("http_requests".into()),
-            }),
+            })),
             ..Default::default()
         };
         assert_eq!(

@@ -302,7 +302,7 @@ mod tests {
             objective: 99.0,
             window: "1h".into(),
             indicator: Indicator {
-                sloth: Some(SlothIndicator { id: "x".into() }),
+                sloth: Some(Box::new(SlothIndicator { id: "x".into() })),
                 ..Default::default()
             },
             alerting: None,

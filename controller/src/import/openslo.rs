@@ -430,16 +430,16 @@ fn slo(
                 objective: percent,
                 window: window.clone(),
                 indicator: Indicator {
-                    ratio: Some(RatioIndicator {
+                    ratio: Some(Box::new(RatioIndicator {
                         errors: r.errors,
                         total: r.total,
-                    }),
+                    })),
                     ..Default::default()
                 },
-                alerting: Some(Alerting {
+                alerting: Some(Box::new(Alerting {
                     tiers: Some(silent_tiers(&window)),
                     ..Default::default()
-                }),
+                })),
                 min_traffic_per_second: None,
             },
         );

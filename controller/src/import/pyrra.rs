@@ -372,13 +372,13 @@ pub fn translate(doc: Value) -> Result<(Vec<ServiceLevelObjective>, Vec<String>)
             objective,
             window: window_node.str()?.to_owned(),
             indicator: Indicator {
-                ratio: Some(RatioIndicator {
+                ratio: Some(Box::new(RatioIndicator {
                     errors: t.errors,
                     total: t.total,
-                }),
+                })),
                 ..Default::default()
             },
-            alerting: Some(Alerting {
+            alerting: Some(Box::new(Alerting {
                 // A propagated `runbook_url` annotation is kept as such.
                 runbook_url: None,
                 labels,
@@ -388,7 +388,7 @@ pub fn translate(doc: Value) -> Result<(Vec<ServiceLevelObjective>, Vec<String>)
                 tiers: Some(tiers),
                 absent,
                 prometheus_rule: None,
-            }),
+            })),
             min_traffic_per_second: None,
         },
     );

@@ -379,10 +379,10 @@ fn one(
             objective,
             window: period.to_owned(),
             indicator: Indicator {
-                ratio: Some(RatioIndicator { errors, total }),
+                ratio: Some(Box::new(RatioIndicator { errors, total })),
                 ..Default::default()
             },
-            alerting: Some(Alerting {
+            alerting: Some(Box::new(Alerting {
                 runbook_url,
                 labels,
                 annotations,
@@ -390,7 +390,7 @@ fn one(
                 tiers: Some(tiers),
                 absent: Vec::new(),
                 prometheus_rule: None,
-            }),
+            })),
             min_traffic_per_second: None,
         },
     );
