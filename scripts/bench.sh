@@ -22,6 +22,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -d "$HOME/.cargo/bin" ]] && PATH="$HOME/.cargo/bin:$PATH"
 
+started=$(date +%s)
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# Every benchmark appends its headline figures here; the last step prints
+# them as one table.
+mkdir -p target
+export BENCH_TABLE="$PWD/target/bench-table.jsonl"
+: >"$BENCH_TABLE"
+
 echo "==> local cluster"
 ./tests/cluster/up.sh
 echo "==> release build of the operator (the figures are for it)"
@@ -39,3 +47,6 @@ SLOTH_BIN="$(./tests/cluster/sloth.sh)"
 export SLOTH_BIN
 echo "==> rule cost side by side with Sloth (no cluster; one Prometheus at a time)"
 cargo test --locked -p headroom-e2e --test e2e -- --ignored --nocapture --test-threads=1 bench_rules::
+echo "==> the table (also in $BENCH_TABLE)"
+cargo test --locked -p headroom-e2e --test e2e -- --ignored --nocapture --test-threads=1 bench_table::print_the_table
+echo "make bench on commit $commit ($(git status --porcelain 2>/dev/null | grep -q . && echo 'with local changes' || echo 'clean tree')), $(nproc) cores, wall time $(( $(date +%s) - started ))s"

@@ -1,9 +1,13 @@
-//! The wall time of an SLO evaluation cycle.
+//! The SLO evaluation cycle: when it ticks, and its wall time.
 //!
-//! Each SLO is evaluated, then requeued one evaluation interval later, so
-//! the evaluations of all SLOs come in bursts, one per interval. A cycle is
-//! one burst: from the start of its first evaluation to the end of its
-//! last. Evaluations overlap (many run at once); a pause of half an
+//! Each SLO is evaluated, then requeued to the next tick of the evaluation
+//! interval on the wall clock ([`until_next_tick`]), so the evaluations of
+//! all SLOs come in bursts, one per interval, and the SLOs of one burst read
+//! the same recorded answers (one query per window per cycle). Requeued one
+//! interval after its own evaluation instead, each SLO would keep the phase
+//! it was created at: the evaluations spread over the whole interval, and no
+//! pause would ever mark the end of a cycle. A cycle is one burst: from the
+//! start of its first evaluation to the end of its last. Evaluations overlap (many run at once); a pause of half an
 //! interval with none starting ends the burst. A cycle longer than half the
 //! interval merges with the next one, and is then observed as one long
 //! cycle: the figure shows that the operator no longer keeps up.
@@ -38,6 +42,15 @@ impl Burst {
             }
         }
     }
+}
+
+/// The wait from `since_epoch` (the wall clock) to the next multiple of
+/// `interval`: never zero, so an evaluation that ends on a tick waits for
+/// the next one instead of running twice in one.
+pub fn until_next_tick(since_epoch: Duration, interval: Duration) -> Duration {
+    let interval_ns = interval.as_nanos().max(1);
+    let into_tick = since_epoch.as_nanos() % interval_ns;
+    Duration::from_nanos(u64::try_from(interval_ns - into_tick).unwrap_or(u64::MAX))
 }
 
 /// `headroom_slo_cycle_duration_seconds`: each finished cycle's wall time.
@@ -117,6 +130,36 @@ mod tests {
                 })
                 .collect();
             assert_eq!(got, closed, "{what}");
+        }
+    }
+
+    #[test]
+    fn evaluations_are_requeued_to_the_next_tick_of_the_interval() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        for (now, interval, want, what) in [
+            (
+                ms(100_250),
+                s(10),
+                ms(9_750),
+                "a quarter second past a tick",
+            ),
+            (ms(109_999), s(10), ms(1), "just before a tick"),
+            (
+                s(100),
+                s(10),
+                s(10),
+                "exactly on a tick: the next one, not now",
+            ),
+            (ms(7_500), s(2), ms(500), "another interval"),
+            (
+                ms(5),
+                Duration::ZERO,
+                Duration::from_nanos(1),
+                "a zero interval",
+            ),
+        ] {
+            assert_eq!(until_next_tick(now, interval), want, "{what}");
         }
     }
 

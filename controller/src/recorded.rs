@@ -3,11 +3,12 @@
 //! Once the rules are loaded, `headroom:slo_error_ratio:rate<w>` holds every
 //! SLO's error ratio for window w, so one query per window serves all SLOs:
 //! the number of queries per cycle does not grow with the number of SLOs.
-//! Each window's answer serves every SLO for one evaluation interval (a
-//! round): the first SLO that needs it after that reads it again, the rest
-//! share the answer. So each window costs at most one query per interval
-//! however many SLOs there are and however their evaluations spread over the
-//! interval. An SLO whose series are missing (rules not loaded yet) falls
+//! The SLOs are evaluated together on each tick of the evaluation interval
+//! (a round; see `cycles`). Each window's answer serves every SLO for half a
+//! round: the first SLO that needs it after that reads it again, the rest
+//! share the answer. So each window costs one query per tick however many
+//! SLOs there are (at most two per round when an SLO created between ticks
+//! is evaluated at once). An SLO whose series are missing (rules not loaded yet) falls
 //! back to direct queries, and its status says which source was used.
 
 use std::collections::{HashMap, HashSet};
@@ -110,8 +111,9 @@ struct Read {
 }
 
 impl RecordedCache {
-    /// `round`: how long one read of a window serves every SLO; the
-    /// evaluation interval, so that a cycle costs one query per window.
+    /// `round`: the evaluation interval, whose ticks the SLOs are evaluated
+    /// on; an answer serves the tick it was read in (half a round), so that
+    /// a cycle costs one query per window.
     /// `rounds` counts the rounds started (the operator's exported metric).
     pub fn new(round: Duration, rounds: Counter) -> Self {
         Self {
@@ -169,7 +171,7 @@ impl RecordedCache {
         // the middle of their reads would have each window read again and
         // again while they queue.
         if let Some(r) = read.as_ref()
-            && r.done.elapsed() < self.round
+            && r.done.elapsed() < self.fresh_for()
         {
             return r.answer.clone();
         }
@@ -197,6 +199,14 @@ impl RecordedCache {
         answer
     }
 
+    /// How long an answer serves: half a round. The SLOs are evaluated
+    /// together on each tick of the round (`cycles::until_next_tick`), and
+    /// an answer that arrived during one tick's burst must not serve the
+    /// next tick's, which comes a little less than a round after it.
+    fn fresh_for(&self) -> Duration {
+        self.round / 2
+    }
+
     /// Room for as many SLOs as the last read had.
     fn expected(&self, read: &Option<Read>) -> usize {
         read.as_ref()
@@ -207,7 +217,7 @@ impl RecordedCache {
     /// A read after a round's time has passed starts the next round.
     fn count_round(&self) {
         let mut started = self.round_started.lock().unwrap_or_else(|e| e.into_inner());
-        if started.is_none_or(|at| at.elapsed() >= self.round) {
+        if started.is_none_or(|at| at.elapsed() >= self.fresh_for()) {
             *started = Some(Instant::now());
             self.rounds.inc();
         }
@@ -264,7 +274,9 @@ mod tests {
         }
         assert_eq!(hits.load(Ordering::SeqCst), 4);
         assert_eq!(rounds.get(), 1);
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        // The next tick's burst comes a little less than a round after this
+        // one's answers: it reads again.
+        tokio::time::sleep(Duration::from_millis(250)).await;
         for _slo in 0..50 {
             cache.error_ratios(&prom, "30s").await.expect("answer");
         }

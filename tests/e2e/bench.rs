@@ -32,6 +32,7 @@ use headroom_e2e::{CHECKOUT, Cluster, Operator, PrivatePrometheus, eventually};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
+use crate::bench_table::{record, thousands};
 use crate::experiment::{
     ERRORS, OBJECTIVE, TOTAL, calm, experiment, first_crossing, now_secs, runs, set_error_ratio,
     slo, web,
@@ -94,6 +95,10 @@ struct Idle {
     cpu_per_minute: f64,
     rss_mib: f64,
 }
+
+/// What the SLO-evaluation rows read: synthetic queries of constant cost.
+const READS_RECORDED: &str = "synthetic constant-cost indicators (`absent_over_time` of a series nobody exports) in the operator's recording rules; the operator sends one instant query per window for all SLOs";
+const READS_DIRECT: &str = "synthetic constant-cost indicators (`absent_over_time` of a series nobody exports), sent by the operator per SLO and window";
 
 /// Rule evaluation interval of the benchmark's own Prometheus: thousands of
 /// SLOs make tens of thousands of rules, more than a 1s interval allows.
@@ -391,6 +396,49 @@ async fn bench_slo_evaluation() -> Result<()> {
                 "{:>7}  {:<15}  cycle wall time over {:.0} cycles, interpolated within the histogram's buckets",
                 "", "", f.cycles.count
             );
+            let (size, reads) = if direct {
+                (
+                    format!("{} SLOs, direct queries", thousands(n)),
+                    READS_DIRECT,
+                )
+            } else {
+                (
+                    format!("{} SLOs, recording rules", thousands(n)),
+                    READS_RECORDED,
+                )
+            };
+            for (figure, value) in [
+                (
+                    "PromQL queries per cycle",
+                    format!("{:.1}", f.queries_per_cycle),
+                ),
+                (
+                    "status writes per cycle, nothing changed",
+                    format!("{:.1}", f.writes_per_cycle),
+                ),
+                (
+                    "operator CPU s per cycle",
+                    format!("{:.3}", f.cpu_per_cycle),
+                ),
+                (
+                    "cycle wall time p50 / p99 s",
+                    if f.cycles.count > 0.0 {
+                        format!(
+                            "{:.3} / {:.3} ({:.0} cycles)",
+                            f.cycles.p50, f.cycles.p99, f.cycles.count
+                        )
+                    } else {
+                        // A cycle closes at a pause of half an interval.
+                        "no cycle closed: each tick's evaluations ran into the next tick's".into()
+                    },
+                ),
+                (
+                    "operator RSS MiB during the cycles",
+                    format!("{:.1}", f.rss_mib),
+                ),
+            ] {
+                record("SLO evaluation, every 10s", &size, figure, value, reads)?;
+            }
             if let Some(idle) = f.idle {
                 memory_rows.push((n, f.rss_mib, idle.rss_mib));
                 idle_rows.push((n, idle));
@@ -409,15 +457,29 @@ async fn bench_slo_evaluation() -> Result<()> {
             "{:>7}  {:>11}  {:>16.2}  {:>9.1}",
             n, idle.experiments, idle.cpu_per_minute, idle.rss_mib
         );
+        let size = format!(
+            "{} SLOs + {} experiments not due",
+            thousands(n),
+            thousands(idle.experiments)
+        );
+        for (figure, value) in [
+            (
+                "operator CPU s per minute",
+                format!("{:.2}", idle.cpu_per_minute),
+            ),
+            ("operator RSS MiB", format!("{:.1}", idle.rss_mib)),
+        ] {
+            record("idle", &size, figure, value, READS_RECORDED)?;
+        }
     }
-    print_memory_by_n(&memory_rows);
+    print_memory_by_n(&memory_rows)?;
     Ok(())
 }
 
 /// RSS at each size (recording rules; during the measured cycles, and idle
 /// with N/10 experiments) and its growth per 1,000 SLOs between the
 /// smallest and the largest size.
-fn print_memory_by_n(rows: &[(usize, f64, f64)]) {
+fn print_memory_by_n(rows: &[(usize, f64, f64)]) -> Result<()> {
     println!("\nMemory by N (operator RSS MiB; recording rules; idle adds N/10 experiments)");
     let header: Vec<String> = rows.iter().map(|(n, ..)| format!("{n:>9}")).collect();
     println!("{:<22}{}  {:>16}", "SLOs", header.join(""), "MiB per 1,000");
@@ -431,7 +493,17 @@ fn print_memory_by_n(rows: &[(usize, f64, f64)]) {
     ] {
         let cells: Vec<String> = rows.iter().map(|r| format!("{:>9.1}", pick(r))).collect();
         println!("{:<22}{}  {:>16.2}", label, cells.join(""), per_1000(pick));
+        if let (Some(a), Some(b)) = (rows.first(), rows.last()) {
+            record(
+                "memory by N",
+                &format!("{} → {} SLOs", thousands(a.0), thousands(b.0)),
+                &format!("{label}: MiB per 1,000 SLOs"),
+                format!("{:.2}", per_1000(pick)),
+                "the RSS figures above, (RSS at the largest − at the smallest) / ΔN",
+            )?;
+        }
     }
+    Ok(())
 }
 
 #[tokio::test]
@@ -525,6 +597,19 @@ async fn bench_abort_reaction() -> Result<()> {
         pick(0.95),
         pick(1.0)
     );
+    record(
+        "abort reaction",
+        &format!("{n} runs, observeInterval 2s"),
+        "Prometheus crossing → restore started, min / median / p95 / max s",
+        format!(
+            "{:.3} / {:.3} / {:.3} / {:.3}",
+            pick(0.0),
+            pick(0.5),
+            pick(0.95),
+            pick(1.0)
+        ),
+        "checkout's real http_requests_total (error ratio set to 50%); the crossing is the first 15s burn rate over 3 found by query_range",
+    )?;
     Ok(())
 }
 
@@ -560,5 +645,19 @@ async fn bench_spend_cap_overshoot() -> Result<()> {
         ratios.first().copied().unwrap_or(f64::NAN),
         ratios.last().copied().unwrap_or(f64::NAN),
     );
+    record(
+        "spend-cap overshoot",
+        &format!(
+            "{n} runs, cap {}% of the budget",
+            crate::safety::SPEND_CAP_PERCENT
+        ),
+        "budget spent / cap, min / mean / max (runs over the cap)",
+        format!(
+            "{:.2} / {mean:.2} / {:.2} ({over})",
+            ratios.first().copied().unwrap_or(f64::NAN),
+            ratios.last().copied().unwrap_or(f64::NAN),
+        ),
+        "checkout's real http_requests_total at 35% errors (burn rate 3.5, SLO 90% over 2m); status.budget.spent of each run",
+    )?;
     Ok(())
 }

@@ -760,6 +760,35 @@ fn print_table(table: &[(usize, Vec<(&str, Row)>)]) {
     }
 }
 
+/// The headline figures of each rule set for `make bench`'s one table.
+fn record_rows(table: &[(usize, Vec<(&str, Row)>)], instances: usize) -> Result<()> {
+    for (n, rows) in table {
+        let sloth = rows
+            .iter()
+            .find(|(l, _)| l.starts_with("sloth"))
+            .map(|(_, r)| (r.eval_per_cycle, r.cpu_per_minute));
+        for (label, r) in rows {
+            let (re, rc) = sloth.map_or((f64::NAN, f64::NAN), |(e, c)| {
+                (r.eval_per_cycle / e, r.cpu_per_minute / c)
+            });
+            crate::bench_table::record(
+                "rule cost in Prometheus, beside Sloth",
+                &format!("{} services: {label}", crate::bench_table::thousands(*n)),
+                "rules; eval s/cycle; Prometheus CPU s/min; ratios to Sloth (eval, CPU)",
+                format!(
+                    "{}; {:.3}; {:.2}; {re:.2}, {rc:.2}",
+                    r.rules, r.eval_per_cycle, r.cpu_per_minute
+                ),
+                &format!(
+                    "one 99.9%/30d ratio SLO per service over 30 days of http_requests_total backfilled by promtool ({instances} instances × {} codes per service), evaluated every {INTERVAL}s",
+                    CODES.len()
+                ),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test]
 #[ignore = "a benchmark: make bench"]
 async fn rule_cost_side_by_side() -> Result<()> {
@@ -1048,6 +1077,7 @@ async fn rule_cost_side_by_side() -> Result<()> {
         // Printed now too, so a later size failing does not lose them.
         let done = vec![(n, rows)];
         print_table(&done);
+        record_rows(&done, instances)?;
         table.extend(done);
     }
 

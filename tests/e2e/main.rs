@@ -4,6 +4,7 @@
 mod actions;
 mod bench;
 mod bench_rules;
+mod bench_table;
 mod browser;
 mod checks;
 mod cluster;

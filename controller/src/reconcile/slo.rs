@@ -73,7 +73,15 @@ async fn reconcile(slo: Arc<ServiceLevelObjective>, ctx: Arc<Context>) -> Result
     ctx.metrics
         .slo_cycles
         .evaluated(started, Instant::now(), ctx.evaluation_interval);
-    Ok(Action::requeue(ctx.evaluation_interval))
+    // To the interval's next tick on the wall clock, with every other SLO:
+    // one cycle, one read per window (see `cycles`).
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(Action::requeue(crate::cycles::until_next_tick(
+        since_epoch,
+        ctx.evaluation_interval,
+    )))
 }
 
 async fn write_status(
