@@ -726,6 +726,23 @@ async fn measure(
     Ok(row)
 }
 
+/// Each row with its evaluation time and CPU divided by Sloth's row's
+/// (NaN without a Sloth row).
+fn with_sloth_ratios<'a>(
+    rows: &'a [(&'a str, Row)],
+) -> impl Iterator<Item = (&'a str, &'a Row, f64, f64)> + 'a {
+    let sloth = rows
+        .iter()
+        .find(|(l, _)| l.starts_with("sloth"))
+        .map(|(_, r)| (r.eval_per_cycle, r.cpu_per_minute));
+    rows.iter().map(move |(label, r)| {
+        let (re, rc) = sloth.map_or((f64::NAN, f64::NAN), |(e, c)| {
+            (r.eval_per_cycle / e, r.cpu_per_minute / c)
+        });
+        (*label, r, re, rc)
+    })
+}
+
 fn print_table(table: &[(usize, Vec<(&str, Row)>)]) {
     println!(
         "\nRule cost per rule set (ratios: this row / Sloth's row; below 1.0 is cheaper than Sloth)"
@@ -744,14 +761,7 @@ fn print_table(table: &[(usize, Vec<(&str, Row)>)]) {
         "CPU ratio"
     );
     for (n, rows) in table {
-        let sloth = rows
-            .iter()
-            .find(|(l, _)| l.starts_with("sloth"))
-            .map(|(_, r)| (r.eval_per_cycle, r.cpu_per_minute));
-        for (label, r) in rows {
-            let (re, rc) = sloth.map_or((f64::NAN, f64::NAN), |(e, c)| {
-                (r.eval_per_cycle / e, r.cpu_per_minute / c)
-            });
+        for (label, r, re, rc) in with_sloth_ratios(rows) {
             println!(
                 "{n:>8}  {label:<52}  {:>7}  {:>7}  {:>12.3}  {:>9.2}  {:>8.0}  {:>6}  {:>10.2}  {:>9.2}",
                 r.rules, r.groups, r.eval_per_cycle, r.cpu_per_minute, r.rss_mib, r.missed, re, rc
@@ -763,14 +773,7 @@ fn print_table(table: &[(usize, Vec<(&str, Row)>)]) {
 /// The headline figures of each rule set for `make bench`'s one table.
 fn record_rows(table: &[(usize, Vec<(&str, Row)>)], instances: usize) -> Result<()> {
     for (n, rows) in table {
-        let sloth = rows
-            .iter()
-            .find(|(l, _)| l.starts_with("sloth"))
-            .map(|(_, r)| (r.eval_per_cycle, r.cpu_per_minute));
-        for (label, r) in rows {
-            let (re, rc) = sloth.map_or((f64::NAN, f64::NAN), |(e, c)| {
-                (r.eval_per_cycle / e, r.cpu_per_minute / c)
-            });
+        for (label, r, re, rc) in with_sloth_ratios(rows) {
             crate::bench_table::record(
                 "rule cost in Prometheus, beside Sloth",
                 &format!("{} services: {label}", crate::bench_table::thousands(*n)),
