@@ -40,6 +40,9 @@ export HEADROOM_BIN="$PWD/target/release/headroom"
 # GOGC=100 spent most of its CPU collecting garbage and answered the
 # operator's reads in seconds. Memory is plentiful here, cores are not.
 export GOGC="${BENCH_PROMETHEUS_GOGC:-400}"
+# ...but a soft bound, so that GOGC=400 cannot let a Prometheus holding
+# 130,000 rules outgrow the machine: GC runs harder near the bound.
+export GOMEMLIMIT="${BENCH_PROMETHEUS_GOMEMLIMIT:-6GiB}"
 echo "==> benchmarks (several minutes)"
 cargo test --locked -p headroom-e2e --test e2e -- --ignored --nocapture --test-threads=1 bench::
 echo "==> Sloth for the side-by-side rule cost (built once, cached)"

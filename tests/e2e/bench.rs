@@ -165,6 +165,17 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
     tokio::time::sleep(Duration::from_secs(INTERVAL_SECS * measured)).await;
     let b = scrape(&operator.metrics_url).await?;
     let cpu_b = operator.cpu_seconds().unwrap_or(0.0);
+    // Not a figure of the operator's: printed so that a Prometheus
+    // outgrowing the machine is seen in the log before it swaps.
+    println!(
+        "  {n} SLOs ({}): the benchmark's own Prometheus has RSS {:.0} MiB",
+        if direct {
+            "direct queries"
+        } else {
+            "recording rules"
+        },
+        prom.rss_kib().unwrap_or(0) as f64 / 1024.0
+    );
     let d = |k: &str| get(&b, k) - get(&a, k);
     let mut figures = Figures {
         cycles: Cycles::between(&a, &b),

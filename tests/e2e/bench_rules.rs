@@ -850,8 +850,9 @@ async fn rule_cost_side_by_side() -> Result<()> {
         sloth.display()
     );
     println!(
-        "  evaluating every {INTERVAL}s and scraping the same live counters every {INTERVAL}s; GOGC={}",
-        env_or("GOGC", "100 (default)")
+        "  evaluating every {INTERVAL}s and scraping the same live counters every {INTERVAL}s; GOGC={}, GOMEMLIMIT={}",
+        env_or("GOGC", "100 (default)"),
+        env_or("GOMEMLIMIT", "none")
     );
     println!(
         "  history: {instances} instances x {} codes = {} series per service; raw samples {INTERVAL}s apart for the last {}, {} apart before, 30d in all",

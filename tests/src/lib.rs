@@ -28,23 +28,38 @@ pub struct Cluster {
     pub env: HashMap<String, String>,
 }
 
+/// The `KEY=value` lines of `.cluster/env`, which tests/cluster/up.sh
+/// writes.
+fn cluster_env() -> Result<HashMap<String, String>> {
+    let env_path = repo_root().join(".cluster/env");
+    let text = std::fs::read_to_string(&env_path).with_context(|| {
+        format!(
+            "{} is missing: start the local cluster with `make cluster-up` (or run `make test`)",
+            env_path.display()
+        )
+    })?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect())
+}
+
+/// Resident memory of process `pid` in KiB, from /proc.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 impl Cluster {
     /// Connect to the cluster `make cluster-up` started. Fails with a clear
     /// message when it is not there.
     pub async fn connect() -> Result<Self> {
-        let env_path = repo_root().join(".cluster/env");
-        let text = std::fs::read_to_string(&env_path).with_context(|| {
-            format!(
-                "{} is missing: start the local cluster with `make cluster-up` (or run `make test`)",
-                env_path.display()
-            )
-        })?;
-        let env: HashMap<String, String> = text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
-            .collect();
+        let env = cluster_env()?;
         let kubeconfig_path = env
             .get("KUBECONFIG")
             .context(".cluster/env has no KUBECONFIG line")?;
@@ -350,11 +365,7 @@ impl Operator {
 
     /// Resident memory of the operator process in KiB, from /proc.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        rss_kib(self.pid())
     }
 
     /// CPU time (user + system) of the operator process so far, in seconds.
@@ -500,14 +511,21 @@ pub struct PrivatePrometheus {
 }
 
 impl PrivatePrometheus {
-    /// `PROMETHEUS_BIN`, else `/usr/bin/prometheus` (what up.sh installs).
+    /// `PROMETHEUS_BIN` from the environment, else the Prometheus the
+    /// local cluster runs (its `.cluster/env` line), so a test's own
+    /// Prometheus is the same version as the shared one.
     pub fn binary() -> Result<PathBuf> {
-        let bin = std::env::var("PROMETHEUS_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from("/usr/bin/prometheus"));
+        let bin = match std::env::var("PROMETHEUS_BIN") {
+            Ok(bin) => PathBuf::from(bin),
+            Err(_) => PathBuf::from(
+                cluster_env()?
+                    .remove("PROMETHEUS_BIN")
+                    .context(".cluster/env has no PROMETHEUS_BIN line: restart the local cluster with `make cluster-up` (or set PROMETHEUS_BIN)")?,
+            ),
+        };
         if !bin.exists() {
             bail!(
-                "{} is missing: tests/cluster/up.sh installs Prometheus (or set PROMETHEUS_BIN)",
+                "{} is missing: tests/cluster/up.sh builds Prometheus (or set PROMETHEUS_BIN)",
                 bin.display()
             );
         }
@@ -609,6 +627,11 @@ impl PrivatePrometheus {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+
+    /// Its resident memory in KiB, while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.child.as_ref()?.id())
     }
 
     /// Its log so far, for assertion messages.
