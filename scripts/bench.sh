@@ -4,11 +4,14 @@
 #   BENCH_SLOS=100,1000,10000  SLO counts to evaluate (each with
 #                           recording rules, and with direct queries up to
 #                           BENCH_DIRECT_MAX=100), and the idle cost with
-#                           N/10 experiments scheduled but not due. 10000
-#                           takes about 15 minutes on 2 cores: its Prometheus
-#                           evaluates 280,000 rules.
-#   BENCH_RULE_INTERVAL     rule evaluation interval of the benchmark's own
-#                           Prometheus (default 60s, 5m from 10,000 SLOs)
+#                           N/10 experiments scheduled but not due.
+#   BENCH_RULE_INTERVAL=60s rule evaluation interval of the benchmark's own
+#                           Prometheus
+#   BENCH_EXPORTED_FROM=10000  from this many SLOs the recorded series are
+#                           served by the benchmark instead of evaluated
+#                           from the operator's rules (280,000 rules at
+#                           10,000 SLOs are more than 2 cores evaluate);
+#                           the table's row says so
 #   BENCH_PROMETHEUS_TIMEOUT=30s  the operator's --prometheus-timeout
 #   BENCH_ABORT_RUNS=20     runs for the abort-reaction distribution
 #   BENCH_SPEND_CAP_RUNS=10 runs for the spend-cap overshoot (spent / cap)
@@ -37,11 +40,8 @@ cargo build --release --locked -p headroom
 cargo build --locked -p headroom
 export HEADROOM_BIN="$PWD/target/release/headroom"
 # The benchmark's own Prometheus: Go's default GOGC, and a soft bound on
-# its heap. At 10,000 SLOs it loads 280,000 rules (a 162 MB file): measured
-# alone, loading took 1 min and 6 GB and one reload 3 min and 10 GB. With
-# GOGC=400 it grew to 21 GB and swapped the machine; with GOGC=400 and a
-# 6 GiB bound it collected garbage on both cores and never finished
-# loading.
+# its heap so that it cannot swap the machine (with GOGC=400 and 10,000
+# SLOs' rules it grew to 21 GB).
 export GOGC="${BENCH_PROMETHEUS_GOGC:-100}"
 export GOMEMLIMIT="${BENCH_PROMETHEUS_GOMEMLIMIT:-12GiB}"
 echo "==> benchmarks (several minutes)"

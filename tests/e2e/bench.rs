@@ -11,7 +11,9 @@
 //!   cycles, default 6), operator RSS. Then memory by N: RSS at each size
 //!   and the growth per 1,000 SLOs. Each size gets a Prometheus
 //!   of its own that loads the operator's rule file and evaluates it every
-//!   BENCH_RULE_INTERVAL (default 60s, 5m from 10,000 SLOs).
+//!   BENCH_RULE_INTERVAL (default 60s). From BENCH_EXPORTED_FROM SLOs
+//!   (default 10,000) the recorded series come from an exporter instead
+//!   (see [`exported`]): the row says so.
 //! - Idle cost at each size: N/10 experiments scheduled but not due.
 //! - Abort reaction over BENCH_ABORT_RUNS runs (default 20): from the first
 //!   instant Prometheus shows the burn rate over the abort threshold to
@@ -100,26 +102,140 @@ struct Idle {
 const READS_RECORDED: &str = "synthetic constant-cost indicators (`absent_over_time` of a series nobody exports) in the operator's recording rules; the operator sends one instant query per window for all SLOs";
 const READS_DIRECT: &str = "synthetic constant-cost indicators (`absent_over_time` of a series nobody exports), sent by the operator per SLO and window";
 
-/// Rule evaluation interval of the benchmark's own Prometheus for `n` SLOs:
-/// BENCH_RULE_INTERVAL, else 60s, and 5m from 10,000 SLOs. The operator
-/// writes 28 rules per SLO (long windows tiled from recorded short ones,
-/// about 16 KB of YAML): at 10,000 SLOs, 280,000 rules in a 162 MB file,
-/// which Prometheus 3.16 on 2 cores cannot evaluate every 60s (median rule
-/// evaluation 5 s behind, both cores busy) — measured with that file alone.
-fn rule_interval(n: usize) -> String {
-    std::env::var("BENCH_RULE_INTERVAL").unwrap_or_else(|_| {
-        if n >= 10_000 {
-            "5m".into()
-        } else {
-            "60s".into()
+const READS_EXPORTED: &str = "recorded series served by the benchmark at constant values and scraped every 30s: Prometheus does NOT evaluate the operator's rules at this size (280,000 rules, more than 2 cores keep up with); the operator sends one instant query per window for all SLOs, and still writes its rule file";
+
+/// What a row of `n` SLOs reads: its label and its description.
+fn source(n: usize, direct: bool) -> (&'static str, &'static str) {
+    match (direct, exported(n)) {
+        (true, _) => ("direct queries", READS_DIRECT),
+        (false, false) => ("recording rules", READS_RECORDED),
+        (false, true) => ("exported series", READS_EXPORTED),
+    }
+}
+
+/// Rule evaluation interval of the benchmark's own Prometheus: thousands of
+/// SLOs make tens of thousands of rules, more than a 1s interval allows.
+fn rule_interval() -> String {
+    std::env::var("BENCH_RULE_INTERVAL").unwrap_or_else(|_| "60s".into())
+}
+
+/// From how many SLOs (BENCH_EXPORTED_FROM, default 10,000) the recorded
+/// series come from an exporter instead of the operator's rules. The
+/// operator writes 28 rules per SLO (long windows tiled from recorded
+/// short ones, about 16 KB of YAML): at 10,000 SLOs, 280,000 rules in a
+/// 162 MB file. Prometheus 3.16 on this machine's 2 cores loaded that file
+/// in 2 minutes and 6 GB, reloaded it in 3 minutes and 10 GB, and fell
+/// behind on every evaluation (median rule evaluation 5 to 10 s late);
+/// after 12 minutes 829 of the 10,000 SLOs read their recorded series. The
+/// operator's side (its queries, memory, CPU, writes) is what this row
+/// measures; the rules' cost to Prometheus is `bench_rules`'s.
+fn exported(n: usize) -> bool {
+    let from = std::env::var("BENCH_EXPORTED_FROM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    n >= from
+}
+
+/// Serves, on its `/metrics`, every recorded series the operator reads for
+/// `n` steady SLOs in `ns` (error ratio 0, 100 requests/s), named as the
+/// operator's own rule file names them. Stops when dropped.
+struct RecordedExporter {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RecordedExporter {
+    async fn start(ns: &str, n: usize) -> Result<Self> {
+        use std::fmt::Write as _;
+        let mut one = steady_slo("slo-00000")?;
+        one.metadata.namespace = Some(ns.to_owned());
+        let mut file = Vec::new();
+        headroom::rules::write_rule_file(&mut file, &[&one], "http://bench.invalid")?;
+        let names: std::collections::BTreeSet<String> = String::from_utf8(file)?
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- record: "))
+            .filter(|m| {
+                m.starts_with(&headroom::rules::recorded_metric(""))
+                    || m.starts_with(&headroom::rules::recorded_traffic_metric(""))
+            })
+            .map(str::to_owned)
+            .collect();
+        ensure!(
+            !names.is_empty(),
+            "the operator's rule file for one SLO records no error ratio or request rate"
+        );
+        let mut body = String::with_capacity(names.len() * n * 80);
+        for name in &names {
+            let value = if name.starts_with(&headroom::rules::recorded_traffic_metric("")) {
+                100
+            } else {
+                0
+            };
+            for i in 0..n {
+                writeln!(
+                    body,
+                    "{name}{{namespace=\"{ns}\",slo=\"slo-{i:05}\"}} {value}"
+                )?;
+            }
         }
-    })
+        let body = axum::body::Bytes::from(body);
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, task })
+    }
+}
+
+impl Drop for RecordedExporter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
     let ns = cluster.namespace(&format!("bench-{n}")).await?;
-    let prom = PrivatePrometheus::start_with(cluster, &rule_interval(n)).await?;
-    let rules_dir = prom.rules_dir().display().to_string();
+    let exporter = match exported(n) && !direct {
+        true => Some(RecordedExporter::start(&ns.name, n).await?),
+        false => None,
+    };
+    let prom = match &exporter {
+        Some(e) => {
+            let target = e.addr.to_string();
+            PrivatePrometheus::start_scraping(
+                cluster,
+                &rule_interval(),
+                &[("bench-recorded", target.as_str(), "30s")],
+            )
+            .await?
+        }
+        None => PrivatePrometheus::start_with(cluster, &rule_interval()).await?,
+    };
+    // With the exporter, the operator writes its rule file where this
+    // Prometheus does not load it.
+    let rules_dir = match &exporter {
+        Some(_) => prom.dir.join("not-loaded"),
+        None => prom.rules_dir(),
+    }
+    .display()
+    .to_string();
     let interval = format!("{INTERVAL_SECS}s");
     // A Prometheus evaluating tens of thousands of rules on two cores
     // answers slowly; the default timeout would read that as unavailable.
@@ -133,8 +249,10 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
         prom.url.as_str(),
         "--rules-dir",
         rules_dir.as_str(),
-        "--prometheus-reload",
     ];
+    if exporter.is_none() {
+        args.push("--prometheus-reload");
+    }
     if direct {
         args.push("--direct-queries");
     }
@@ -184,13 +302,8 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
     // Not a figure of the operator's: printed so that a Prometheus
     // outgrowing the machine is seen in the log before it swaps.
     println!(
-        "  {n} SLOs ({}): the benchmark's own Prometheus (rules every {}) has RSS {:.0} MiB",
-        if direct {
-            "direct queries"
-        } else {
-            "recording rules"
-        },
-        rule_interval(n),
+        "  {n} SLOs ({}): the benchmark's own Prometheus has RSS {:.0} MiB",
+        source(n, direct).0,
         prom.rss_kib().unwrap_or(0) as f64 / 1024.0
     );
     let d = |k: &str| get(&b, k) - get(&a, k);
@@ -376,9 +489,8 @@ async fn bench_slo_evaluation() -> Result<()> {
         std::env::var("HEADROOM_BIN").unwrap_or_else(|_| "target/debug/headroom".into())
     );
     println!(
-        "Prometheus of its own per size, rule evaluation every {} ({} from 10,000 SLOs); cycle ≈ Prometheus read + operator CPU; all ready: from the operator's start with the SLOs already created",
-        rule_interval(0),
-        rule_interval(10_000)
+        "Prometheus of its own per size, rule evaluation every {}; cycle ≈ Prometheus read + operator CPU; all ready: from the operator's start with the SLOs already created",
+        rule_interval()
     );
     println!(
         "Queries: every SLO's indicator is synthetic and constant-cost (errors `0 * absent_over_time(headroom_bench_nothing[$window])`, total `100 * …`), so Prometheus's cost does not grow with its uptime.\n  recording rules: the operator sends one instant query per window for all SLOs (`headroom:slo_error_ratio:rate<w>`, and `headroom:slo_requests:rate<shortest>`), Prometheus evaluates the synthetic queries in the rules;\n  direct queries: the operator sends the synthetic queries themselves, per SLO and window."
@@ -407,11 +519,7 @@ async fn bench_slo_evaluation() -> Result<()> {
             println!(
                 "{:>7}  {:<15}  {:>13.1}  {:>13.1}  {:>12.3}  {:>11.3}  {:>11.3}  {:>11.3}  {:>13.1}  {:>9.1}",
                 n,
-                if direct {
-                    "direct queries"
-                } else {
-                    "recording rules"
-                },
+                source(n, direct).0,
                 f.queries_per_cycle,
                 f.writes_per_cycle,
                 f.read_seconds_per_cycle,
@@ -425,17 +533,8 @@ async fn bench_slo_evaluation() -> Result<()> {
                 "{:>7}  {:<15}  cycle wall time over {:.0} cycles, interpolated within the histogram's buckets",
                 "", "", f.cycles.count
             );
-            let (size, reads) = if direct {
-                (
-                    format!("{} SLOs, direct queries", thousands(n)),
-                    READS_DIRECT,
-                )
-            } else {
-                (
-                    format!("{} SLOs, recording rules", thousands(n)),
-                    READS_RECORDED,
-                )
-            };
+            let (label, reads) = source(n, direct);
+            let size = format!("{} SLOs, {label}", thousands(n));
             for (figure, value) in [
                 (
                     "PromQL queries per cycle",
@@ -498,7 +597,7 @@ async fn bench_slo_evaluation() -> Result<()> {
             ),
             ("operator RSS MiB", format!("{:.1}", idle.rss_mib)),
         ] {
-            record("idle", &size, figure, value, READS_RECORDED)?;
+            record("idle", &size, figure, value, source(n, false).1)?;
         }
     }
     print_memory_by_n(&memory_rows)?;

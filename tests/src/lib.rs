@@ -541,6 +541,16 @@ impl PrivatePrometheus {
     /// `evaluation_interval` (benchmarks with thousands of SLOs need a
     /// longer one than the shared Prometheus's 1s).
     pub async fn start_with(cluster: &Cluster, evaluation_interval: &str) -> Result<Self> {
+        Self::start_scraping(cluster, evaluation_interval, &[]).await
+    }
+
+    /// [`Self::start_with`], also scraping each `(job, host:port,
+    /// interval)` of `extra` (its `/metrics`).
+    pub async fn start_scraping(
+        cluster: &Cluster,
+        evaluation_interval: &str,
+        extra: &[(&str, &str, &str)],
+    ) -> Result<Self> {
         let port = free_port()?;
         let dir = std::env::temp_dir().join(format!("headroom-prometheus-{port}"));
         std::fs::create_dir_all(dir.join("data"))?;
@@ -555,8 +565,15 @@ impl PrivatePrometheus {
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: {evaluation_interval}\n\
                  rule_files: [\"{}/*.yml\"]\n\
-                 scrape_configs:\n  - job_name: checkout\n    static_configs: [{{ targets: [\"{checkout}\"] }}]\n",
-                dir.join("rules").display()
+                 scrape_configs:\n  - job_name: checkout\n    static_configs: [{{ targets: [\"{checkout}\"] }}]\n{}",
+                dir.join("rules").display(),
+                extra
+                    .iter()
+                    .map(|(job, target, interval)| format!(
+                        "  - job_name: {job}\n    scrape_interval: {interval}\n    scrape_timeout: {interval}\n    \
+                         fallback_scrape_protocol: PrometheusText0.0.4\n    static_configs: [{{ targets: [\"{target}\"] }}]\n"
+                    ))
+                    .collect::<String>()
             ),
         )?;
         let mut p = Self {
