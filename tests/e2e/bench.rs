@@ -123,10 +123,11 @@ fn rule_interval() -> String {
 /// series come from an exporter instead of the operator's rules. The
 /// operator writes 28 rules per SLO (long windows tiled from recorded
 /// short ones, about 16 KB of YAML): at 10,000 SLOs, 280,000 rules in a
-/// 162 MB file. Prometheus 3.16 on this machine's 2 cores loaded that file
-/// in 2 minutes and 6 GB, reloaded it in 3 minutes and 10 GB, and fell
-/// behind on every evaluation (median rule evaluation 5 to 10 s late);
-/// after 12 minutes 829 of the 10,000 SLOs read their recorded series. The
+/// 162 MB file. Prometheus 3.16 on this machine's 2 cores took 1 to 2
+/// minutes to load that file, had 6 GB of RSS 90 s later, took 3 minutes
+/// and 10 GB to reload it, and fell behind evaluating it every minute
+/// (median rule evaluation 5 s); in make bench, after 12 minutes 829 of
+/// the 10,000 SLOs read their recorded series. The
 /// operator's side (its queries, memory, CPU, writes) is what this row
 /// measures; the rules' cost to Prometheus is `bench_rules`'s.
 fn exported(n: usize) -> bool {
