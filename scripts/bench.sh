@@ -16,7 +16,8 @@
 #   BENCH_ABORT_RUNS=20     runs for the abort-reaction distribution
 #   BENCH_SPEND_CAP_RUNS=10 runs for the spend-cap overshoot (spent / cap)
 #   BENCH_RULE_SERVICES=100,1000  services (one SLO each) for the rule cost
-#                           side by side with Sloth (no cluster; ~45 minutes
+#                           side by side with Sloth (the cluster's Prometheus
+#                           binary, nothing else of it; ~45 minutes
 #                           on 2 cores for both sizes)
 #   BENCH_RULE_INSTANCES=3  instances per service (x 4 status codes)
 #   BENCH_RULE_CYCLES=2     evaluation cycles measured per rule set
@@ -49,7 +50,7 @@ cargo test --locked -p headroom-e2e --test e2e -- --ignored --nocapture --test-t
 echo "==> Sloth for the side-by-side rule cost (built once, cached)"
 SLOTH_BIN="$(./tests/cluster/sloth.sh)"
 export SLOTH_BIN
-echo "==> rule cost side by side with Sloth (no cluster; one Prometheus at a time)"
+echo "==> rule cost side by side with Sloth (the cluster's Prometheus binary; one Prometheus at a time)"
 cargo test --locked -p headroom-e2e --test e2e -- --ignored --nocapture --test-threads=1 bench_rules::
 echo "==> the table (also in $BENCH_TABLE)"
 cargo test --locked -p headroom-e2e --test e2e -- --ignored --nocapture --test-threads=1 bench_table::print_the_table
