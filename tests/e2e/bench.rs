@@ -609,7 +609,9 @@ async fn bench_slo_evaluation() -> Result<()> {
 /// with N/10 experiments) and its growth per 1,000 SLOs between the
 /// smallest and the largest size.
 fn print_memory_by_n(rows: &[(usize, f64, f64)]) -> Result<()> {
-    println!("\nMemory by N (operator RSS MiB; recording rules; idle adds N/10 experiments)");
+    println!(
+        "\nMemory by N (operator RSS MiB; recorded reads: recording rules, exported series from BENCH_EXPORTED_FROM; idle adds N/10 experiments)"
+    );
     let header: Vec<String> = rows.iter().map(|(n, ..)| format!("{n:>9}")).collect();
     println!("{:<22}{}  {:>16}", "SLOs", header.join(""), "MiB per 1,000");
     let per_1000 = |pick: fn(&(usize, f64, f64)) -> f64| match (rows.first(), rows.last()) {
