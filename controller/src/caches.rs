@@ -271,7 +271,17 @@ pub fn apply<K>(
     match event {
         watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => tap.offer(&Arc::new(obj)),
         watcher::Event::Delete(obj) => tap.forget(&obj),
-        watcher::Event::Init | watcher::Event::InitDone => {}
+        // The list is in the store now. A controller that subscribed after
+        // an object's InitApply and before this snapshotted a store without
+        // it, and would never have reconciled it (an SLO created as the
+        // operator started stayed unevaluated). Offering the whole list
+        // again sends only what the controller has not seen.
+        watcher::Event::InitDone => {
+            for obj in writer.as_reader().state() {
+                tap.offer(&obj);
+            }
+        }
+        watcher::Event::Init => {}
     }
 }
 
@@ -413,5 +423,26 @@ mod tests {
         assert_eq!(next_name(&mut trigger).as_deref(), Some("a"));
         assert_eq!(next_name(&mut trigger).as_deref(), Some("b"));
         assert_eq!(next_name(&mut trigger), None);
+    }
+
+    #[test]
+    fn an_object_listed_before_a_controller_subscribes_is_triggered_when_the_list_completes() {
+        let (store, mut writer) = reflector::store();
+        let tap = Tap::new(slo_trigger);
+        apply(&mut writer, &tap, Event::Init);
+        // Listed before the controller listens; the store holds it only at
+        // InitDone, so the controller's snapshot misses it.
+        apply(&mut writer, &tap, Event::InitApply(slo("early", 1, 1.0)));
+        let mut trigger = Box::pin(tap.subscribe(&store));
+        assert_eq!(next_name(&mut trigger), None, "not in the store yet");
+        apply(&mut writer, &tap, Event::InitApply(slo("late", 1, 1.0)));
+        apply(&mut writer, &tap, Event::InitDone);
+        let mut got = vec![];
+        while let Some(name) = next_name(&mut trigger) {
+            got.push(name);
+        }
+        got.sort();
+        // Each once: "late" was sent at its InitApply and is not sent again.
+        assert_eq!(got, ["early", "late"]);
     }
 }
