@@ -27,13 +27,19 @@ use crate::rules::{recorded_metric, recorded_traffic_metric};
 ///
 /// Keyed by a hash of (namespace, name) rather than the names: at ten
 /// thousand SLOs and nine windows, two owned strings per entry were the
-/// largest thing the operator held between reads. Two SLOs whose keys
-/// collide are both left out, so they read nothing from the snapshot and
-/// fall back to direct queries: never the other's figure.
+/// largest thing the operator held between reads. Held as a sorted vector
+/// of (key, value), 16 bytes per SLO, rather than a hash map (41 bytes per
+/// SLO at its load factor, with `Option<f64>` values): nine of them are
+/// alive at once, and looking one up among ten thousand is a binary search
+/// of 14 steps. Two SLOs whose keys collide are both left out, so they read
+/// nothing from the snapshot and fall back to direct queries: never the
+/// other's figure.
 #[derive(Debug)]
 pub struct Values {
     hasher: RandomState,
-    values: HashMap<u64, Option<f64>>,
+    /// Sorted by key once the read is complete ([`Values::seal`]). NaN
+    /// stands for a series without a finite value.
+    values: Vec<(u64, f64)>,
     ambiguous: HashSet<u64>,
 }
 
@@ -41,7 +47,7 @@ impl Values {
     fn with_capacity(hasher: RandomState, capacity: usize) -> Self {
         Self {
             hasher,
-            values: HashMap::with_capacity(capacity),
+            values: Vec::with_capacity(capacity),
             ambiguous: HashSet::new(),
         }
     }
@@ -50,11 +56,28 @@ impl Values {
         self.hasher.hash_one((namespace, slo))
     }
 
+    /// One series of the answer; [`Values::seal`] once all are in.
     fn insert(&mut self, namespace: &str, slo: &str, value: Option<f64>) {
         let key = self.key(namespace, slo);
-        if self.values.insert(key, value).is_some() {
-            self.ambiguous.insert(key);
+        self.values.push((key, value.unwrap_or(f64::NAN)));
+    }
+
+    /// Sort for lookups, and set aside the keys that came more than once.
+    fn seal(mut self) -> Self {
+        self.values.sort_unstable_by_key(|(key, _)| *key);
+        for pair in self.values.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                self.ambiguous.insert(pair[0].0);
+            }
         }
+        if !self.ambiguous.is_empty() {
+            let ambiguous = &self.ambiguous;
+            self.values.retain(|(key, _)| !ambiguous.contains(key));
+        }
+        // The capacity came from the last read's count: exact unless SLOs
+        // came or went.
+        self.values.shrink_to_fit();
+        self
     }
 
     /// The SLO's value: `None` when the metric has no series for it,
@@ -65,7 +88,12 @@ impl Values {
         if self.ambiguous.contains(&key) {
             return None;
         }
-        self.values.get(&key).copied()
+        let i = self
+            .values
+            .binary_search_by_key(&key, |(key, _)| *key)
+            .ok()?;
+        let value = self.values[i].1;
+        Some((!value.is_nan()).then_some(value))
     }
 
     pub fn len(&self) -> usize {
@@ -190,7 +218,7 @@ impl RecordedCache {
         let answer =
             Box::pin(prom.instant_per_slo(metric, |ns, slo, value| values.insert(ns, slo, value)))
                 .await
-                .map(|()| Arc::new(values));
+                .map(|()| Arc::new(values.seal()));
         self.read_seconds.inc_by(reading.elapsed().as_secs_f64());
         *read = Some(Read {
             done: Instant::now(),
@@ -292,7 +320,16 @@ mod tests {
         // Two rule files recording the same SLO (or a hash collision):
         // which is right is unknown, so the SLO reads nothing here.
         values.insert("shop", "a", Some(0.3));
+        values.insert("shop", "c", None);
+        let values = values.seal();
         assert_eq!(values.get("shop", "a"), None);
+        assert_eq!(
+            values.get("shop", "c"),
+            Some(None),
+            "a series without a finite value"
+        );
+        assert_eq!(values.get("shop", "d"), None, "no series");
+        assert_eq!(values.len(), 2);
         assert_eq!(values.get("shop", "b"), Some(Some(0.2)));
         // The pair is hashed as a pair: no "sh"+"opa" against "shop"+"a".
         assert_eq!(values.get("sh", "opa"), None);
