@@ -13,9 +13,9 @@
 //! tokio runtime, a kube client, the Prometheus client, the metrics
 //! registry), fills the caches through `caches::apply` from the JSON the
 //! API server sends (so the trimming is the operator's), then runs the SLO
-//! controller over the store (one cycle: every SLO reconciled once and
-//! requeued), each reconcile reading its windows through the operator's
-//! `RecordedCache` from a stand-in Prometheus (in the parent process, on a
+//! evaluator's loop over the store (one cycle: every SLO evaluated once,
+//! then waiting for the next tick), each evaluation reading its windows
+//! through the operator's `RecordedCache` from a stand-in Prometheus (in the parent process, on a
 //! loopback port the system picks) that answers every recorded window with
 //! one series per SLO, then renders `/metrics` once (a scrape) and writes
 //! the rule file once to a sink (what the rules writer does when a spec
@@ -32,15 +32,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use futures::StreamExt;
 use headroom::caches;
 use headroom::metrics::Metrics;
 use headroom::recorded::RecordedCache;
 use headroom::resources::experiment::ChaosExperiment;
 use headroom::resources::slo::ServiceLevelObjective;
 use headroom::slo_eval::{self, Figures};
+use headroom::tick_loop::Next;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 
@@ -346,8 +345,9 @@ async fn run(n: usize, objects: Objects, url: &str) -> Result<()> {
     caches::apply(&mut writers.runs, &caches.run_tap, Event::InitDone);
     report("filled");
 
-    // The leader's part: the SLO controller over the shared store, one
-    // reconcile per SLO, each requeued for the next cycle.
+    // The leader's part: the SLO evaluator's loop over the shared store,
+    // every SLO evaluated once (the trigger stream's first pass), each
+    // then waiting for the next tick.
     metrics.slo_gauges.serve(caches.slos.clone());
     metrics.experiment_gauges.serve(caches.experiments.clone());
     let ctx = Arc::new(Cycle {
@@ -356,10 +356,19 @@ async fn run(n: usize, objects: Objects, url: &str) -> Result<()> {
         done: AtomicUsize::new(0),
     });
     let trigger = caches.slo_tap.subscribe(&caches.slos);
-    let controller = Controller::for_shared_stream(trigger, caches.slos.clone())
-        .with_config(kube::runtime::controller::Config::default().concurrency(64))
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|_| async {});
+    let controller = {
+        let ctx = ctx.clone();
+        headroom::tick_loop::run(caches.slos.clone(), trigger, INTERVAL, 64, move |slo| {
+            let ctx = ctx.clone();
+            async move {
+                if reconcile(slo, ctx.clone()).await.is_err() {
+                    eprintln!("a reconcile failed");
+                }
+                ctx.done.fetch_add(1, Ordering::Relaxed);
+                Next::Tick
+            }
+        })
+    };
     let cycle = std::time::Instant::now();
     let controller = tokio::spawn(controller);
     while ctx.done.load(Ordering::Relaxed) < n {
@@ -423,7 +432,7 @@ struct Cycle {
 async fn reconcile(
     slo: Arc<ServiceLevelObjective>,
     ctx: Arc<Cycle>,
-) -> Result<Action, std::fmt::Error> {
+) -> Result<(), std::fmt::Error> {
     let (ns, name) = (
         slo.metadata.namespace.as_deref().unwrap_or_default(),
         slo.metadata.name.as_deref().unwrap_or_default(),
@@ -470,14 +479,7 @@ async fn reconcile(
         // A steady SLO never gets here; the count would show it.
         println!("changed {ns}/{name}");
     }
-    ctx.done.fetch_add(1, Ordering::Relaxed);
-    Ok(Action::requeue(INTERVAL))
-}
-
-fn error_policy(_: Arc<ServiceLevelObjective>, _: &std::fmt::Error, ctx: Arc<Cycle>) -> Action {
-    eprintln!("a reconcile failed");
-    ctx.done.fetch_add(1, Ordering::Relaxed);
-    Action::requeue(INTERVAL)
+    Ok(())
 }
 
 /// The status the operator computes for `slo` from steady figures.

@@ -110,7 +110,7 @@ where
 
 /// Name and namespace only, hashed: the uid and resource version change
 /// with a re-created or updated object, which is the same key here.
-fn key_of<K: Resource>(obj: &K) -> u64 {
+pub(crate) fn key_of<K: Resource>(obj: &K) -> u64 {
     hash_of(|h| (&obj.meta().namespace, &obj.meta().name).hash(h))
 }
 

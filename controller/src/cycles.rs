@@ -1,11 +1,11 @@
 //! The SLO evaluation cycle: when it ticks, and its wall time.
 //!
-//! Each SLO is evaluated, then requeued to the next tick of the evaluation
-//! interval on the wall clock ([`until_next_tick`]), so the evaluations of
-//! all SLOs come in bursts, one per interval, and the SLOs of one burst read
-//! the same recorded answers (one query per window per cycle). Requeued one
-//! interval after its own evaluation instead, each SLO would keep the phase
-//! it was created at: the evaluations spread over the whole interval, and no
+//! Every SLO is evaluated on each tick of the evaluation interval on the
+//! wall clock ([`until_next_tick`], `tick_loop`), so the evaluations of all
+//! SLOs come in bursts, one per interval, and the SLOs of one burst read
+//! the same recorded answers (one query per window per cycle). Evaluated one
+//! interval after its own last evaluation instead, each SLO would keep the
+//! phase it was created at: the evaluations spread over the whole interval, and no
 //! pause would ever mark the end of a cycle. A cycle is one burst: from the
 //! start of its first evaluation to the end of its last. Evaluations overlap (many run at once); a pause of half an
 //! interval with none starting ends the burst. A cycle longer than half the

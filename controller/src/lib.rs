@@ -39,5 +39,6 @@ pub mod schema_check;
 pub mod slo_eval;
 pub mod slo_reader;
 pub mod status;
+pub mod tick_loop;
 pub mod validate;
 pub mod verdict;

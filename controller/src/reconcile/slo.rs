@@ -1,13 +1,11 @@
-//! The ServiceLevelObjective reconciler: read the figures from Prometheus,
-//! compute the status, write it only when it changed.
+//! The ServiceLevelObjective evaluator: on each tick, read the figures from
+//! Prometheus, compute the status, write it only when it changed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -17,48 +15,56 @@ use crate::metrics::ControllerLabels;
 use crate::resources::slo::{ServiceLevelObjective, ServiceLevelObjectiveStatus};
 use crate::slo_eval::{self, Unreadable};
 use crate::slo_reader::{DEFERRED_RETRY, Freshness, gather, status_from, tier_plans};
+use crate::tick_loop::Next;
 
-/// Run the controller until the stream ends. Only spec changes trigger a
-/// reconcile (see `caches`); the requeue paces evaluation. Reacting to our
-/// own status writes would evaluate in a tight loop.
+/// Evaluate every SLO on each tick of the evaluation interval, and a new
+/// or changed one at once, until the watch cache's trigger stream ends.
+/// Only spec changes trigger (see `caches`): reacting to our own status
+/// writes would evaluate in a tight loop.
 pub async fn run(ctx: Arc<Context>, caches: Arc<crate::caches::Caches>) {
     let trigger = caches.slo_tap.subscribe(&caches.slos);
     ctx.metrics.slo_gauges.serve(caches.slos.clone());
-    Controller::for_shared_stream(trigger, caches.slos.clone())
-        .with_config(
-            kube::runtime::controller::Config::default().concurrency(super::RECONCILES_IN_FLIGHT),
-        )
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(err) = res {
-                warn!(error = %err, "SLO reconcile failed");
-            }
-        })
-        .await;
+    crate::tick_loop::run(
+        caches.slos.clone(),
+        trigger,
+        ctx.evaluation_interval,
+        usize::from(super::RECONCILES_IN_FLIGHT),
+        |slo| evaluate(slo, ctx.clone()),
+    )
+    .await;
 }
 
-fn error_policy(_slo: Arc<ServiceLevelObjective>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(error = %err, "SLO reconcile error");
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ControllerLabels {
-            controller: "slo".into(),
-        })
-        .inc();
-    Action::requeue(Duration::from_secs(5))
+/// One evaluation, and when to evaluate the SLO again.
+async fn evaluate(slo: Arc<ServiceLevelObjective>, ctx: Arc<Context>) -> Next {
+    match reconcile(slo, &ctx).await {
+        Ok(next) => next,
+        Err(err) => {
+            warn!(error = %err, "SLO reconcile failed");
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&ControllerLabels {
+                    controller: "slo".into(),
+                })
+                .inc();
+            Next::RetryIn(RETRY_AFTER_ERROR)
+        }
+    }
 }
 
-async fn reconcile(slo: Arc<ServiceLevelObjective>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// A failed evaluation (its status write, mostly) is tried again this soon,
+/// besides the next tick.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
+
+async fn reconcile(slo: Arc<ServiceLevelObjective>, ctx: &Context) -> Result<Next, Error> {
     let started = Instant::now();
     let ns = slo.namespace().unwrap_or_default();
     let name = slo.name_any();
     let previous = slo.status.clone().unwrap_or_default();
     let plans = tier_plans(&slo);
-    let figures = gather(&slo, &ctx, &plans, Freshness::Cached).await;
+    let figures = gather(&slo, ctx, &plans, Freshness::Cached).await;
     if let Err(Unreadable::Deferred) = figures {
-        // Frees this reconcile's slot for an SLO whose rules are loaded.
-        return Ok(Action::requeue(DEFERRED_RETRY));
+        // Frees this evaluation's slot for an SLO whose rules are loaded.
+        return Ok(Next::RetryIn(DEFERRED_RETRY));
     }
     let status = status_from(&slo, plans, figures);
     ctx.metrics
@@ -68,20 +74,14 @@ async fn reconcile(slo: Arc<ServiceLevelObjective>, ctx: Arc<Context>) -> Result
         // Boxed, like the Prometheus reads: thousands of evaluations wait at
         // once for the same read of a window, and an inline API request
         // would make each of their futures kilobytes larger.
-        Box::pin(write_status(&ctx, &ns, &name, &status)).await?;
+        Box::pin(write_status(ctx, &ns, &name, &status)).await?;
     }
     ctx.metrics
         .slo_cycles
         .evaluated(started, Instant::now(), ctx.evaluation_interval);
-    // To the interval's next tick on the wall clock, with every other SLO:
-    // one cycle, one read per window (see `cycles`).
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Ok(Action::requeue(crate::cycles::until_next_tick(
-        since_epoch,
-        ctx.evaluation_interval,
-    )))
+    // The next tick, with every other SLO: one cycle, one read per window
+    // (see `cycles`).
+    Ok(Next::Tick)
 }
 
 async fn write_status(
