@@ -182,6 +182,40 @@ pub fn next(due: &Due, gate_open: bool, last_gated_for_same_reason: bool) -> Nex
     }
 }
 
+/// How soon a reconcile looks again at a run that is due but did not start
+/// (the gate was closed, or the run was recorded as Gated): the gate may
+/// open at the SLOs' next evaluation.
+pub const DUE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// When to look again at an experiment with nothing in flight, after a
+/// reconcile at `now`: soon while a run is due; otherwise at its schedule's
+/// next fire, and at the latest after `refresh` (the SLO evaluation
+/// interval) to show the gate as it would decide now. The gate's figures
+/// change once per evaluation interval: looking more often reads the same
+/// figures again. Spec changes, "run now" requests and the runs' changes
+/// trigger a reconcile on their own; a run that comes due re-checks its
+/// target's namespaces in the reconcile that starts it.
+pub fn look_again(
+    due_now: bool,
+    next_fire: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    refresh: std::time::Duration,
+) -> std::time::Duration {
+    // A wake-up a moment before the fire (clocks, rounding) looks again
+    // shortly, not in a tight loop.
+    const SOONEST: std::time::Duration = std::time::Duration::from_millis(200);
+    if due_now {
+        return DUE_RETRY;
+    }
+    let refresh = refresh.max(DUE_RETRY);
+    match next_fire.map(|t| (t - now).to_std()) {
+        Some(Ok(until)) => until.clamp(SOONEST, refresh),
+        // Already passed: due at the next look.
+        Some(Err(_)) => SOONEST,
+        None => refresh,
+    }
+}
+
 /// What a due run does while a run of the same experiment is in flight.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WhileRunning {
@@ -525,6 +559,61 @@ mod tests {
         ];
         for (name, runs, finished, gated, want) in cases {
             assert_eq!(prune(&runs, finished, gated), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn when_an_experiment_is_looked_at_again() {
+        let secs = std::time::Duration::from_secs;
+        let ms = std::time::Duration::from_millis;
+        let cases = [
+            (
+                "a due run that did not start",
+                true,
+                Some(t(3600)),
+                secs(10),
+                secs(5),
+            ),
+            ("a due run, no schedule", true, None, secs(30), secs(5)),
+            (
+                "not due, no schedule: the gate refresh",
+                false,
+                None,
+                secs(10),
+                secs(10),
+            ),
+            (
+                "the next fire is far: the gate refresh",
+                false,
+                Some(t(3600)),
+                secs(30),
+                secs(30),
+            ),
+            (
+                "the next fire comes first",
+                false,
+                Some(t(7)),
+                secs(30),
+                secs(7),
+            ),
+            (
+                "never more often than while due",
+                false,
+                None,
+                secs(2),
+                secs(5),
+            ),
+            (
+                "a fire a moment away",
+                false,
+                Some(t(0) + chrono::Duration::milliseconds(50)),
+                secs(10),
+                ms(200),
+            ),
+            ("a fire just passed", false, Some(t(-1)), secs(10), ms(200)),
+        ];
+        for (name, due_now, fire, refresh, want) in cases {
+            assert_eq!(look_again(due_now, fire, t(0), refresh), want, "{name}");
         }
     }
 

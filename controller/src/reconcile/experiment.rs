@@ -440,12 +440,21 @@ async fn step(
         }
         Next::Wait => {}
     }
-    if let Some(schedule) = &exp.spec.schedule {
-        draft.status.next_run = next_fire(schedule, exp.spec.time_zone.as_deref(), Utc::now())
-            .ok()
-            .and_then(to_time);
-    }
-    Ok(Duration::from_secs(5))
+    let now_utc = Utc::now();
+    let fire = exp
+        .spec
+        .schedule
+        .as_deref()
+        .and_then(|schedule| next_fire(schedule, exp.spec.time_zone.as_deref(), now_utc).ok());
+    draft.status.next_run = fire.and_then(to_time);
+    // A run just started is looked at again when it changes (its own
+    // trigger) and by the running branch above.
+    Ok(decision::look_again(
+        due.now,
+        fire,
+        now_utc,
+        ctx.evaluation_interval,
+    ))
 }
 
 /// A schedule slot that comes due while a run of the experiment is in
