@@ -30,7 +30,7 @@ use futures::StreamExt;
 use headroom::resources::experiment::ChaosExperiment;
 use headroom::resources::run::RunPhase;
 use headroom::resources::slo::ServiceLevelObjective;
-use headroom_e2e::{CHECKOUT, Cluster, Operator, PrivatePrometheus, eventually};
+use headroom_e2e::{CHECKOUT, Cluster, Operator, PrivatePrometheus, Resident, eventually};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
@@ -85,7 +85,7 @@ struct Figures {
     writes_per_cycle: f64,
     read_seconds_per_cycle: f64,
     ready_after: Duration,
-    rss_mib: f64,
+    rss: Rss,
     cpu_per_cycle: f64,
     idle: Option<Idle>,
 }
@@ -95,7 +95,79 @@ struct Figures {
 struct Idle {
     experiments: usize,
     cpu_per_minute: f64,
-    rss_mib: f64,
+    rss: Rss,
+}
+
+/// How often the operator's RSS is read while a figure is measured.
+const RSS_EVERY: Duration = Duration::from_secs(2);
+
+/// The operator's RSS over a measured period, read every [`RSS_EVERY`]:
+/// one reading at the end varied by ±5 MiB between runs of the same
+/// commit, with the moment it fell on in a cycle.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Rss {
+    /// Median of the readings, MiB.
+    median_mib: f64,
+    /// Median of the anonymous part (heap, stacks), MiB; the rest is
+    /// file-backed, mostly the binary's code.
+    anon_median_mib: f64,
+    max_mib: f64,
+    readings: usize,
+}
+
+impl Rss {
+    fn of(readings: &[Resident]) -> Self {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let totals: Vec<f64> = readings.iter().map(|r| mib(r.total_kib)).collect();
+        let anon: Vec<f64> = readings.iter().map(|r| mib(r.anon_kib)).collect();
+        Self {
+            median_mib: median(&totals),
+            anon_median_mib: median(&anon),
+            max_mib: totals.iter().copied().fold(f64::NAN, f64::max),
+            readings: readings.len(),
+        }
+    }
+
+    /// The table's cell: the median first, as the figure.
+    fn cell(&self) -> String {
+        format!(
+            "{:.1} (median of {} readings {}s apart; anon {:.1}, max {:.1})",
+            self.median_mib,
+            self.readings,
+            RSS_EVERY.as_secs(),
+            self.anon_median_mib,
+            self.max_mib
+        )
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count);
+/// NaN for none.
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Wait `period`, reading the operator's RSS every [`RSS_EVERY`].
+async fn watch_rss(operator: &Operator, period: Duration) -> Rss {
+    let end = Instant::now() + period;
+    let mut readings = Vec::new();
+    loop {
+        if let Some(r) = operator.resident() {
+            readings.push(r);
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(left.min(RSS_EVERY)).await;
+    }
+    Rss::of(&readings)
 }
 
 /// What the SLO-evaluation rows read: synthetic queries of constant cost.
@@ -297,7 +369,7 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
     let cycles = measured as f64;
     let a = scrape(&operator.metrics_url).await?;
     let cpu_a = operator.cpu_seconds().unwrap_or(0.0);
-    tokio::time::sleep(Duration::from_secs(INTERVAL_SECS * measured)).await;
+    let rss = watch_rss(&operator, Duration::from_secs(INTERVAL_SECS * measured)).await;
     let b = scrape(&operator.metrics_url).await?;
     let cpu_b = operator.cpu_seconds().unwrap_or(0.0);
     // Not a figure of the operator's: printed so that a Prometheus
@@ -314,7 +386,7 @@ async fn measure(cluster: &Cluster, n: usize, direct: bool) -> Result<Figures> {
         writes_per_cycle: d("headroom_status_writes_total{controller=\"slo\"}") / cycles,
         read_seconds_per_cycle: d("headroom_recorded_read_seconds_total") / cycles,
         ready_after,
-        rss_mib: operator.rss_kib().unwrap_or(0) as f64 / 1024.0,
+        rss,
         cpu_per_cycle: (cpu_b - cpu_a) / cycles,
         idle: None,
     };
@@ -441,12 +513,12 @@ async fn idle(cluster: &Cluster, ns: &str, operator: &Operator, count: usize) ->
     .await?;
     tokio::time::sleep(Duration::from_secs(20)).await;
     let cpu_a = operator.cpu_seconds().unwrap_or(0.0);
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    let rss = watch_rss(operator, Duration::from_secs(60)).await;
     let cpu_b = operator.cpu_seconds().unwrap_or(0.0);
     let result = Idle {
         experiments: count,
         cpu_per_minute: cpu_b - cpu_a,
-        rss_mib: operator.rss_kib().unwrap_or(0) as f64 / 1024.0,
+        rss,
     };
     // Deleted while the operator runs, so it lifts their finalizers: the
     // namespace's clean-up would otherwise patch them one kubectl at a time.
@@ -528,12 +600,13 @@ async fn bench_slo_evaluation() -> Result<()> {
                 f.cycles.p50,
                 f.cycles.p99,
                 f.ready_after.as_secs_f64(),
-                f.rss_mib
+                f.rss.median_mib
             );
             println!(
                 "{:>7}  {:<15}  cycle wall time over {:.0} cycles, interpolated within the histogram's buckets",
                 "", "", f.cycles.count
             );
+            println!("{:>7}  {:<15}  RSS MiB {}", "", "", f.rss.cell());
             let (label, reads) = source(n, direct);
             let size = format!("{} SLOs, {label}", thousands(n));
             for (figure, value) in [
@@ -561,15 +634,12 @@ async fn bench_slo_evaluation() -> Result<()> {
                         "no cycle closed: each tick's evaluations ran into the next tick's".into()
                     },
                 ),
-                (
-                    "operator RSS MiB during the cycles",
-                    format!("{:.1}", f.rss_mib),
-                ),
+                ("operator RSS MiB during the cycles", f.rss.cell()),
             ] {
                 record("SLO evaluation, every 10s", &size, figure, value, reads)?;
             }
             if let Some(idle) = f.idle {
-                memory_rows.push((n, f.rss_mib, idle.rss_mib));
+                memory_rows.push((n, f.rss.median_mib, idle.rss.median_mib));
                 idle_rows.push((n, idle));
             }
         }
@@ -583,8 +653,12 @@ async fn bench_slo_evaluation() -> Result<()> {
     );
     for (n, idle) in idle_rows {
         println!(
-            "{:>7}  {:>11}  {:>16.2}  {:>9.1}",
-            n, idle.experiments, idle.cpu_per_minute, idle.rss_mib
+            "{:>7}  {:>11}  {:>16.2}  {:>9.1}  {}",
+            n,
+            idle.experiments,
+            idle.cpu_per_minute,
+            idle.rss.median_mib,
+            idle.rss.cell()
         );
         let size = format!(
             "{} SLOs + {} experiments not due",
@@ -596,7 +670,7 @@ async fn bench_slo_evaluation() -> Result<()> {
                 "operator CPU s per minute",
                 format!("{:.2}", idle.cpu_per_minute),
             ),
-            ("operator RSS MiB", format!("{:.1}", idle.rss_mib)),
+            ("operator RSS MiB", idle.rss.cell()),
         ] {
             record("idle", &size, figure, value, source(n, false).1)?;
         }
@@ -610,7 +684,7 @@ async fn bench_slo_evaluation() -> Result<()> {
 /// smallest and the largest size.
 fn print_memory_by_n(rows: &[(usize, f64, f64)]) -> Result<()> {
     println!(
-        "\nMemory by N (operator RSS MiB; recorded reads: recording rules, exported series from BENCH_EXPORTED_FROM; idle adds N/10 experiments)"
+        "\nMemory by N (operator RSS MiB, medians of readings every 2s; recorded reads: recording rules, exported series from BENCH_EXPORTED_FROM; idle adds N/10 experiments)"
     );
     let header: Vec<String> = rows.iter().map(|(n, ..)| format!("{n:>9}")).collect();
     println!("{:<22}{}  {:>16}", "SLOs", header.join(""), "MiB per 1,000");
@@ -803,4 +877,20 @@ async fn bench_spend_cap_overshoot() -> Result<()> {
         "checkout's real http_requests_total at 35% errors (burn rate 3.5, SLO 90% over 2m); status.budget.spent of each run",
     )?;
     Ok(())
+}
+
+#[test]
+fn the_rss_figure_is_the_median_of_the_readings() {
+    let r = |total_mib: u64, anon_mib: u64| Resident {
+        total_kib: total_mib * 1024,
+        anon_kib: anon_mib * 1024,
+    };
+    // One reading at a burst's peak does not move the figure.
+    let rss = Rss::of(&[r(80, 60), r(70, 50), r(95, 75), r(71, 52)]);
+    assert_eq!(rss.median_mib, 75.5);
+    assert_eq!(rss.anon_median_mib, 56.0);
+    assert_eq!(rss.max_mib, 95.0);
+    assert_eq!(rss.readings, 4);
+    assert_eq!(Rss::of(&[r(3, 1), r(1, 1), r(2, 1)]).median_mib, 2.0);
+    assert!(Rss::of(&[]).median_mib.is_nan());
 }

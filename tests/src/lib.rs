@@ -48,11 +48,31 @@ fn cluster_env() -> Result<HashMap<String, String>> {
 
 /// Resident memory of process `pid` in KiB, from /proc.
 fn rss_kib(pid: u32) -> Option<u64> {
+    resident(pid).map(|r| r.total_kib)
+}
+
+/// A process's resident memory, from `/proc/<pid>/status`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Resident {
+    /// `VmRSS`, KiB.
+    pub total_kib: u64,
+    /// `RssAnon`, KiB: the heap and the stacks. The rest is file-backed,
+    /// mostly the binary's own code, which no change to the heap reduces.
+    pub anon_kib: u64,
+}
+
+fn resident(pid: u32) -> Option<Resident> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some(Resident {
+        total_kib: field("VmRSS:")?,
+        anon_kib: field("RssAnon:")?,
+    })
 }
 
 impl Cluster {
@@ -366,6 +386,11 @@ impl Operator {
     /// Resident memory of the operator process in KiB, from /proc.
     pub fn rss_kib(&self) -> Option<u64> {
         rss_kib(self.pid())
+    }
+
+    /// Resident memory of the operator process, with its anonymous part.
+    pub fn resident(&self) -> Option<Resident> {
+        resident(self.pid())
     }
 
     /// CPU time (user + system) of the operator process so far, in seconds.
