@@ -315,12 +315,13 @@ pub struct Writers {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use futures::FutureExt;
     use kube::runtime::watcher::Event;
 
-    fn slo(name: &str, generation: i64, budget: f64) -> ServiceLevelObjective {
+    /// An SLO as the API server sends it; also the tick loop's fixture.
+    pub(crate) fn slo(name: &str, generation: i64, budget: f64) -> ServiceLevelObjective {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "headroom.dev/v1alpha1",
             "kind": "ServiceLevelObjective",

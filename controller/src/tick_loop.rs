@@ -242,16 +242,7 @@ mod tests {
     use std::sync::Mutex;
 
     fn slo(name: &str, generation: i64) -> ServiceLevelObjective {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "headroom.dev/v1alpha1",
-            "kind": "ServiceLevelObjective",
-            "metadata": { "name": name, "namespace": "shop", "generation": generation },
-            "spec": {
-                "service": "checkout", "objective": 99.9, "window": "30d",
-                "indicator": { "ratio": { "errors": "e[$window]", "total": "t[$window]" } }
-            }
-        }))
-        .expect("valid SLO")
+        crate::caches::tests::slo(name, generation, 1.0)
     }
 
     /// Each evaluation's start as (whole virtual seconds since the start,
